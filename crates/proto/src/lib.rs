@@ -1,0 +1,28 @@
+//! Generated protobuf and gRPC types of the platform, one module per proto package, plus
+//! the encoded descriptor set that every gRPC server registers with reflection.
+//!
+//! Generated code stays behind these modules; the small conversions between protobuf
+//! timestamps and `chrono` live in [`time`].
+
+pub mod time;
+
+/// `plangrep.orchestrator.v1`: the job orchestrator's gRPC API.
+pub mod orchestrator {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("plangrep.orchestrator.v1");
+}
+
+/// `plangrep.dispatcher.v1`: the webhook dispatcher's delivery log API.
+pub mod dispatcher {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("plangrep.dispatcher.v1");
+}
+
+/// `plangrep.events.v1`: status-change events carried on RabbitMQ.
+pub mod events {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("plangrep.events.v1");
+}
+
+/// The encoded `FileDescriptorSet` of every proto in `proto/`, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("plangrep_descriptor");

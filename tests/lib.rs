@@ -1,0 +1,1 @@
+//! The system-test crate: everything lives under `system/`.
