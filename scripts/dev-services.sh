@@ -61,18 +61,20 @@ parse_url() {
 
 is_local() { [[ "$1" == "127.0.0.1" || "$1" == "localhost" || "$1" == "::1" ]]; }
 
-# True when something accepts TCP connections on host:port.
-listening() {
-    local host="$1" port="$2"
-    timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$host" "$port" >/dev/null 2>&1
+# True when an AMQP 0-9-1 broker answers on host:port: send the protocol header and expect
+# the first byte of a Connection.Start method frame (frame type 1).
+amqp_answers() {
+    local first
+    first="$(timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2" && printf "AMQP\x00\x00\x09\x01" >&3 && head -c 1 <&3 | od -An -tx1' _ "$1" "$2" 2>/dev/null)" || return 1
+    [[ "${first// /}" == "01" ]]
 }
 
-# wait_for DESCRIPTION COMMAND...: poll COMMAND once a second for up to WAIT_SECONDS.
+# wait_for SECONDS COMMAND...: poll COMMAND once a second until it succeeds or SECONDS pass.
 wait_for() {
-    local what="$1" deadline=$((SECONDS + WAIT_SECONDS))
+    local deadline=$((SECONDS + $1))
     shift
     until "$@" >/dev/null 2>&1; do
-        ((SECONDS < deadline)) || die "$what did not become ready within ${WAIT_SECONDS}s"
+        ((SECONDS < deadline)) || return 1
         sleep 1
     done
 }
@@ -98,20 +100,30 @@ pg_version() { ls /etc/postgresql 2>/dev/null | sort -V | tail -1; }
 
 pg_installed() { have pg_ctlcluster && [[ -n "$(pg_version)" ]]; }
 
-pg_ready() { pg_isready -q -h "$PG_HOST" -p "$PG_PORT" -t 2; }
+# pg_isready: 0 accepting connections, 1 rejecting (starting up), 2 no response.
+pg_status() {
+    local rc=0
+    pg_isready -q -h "$PG_HOST" -p "$PG_PORT" -t 2 || rc=$?
+    echo "$rc"
+}
+
+pg_ready() { [[ "$(pg_status)" == 0 ]]; }
 
 # A query as the configured user over TCP, never prompting for a password.
 pg_query() {
     psql -X -w -q -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -Atc "$1"
 }
 
+pg_login_ok() { pg_query 'SELECT 1' >/dev/null 2>&1; }
+
 # Debian's PostgreSQL uses scram for TCP: switch 127.0.0.1 and ::1 to trust (only for a
-# cluster this script started).
+# cluster this script started or installed).
 pg_make_tcp_trust() {
     local version="$1" hba
-    pg_query 'SELECT 1' >/dev/null 2>&1 && return 0
+    pg_login_ok && return 0
     hba="/etc/postgresql/$version/main/pg_hba.conf"
-    [[ -w "$hba" ]] || die "postgres: TCP login as '$PG_USER' fails and $hba is not writable; make 127.0.0.1 'trust' there"
+    [[ -w "$hba" ]] \
+        || die "postgres: TCP login as '$PG_USER' fails and $hba is not writable; make 127.0.0.1 'trust' there and reload"
     if ! grep -q '^# plangrep dev-services: trust local TCP' "$hba"; then
         log "postgres: setting 127.0.0.1 and ::1 to trust in $hba"
         {
@@ -125,7 +137,8 @@ pg_make_tcp_trust() {
         mv "$hba.plangrep.tmp" "$hba"
     fi
     pg_ctlcluster --skip-systemctl-redirect "$version" main reload
-    wait_for "postgres trust login" pg_query 'SELECT 1'
+    wait_for "$WAIT_SECONDS" pg_login_ok \
+        || die "postgres: TCP login as '$PG_USER' still fails after making $hba trust"
 }
 
 pg_start_installed() {
@@ -133,16 +146,20 @@ pg_start_installed() {
     version="$(pg_version)"
     [[ -d "/etc/postgresql/$version/main" ]] \
         || die "postgres: PostgreSQL $version is installed but has no 'main' cluster (create it with: pg_createcluster $version main)"
-    if ! pg_ctlcluster "$version" main status >/dev/null 2>&1; then
+    if pg_ctlcluster "$version" main status >/dev/null 2>&1; then
+        log "postgres: cluster $version/main is running but not ready on $PG_HOST:$PG_PORT yet; waiting"
+    else
         log "postgres: starting cluster $version/main"
         pg_ctlcluster --skip-systemctl-redirect "$version" main start
     fi
-    wait_for "postgres on $PG_HOST:$PG_PORT" pg_ready
+    wait_for "$WAIT_SECONDS" pg_ready \
+        || die "postgres: cluster $version/main is not accepting connections on $PG_HOST:$PG_PORT after ${WAIT_SECONDS}s (check 'port' and 'listen_addresses' in /etc/postgresql/$version/main/postgresql.conf)"
     pg_make_tcp_trust "$version"
     log "postgres: started on $PG_HOST:$PG_PORT"
 }
 
 ensure_postgres() {
+    local status
     if ! have psql || ! have pg_isready || ! have createdb; then
         if can_apt_install; then
             apt_install postgresql-client
@@ -151,11 +168,13 @@ ensure_postgres() {
         fi
     fi
 
-    if listening "$PG_HOST" "$PG_PORT"; then
-        wait_for "postgres on $PG_HOST:$PG_PORT" pg_ready
+    status="$(pg_status)"
+    if [[ "$status" == 0 || "$status" == 1 ]]; then
+        wait_for "$WAIT_SECONDS" pg_ready \
+            || die "postgres: the server on $PG_HOST:$PG_PORT still rejects connections after ${WAIT_SECONDS}s"
         log "postgres: already running on $PG_HOST:$PG_PORT"
     elif ! is_local "$PG_HOST"; then
-        die "postgres: nothing listens on $PG_HOST:$PG_PORT (remote host from DATABASE_URL; not starting it)"
+        die "postgres: nothing answers on $PG_HOST:$PG_PORT (a remote host from DATABASE_URL is never started here)"
     elif pg_installed; then
         pg_start_installed
     elif can_apt_install; then
@@ -163,12 +182,11 @@ ensure_postgres() {
         pg_installed || die "postgres: apt-get installed postgresql but no cluster exists under /etc/postgresql"
         pg_start_installed
     else
-        die "postgres: nothing listens on $PG_HOST:$PG_PORT, the PostgreSQL server is not installed (no pg_ctlcluster or /etc/postgresql/<version>), and it cannot be installed here (needs Debian/Ubuntu, apt-get and root). Install PostgreSQL 15 listening on $PG_HOST:$PG_PORT with trust auth for user '$PG_USER'."
+        die "postgres: nothing answers on $PG_HOST:$PG_PORT, the PostgreSQL server is not installed (no pg_ctlcluster or /etc/postgresql/<version>), and it cannot be installed here (that needs Debian/Ubuntu, apt-get and root). Install PostgreSQL (15) listening on $PG_HOST:$PG_PORT with trust auth for user '$PG_USER'."
     fi
 
-    if ! pg_query 'SELECT 1' >/dev/null 2>&1; then
-        die "postgres: cannot log in as '$PG_USER' over TCP at $PG_HOST:$PG_PORT without a password; add 'host all all 127.0.0.1/32 trust' to pg_hba.conf (or put the password in DATABASE_URL) and reload"
-    fi
+    pg_login_ok \
+        || die "postgres: cannot log in as '$PG_USER' over TCP at $PG_HOST:$PG_PORT without a password; add 'host all all 127.0.0.1/32 trust' to pg_hba.conf (or put the password in DATABASE_URL) and reload"
 
     if ! pg_query "SELECT 1 FROM pg_database WHERE datname='$PG_DB'" | grep -q 1; then
         createdb -w -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" "$PG_DB"
@@ -180,26 +198,32 @@ ensure_postgres() {
 
 rabbit_installed() { have rabbitmq-server && have rabbitmqctl; }
 
-rabbit_listening() { listening "$AMQP_HOST" "$AMQP_PORT"; }
+rabbit_ready() { amqp_answers "$AMQP_HOST" "$AMQP_PORT"; }
+
+rabbit_node_up() { rabbitmqctl -q ping >/dev/null 2>&1; }
 
 rabbit_start_installed() {
-    # A node that is up but not yet listening is waited for, never started a second time.
-    if ! rabbitmqctl -q ping >/dev/null 2>&1; then
+    # A node that is up but not listening yet is waited for, never started a second time.
+    if rabbit_node_up; then
+        log "rabbitmq: node is running but not ready on $AMQP_HOST:$AMQP_PORT yet; waiting"
+    else
         log "rabbitmq: starting rabbitmq-server"
         rabbitmq-server -detached
     fi
-    wait_for "rabbitmq node" rabbitmqctl -q ping
+    wait_for "$WAIT_SECONDS" rabbit_node_up \
+        || die "rabbitmq: the node did not come up within ${WAIT_SECONDS}s (see /var/log/rabbitmq/)"
     rabbitmqctl -q -t "$WAIT_SECONDS" await_startup >/dev/null \
-        || die "rabbitmq: the node did not finish starting within ${WAIT_SECONDS}s"
-    wait_for "rabbitmq on $AMQP_HOST:$AMQP_PORT" rabbit_listening
+        || die "rabbitmq: the node did not finish booting within ${WAIT_SECONDS}s (see /var/log/rabbitmq/)"
+    wait_for "$WAIT_SECONDS" rabbit_ready \
+        || die "rabbitmq: the node is up but no AMQP listener answers on $AMQP_HOST:$AMQP_PORT (check listeners.tcp in rabbitmq.conf)"
     log "rabbitmq: started on $AMQP_HOST:$AMQP_PORT"
 }
 
 ensure_rabbitmq() {
-    if rabbit_listening; then
+    if rabbit_ready; then
         log "rabbitmq: already running on $AMQP_HOST:$AMQP_PORT"
     elif ! is_local "$AMQP_HOST"; then
-        die "rabbitmq: nothing listens on $AMQP_HOST:$AMQP_PORT (remote host from AMQP_URL; not starting it)"
+        die "rabbitmq: no AMQP broker answers on $AMQP_HOST:$AMQP_PORT (a remote host from AMQP_URL is never started here)"
     elif rabbit_installed; then
         rabbit_start_installed
     elif can_apt_install; then
@@ -207,7 +231,7 @@ ensure_rabbitmq() {
         rabbit_installed || die "rabbitmq: apt-get installed rabbitmq-server but rabbitmq-server/rabbitmqctl are not on PATH"
         rabbit_start_installed
     else
-        die "rabbitmq: nothing listens on $AMQP_HOST:$AMQP_PORT, RabbitMQ is not installed (no rabbitmq-server/rabbitmqctl on PATH), and it cannot be installed here (needs Debian/Ubuntu, apt-get and root). Install RabbitMQ listening on $AMQP_HOST:$AMQP_PORT with the guest/guest user."
+        die "rabbitmq: no AMQP broker answers on $AMQP_HOST:$AMQP_PORT, RabbitMQ is not installed (no rabbitmq-server/rabbitmqctl on PATH), and it cannot be installed here (that needs Debian/Ubuntu, apt-get and root). Install RabbitMQ listening on $AMQP_HOST:$AMQP_PORT with the guest/guest user."
     fi
 }
 

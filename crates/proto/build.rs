@@ -21,6 +21,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // One file that nests the packages as modules, so cross-package references
+        // (`events` embeds `orchestrator.Job`) resolve.
+        .include_file("plangrep_protos.rs")
         .compile_fds(descriptors)?;
 
     // compile_fds does not track its inputs; tell cargo ourselves.

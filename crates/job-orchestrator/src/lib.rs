@@ -1,0 +1,22 @@
+//! `plangrep-job-orchestrator`: owns projects, jobs and their history in PostgreSQL,
+//! drives the job lifecycle through the pure state machine of `plangrep-core`, and
+//! announces every status change through a transactional outbox relayed to RabbitMQ.
+//!
+//! Layout: [`config`] and [`startup`] wire the service; [`grpc`] is the transport;
+//! [`store`] holds the SQL, [`lifecycle`] is the only writer of statuses; [`relay`]
+//! publishes the outbox; [`pipeline`] is the set of stages that consume our own events.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod grpc;
+pub mod lifecycle;
+pub mod pipeline;
+pub mod relay;
+pub mod startup;
+pub mod store;
+
+pub use config::Config;
+pub use startup::App;

@@ -1,0 +1,21 @@
+//! `plangrep-messaging`: everything the services share about RabbitMQ.
+//!
+//! - [`topology`]: the exchange and quorum work queues of DESIGN.md §3, declared
+//!   idempotently, with delivery limits and dead-letter queues, all under an optional
+//!   name prefix (tests isolate themselves with a random one).
+//! - [`publisher`]: a publisher with confirms, for the outbox relay.
+//! - [`consumer`]: a supervised consumer loop with manual acks, bounded concurrency,
+//!   reconnect with backoff and a graceful drain on shutdown.
+
+pub mod consumer;
+pub mod publisher;
+pub mod topology;
+
+pub use consumer::{BrokerHealth, ConsumerConfig, HandleError, Incoming, consume_loop};
+pub use publisher::{OutgoingMessage, PublishError, Publisher};
+pub use topology::{Topology, WorkQueue};
+
+/// Opens a connection to the broker at `url` on the current tokio runtime.
+pub async fn connect(url: &str) -> Result<lapin::Connection, lapin::Error> {
+    lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await
+}

@@ -4,24 +4,27 @@
 //! Generated code stays behind these modules; the small conversions between protobuf
 //! timestamps and `chrono` live in [`time`].
 
+pub mod reflection;
 pub mod time;
+
+#[allow(clippy::all, missing_docs)]
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/plangrep_protos.rs"));
+}
 
 /// `plangrep.orchestrator.v1`: the job orchestrator's gRPC API.
 pub mod orchestrator {
-    #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("plangrep.orchestrator.v1");
+    pub use crate::generated::plangrep::orchestrator::v1::*;
 }
 
 /// `plangrep.dispatcher.v1`: the webhook dispatcher's delivery log API.
 pub mod dispatcher {
-    #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("plangrep.dispatcher.v1");
+    pub use crate::generated::plangrep::dispatcher::v1::*;
 }
 
 /// `plangrep.events.v1`: status-change events carried on RabbitMQ.
 pub mod events {
-    #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("plangrep.events.v1");
+    pub use crate::generated::plangrep::events::v1::*;
 }
 
 /// The encoded `FileDescriptorSet` of every proto in `proto/`, for server reflection.

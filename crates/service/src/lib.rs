@@ -1,0 +1,19 @@
+//! `plangrep-service`: the chassis every binary shares, so the three `main.rs` files stay
+//! thin and behave the same way:
+//!
+//! - [`settings`]: layered settings (defaults, optional TOML file, environment) with
+//!   one-line errors that name the variable;
+//! - [`database`]: a PostgreSQL pool confined to the service's own schema, migrations;
+//! - [`shutdown`]: one cancellation token fed by SIGTERM and ctrl-c;
+//! - [`ops`]: `/healthz` and `/readyz`;
+//! - [`cli`]: the `serve | migrate | healthcheck` subcommands;
+//! - [`healthcheck`]: the probe behind the `healthcheck` subcommand.
+
+pub mod cli;
+pub mod database;
+pub mod healthcheck;
+pub mod ops;
+pub mod settings;
+pub mod shutdown;
+
+pub use settings::{SettingError, Settings};

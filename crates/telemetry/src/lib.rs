@@ -1,0 +1,26 @@
+//! `plangrep-telemetry`: structured logging for every service.
+//!
+//! `LOG_FORMAT=text|json` picks the format, `RUST_LOG` the filter (default `info`).
+//! Logs go to stderr so stdout stays free for command output (`make run` prints there).
+
+use tracing_subscriber::EnvFilter;
+
+/// An unknown `LOG_FORMAT`.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid LOG_FORMAT: {0:?} is not text or json")]
+pub struct InvalidLogFormat(pub String);
+
+/// Installs the global tracing subscriber for a service. Call once, first thing in `main`.
+pub fn init(service_name: &str, log_format: Option<&str>) -> Result<(), InvalidLogFormat> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log_format.unwrap_or("text") {
+        "text" => builder.try_init().ok(),
+        "json" => builder.json().flatten_event(true).try_init().ok(),
+        other => return Err(InvalidLogFormat(other.to_owned())),
+    };
+    tracing::debug!(service = service_name, "logging initialised");
+    Ok(())
+}

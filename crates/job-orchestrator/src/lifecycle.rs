@@ -1,0 +1,137 @@
+//! The only writer of job and project statuses.
+//!
+//! A status change is one transaction: the row moves (guarded by its version, so a stale
+//! worker loses cleanly), the history row and the outbox row are inserted. The outbox
+//! payload carries the job as it is after the change, which is what its webhook shows.
+
+use plangrep_core::id::EventId;
+use plangrep_core::{JobEvent, JobStatus, ProjectStatus, job};
+use plangrep_proto::events::{JobStatusChanged, ProjectStatusChanged};
+use plangrep_proto::time::to_timestamp;
+use prost::Message;
+use sqlx::PgConnection;
+
+use crate::error::Error;
+use crate::store::jobs::JobRow;
+use crate::store::projects::{self, ProjectRow};
+use crate::store::{self, outbox};
+
+/// Records the creation of `row` (already inserted, status `provisioning`, sequence 1).
+pub async fn record_job_created(conn: &mut PgConnection, row: &JobRow) -> Result<(), Error> {
+    record_job_event(conn, row, None).await
+}
+
+/// Applies `event` to the job if it is still in `expected` status (or any status when
+/// `expected` is `None`). Returns the updated row, or `None` when the job is not in the
+/// expected status any more (someone else moved it: the caller has nothing to do).
+pub async fn apply_job_event(
+    conn: &mut PgConnection,
+    job_id: &str,
+    expected: Option<JobStatus>,
+    event: JobEvent,
+) -> Result<Option<JobRow>, Error> {
+    let Some(current) = store::jobs::get_any(conn, job_id).await? else {
+        return Err(Error::NotFound("job"));
+    };
+    let from = current.status()?;
+    if expected.is_some_and(|expected| expected != from) {
+        return Ok(None);
+    }
+    let to = job::transition(from, event).map_err(|_| Error::Conflict)?;
+    let now = store::now();
+    let completed_at = to.is_terminal().then_some(now);
+    let updated: Option<JobRow> = sqlx::query_as(
+        "UPDATE jobs SET status = $3, version = version + 1, last_sequence = last_sequence + 1, \
+           updated_at = $4, completed_at = COALESCE(completed_at, $5) \
+         WHERE id = $1 AND version = $2 RETURNING *",
+    )
+    .bind(job_id)
+    .bind(current.version)
+    .bind(to.as_str())
+    .bind(now)
+    .bind(completed_at)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(updated) = updated else {
+        return Err(Error::Conflict);
+    };
+    record_job_event(conn, &updated, Some(from)).await?;
+    Ok(Some(updated))
+}
+
+/// Inserts the history row and the outbox row for the change that produced `row`.
+async fn record_job_event(
+    conn: &mut PgConnection,
+    row: &JobRow,
+    previous: Option<JobStatus>,
+) -> Result<(), Error> {
+    let event_id = EventId::generate().to_string();
+    let occurred_at = row.updated_at;
+    sqlx::query(
+        "INSERT INTO job_events (id, job_id, sequence, status, previous_status, occurred_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&event_id)
+    .bind(&row.id)
+    .bind(row.last_sequence)
+    .bind(&row.status)
+    .bind(previous.map(JobStatus::as_str))
+    .bind(occurred_at)
+    .execute(&mut *conn)
+    .await?;
+
+    let message = JobStatusChanged {
+        event_id: event_id.clone(),
+        sequence: u32::try_from(row.last_sequence).unwrap_or_default(),
+        status: row.status.clone(),
+        previous_status: previous.map(|s| s.as_str().to_owned()),
+        occurred_at: Some(to_timestamp(occurred_at)),
+        job: Some(row.to_proto()),
+    };
+    let routing_key = format!("job.status_changed.{}", row.status);
+    outbox::append(conn, &event_id, &routing_key, &message.encode_to_vec()).await?;
+    Ok(())
+}
+
+/// Records the creation of a project (already inserted, status `provisioning`).
+pub async fn record_project_created(conn: &mut PgConnection, row: &ProjectRow) -> Result<(), Error> {
+    record_project_event(conn, row, None).await
+}
+
+/// Moves a project from `from` to `to` if it is still in `from`; `None` otherwise.
+pub async fn move_project(
+    conn: &mut PgConnection,
+    project_id: &str,
+    from: ProjectStatus,
+    to: ProjectStatus,
+) -> Result<Option<ProjectRow>, Error> {
+    let Some(current) = projects::get_any(conn, project_id).await? else {
+        return Err(Error::NotFound("project"));
+    };
+    if current.status()? != from {
+        return Ok(None);
+    }
+    let updated = projects::update_status(conn, project_id, current.version, to)
+        .await?
+        .ok_or(Error::Conflict)?;
+    record_project_event(conn, &updated, Some(from)).await?;
+    Ok(Some(updated))
+}
+
+async fn record_project_event(
+    conn: &mut PgConnection,
+    row: &ProjectRow,
+    previous: Option<ProjectStatus>,
+) -> Result<(), Error> {
+    let event_id = EventId::generate().to_string();
+    let message = ProjectStatusChanged {
+        event_id: event_id.clone(),
+        status: row.status.clone(),
+        previous_status: previous.map(|s| s.as_str().to_owned()),
+        occurred_at: Some(to_timestamp(row.updated_at)),
+        project: Some(row.to_proto()),
+    };
+    let routing_key = format!("project.status_changed.{}", row.status);
+    outbox::append(conn, &event_id, &routing_key, &message.encode_to_vec()).await?;
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! The outbox relay: publishes committed outbox rows to RabbitMQ, in order, with
+//! publisher confirms, then marks them published.
+//!
+//! One relay is active per database (session advisory lock on a dedicated connection;
+//! other replicas stand by and take over when its session ends). It wakes on
+//! `NOTIFY plangrep_outbox` and polls as a backstop. A crash between publish and mark
+//! republishes the row: delivery is at-least-once and consumers dedupe by `message_id`.
+
+use std::time::Duration;
+
+use plangrep_messaging::{OutgoingMessage, Publisher, Topology};
+use sqlx::postgres::{PgConnectOptions, PgListener};
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::outbox;
+
+/// Arbitrary but fixed: identifies the relay's advisory lock within the database.
+const RELAY_LOCK_KEY: i64 = 0x706c_616e_6772_6570; // "plangrep"
+const BATCH_SIZE: i64 = 100;
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Where the relay reads from and publishes to.
+#[derive(Clone)]
+pub struct Relay {
+    /// The orchestrator's pool (claims and marks).
+    pub pool: PgPool,
+    /// Options for the dedicated lock-holding connection.
+    pub lock_options: PgConnectOptions,
+    /// The broker.
+    pub amqp_url: String,
+    /// Exchange names.
+    pub topology: Topology,
+    /// Backstop poll interval.
+    pub poll_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Broker(#[from] lapin::Error),
+    #[error(transparent)]
+    Publish(#[from] plangrep_messaging::PublishError),
+}
+
+impl Relay {
+    /// Runs until `shutdown`, surviving database and broker outages.
+    pub async fn relay_loop(self, shutdown: CancellationToken) {
+        let mut delay = RETRY_MIN;
+        while !shutdown.is_cancelled() {
+            match self.lead(&shutdown).await {
+                Ok(()) => delay = RETRY_MIN,
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?delay, "outbox relay interrupted");
+                    delay = (delay * 2).min(RETRY_MAX);
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// Takes the lock (or returns to wait and retry) and relays while holding it.
+    async fn lead(&self, shutdown: &CancellationToken) -> Result<(), RelayError> {
+        let mut lock = PgConnection::connect_with(&self.lock_options).await?;
+        let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(RELAY_LOCK_KEY)
+            .fetch_one(&mut lock)
+            .await?;
+        if !leader {
+            // Another replica relays; stand by and try again after a poll interval.
+            lock.close().await?;
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(self.poll_interval) => {}
+            }
+            return Ok(());
+        }
+        tracing::info!("outbox relay is active");
+        let outcome = self.relay_while_leading(shutdown).await;
+        // Closing the session releases the advisory lock.
+        let _ = lock.close().await;
+        outcome
+    }
+
+    async fn relay_while_leading(&self, shutdown: &CancellationToken) -> Result<(), RelayError> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen("plangrep_outbox").await?;
+        let connection = plangrep_messaging::connect(&self.amqp_url).await?;
+        let publisher = Publisher::open(&connection, &self.topology).await?;
+        let outcome = loop {
+            if let Err(error) = self.publish_pending(&publisher).await {
+                break Err(error);
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break Ok(()),
+                notification = listener.recv() => {
+                    if let Err(error) = notification {
+                        break Err(error.into());
+                    }
+                }
+                _ = tokio::time::sleep(self.poll_interval) => {}
+            }
+        };
+        let _ = connection.close(200, "bye".into()).await;
+        outcome
+    }
+
+    /// Publishes batches until the outbox is empty.
+    async fn publish_pending(&self, publisher: &Publisher) -> Result<(), RelayError> {
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let batch = outbox::claim_batch(&mut tx, BATCH_SIZE).await?;
+            if batch.is_empty() {
+                tx.commit().await?;
+                return Ok(());
+            }
+            for row in &batch {
+                publisher
+                    .publish(&OutgoingMessage {
+                        message_id: row.event_id.clone(),
+                        routing_key: row.routing_key.clone(),
+                        payload: row.payload.clone(),
+                        traceparent: row.traceparent.clone(),
+                    })
+                    .await?;
+            }
+            let ids: Vec<i64> = batch.iter().map(|row| row.id).collect();
+            outbox::mark_published(&mut tx, &ids).await?;
+            tx.commit().await?;
+            tracing::debug!(count = ids.len(), "outbox batch published");
+        }
+    }
+}

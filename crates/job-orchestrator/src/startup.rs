@@ -1,0 +1,164 @@
+//! Building and running the orchestrator: `App::build` migrates and wires everything on
+//! already-bound listeners (tests pass port 0); `run_until_stopped` serves gRPC and the
+//! ops endpoints and runs the relay and pipeline loops until the token is cancelled.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use plangrep_messaging::topology::ORCHESTRATOR_PIPELINE;
+use plangrep_messaging::{BrokerHealth, ConsumerConfig, Topology, consume_loop};
+use plangrep_proto::orchestrator::job_orchestrator_server::JobOrchestratorServer;
+use plangrep_service::database;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::PgConnectOptions;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+
+use crate::config::Config;
+use crate::grpc::OrchestratorService;
+use crate::pipeline::Pipeline;
+use crate::relay::Relay;
+
+/// The orchestrator's migrations, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// The database schema the orchestrator owns.
+pub const SCHEMA: &str = "orchestrator";
+
+/// Why the orchestrator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("invalid DATABASE_URL: {0}")]
+    DatabaseUrl(#[source] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A built, not yet running orchestrator.
+pub struct App {
+    config: Config,
+    pool: PgPool,
+    options: PgConnectOptions,
+    grpc_listener: TcpListener,
+    http_listener: TcpListener,
+}
+
+/// Database connection options of the orchestrator's schema.
+pub fn connect_options(config: &Config) -> Result<PgConnectOptions, StartupError> {
+    database::connect_options(&config.database_url, SCHEMA).map_err(StartupError::DatabaseUrl)
+}
+
+/// Applies the orchestrator's migrations (the `migrate` subcommand, and every start).
+pub async fn migrate(config: &Config) -> Result<(), StartupError> {
+    database::migrate(&connect_options(config)?, SCHEMA, &MIGRATOR).await?;
+    Ok(())
+}
+
+impl App {
+    /// Migrates the database and prepares the servers on the given listeners.
+    pub async fn build(
+        config: Config,
+        grpc_listener: TcpListener,
+        http_listener: TcpListener,
+    ) -> Result<Self, StartupError> {
+        migrate(&config).await?;
+        let options = connect_options(&config)?;
+        let pool = database::lazy_pool(options.clone(), 20);
+        Ok(Self {
+            config,
+            pool,
+            options,
+            grpc_listener,
+            http_listener,
+        })
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_listener.local_addr().expect("bound listener")
+    }
+
+    /// The bound ops HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_listener.local_addr().expect("bound listener")
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains and returns.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
+        let Self {
+            config,
+            pool,
+            options,
+            grpc_listener,
+            http_listener,
+        } = self;
+        let topology = Topology::new(config.amqp_prefix.clone());
+        let broker = BrokerHealth::default();
+
+        let relay = Relay {
+            pool: pool.clone(),
+            lock_options: options,
+            amqp_url: config.amqp_url.clone(),
+            topology: topology.clone(),
+            poll_interval: config.outbox_poll_interval,
+        };
+        let relay_task = tokio::spawn(relay.relay_loop(shutdown.clone()));
+
+        let pipeline = Pipeline::new(pool.clone(), config.storage_root.clone());
+        let consumer = ConsumerConfig {
+            amqp_url: config.amqp_url.clone(),
+            topology,
+            queue: ORCHESTRATOR_PIPELINE,
+            concurrency: 8,
+            consumer_tag: "job-orchestrator".to_owned(),
+        };
+        let pipeline_task = tokio::spawn(consume_loop(
+            consumer,
+            broker.clone(),
+            move |message| {
+                let pipeline = pipeline.clone();
+                async move { pipeline.handle(message).await }
+            },
+            shutdown.clone(),
+        ));
+
+        let readiness_pool = pool.clone();
+        let ops = plangrep_service::ops::router(Arc::new(move || {
+            let pool = readiness_pool.clone();
+            let broker = broker.clone();
+            Box::pin(async move { broker.is_up() && database::is_reachable(&pool).await })
+        }));
+        let http_task = tokio::spawn(plangrep_service::ops::serve(
+            http_listener,
+            ops,
+            shutdown.clone(),
+        ));
+
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<JobOrchestratorServer<OrchestratorService>>()
+            .await;
+        let (reflection_v1, reflection_v1alpha) = plangrep_proto::reflection::services();
+        let service = OrchestratorService::new(pool.clone(), config.secrets_key.clone(), config.job_ttl);
+        tracing::info!(grpc = %grpc_listener.local_addr()?, "job-orchestrator serving");
+        let grpc_result = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(JobOrchestratorServer::new(service))
+            .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener), shutdown.cancelled())
+            .await;
+
+        shutdown.cancel();
+        let _ = tokio::join!(relay_task, pipeline_task, http_task);
+        pool.close().await;
+        grpc_result?;
+        Ok(())
+    }
+}

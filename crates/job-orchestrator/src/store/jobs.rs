@@ -1,0 +1,127 @@
+//! Jobs: rows, their protobuf form (the shape `GET /jobs/{id}` and webhooks show), and
+//! the queries that do not change a job's status.
+
+use chrono::{DateTime, Utc};
+use plangrep_core::JobStatus;
+use plangrep_proto::orchestrator::{Job, JobBilling, JobError, JobLimits};
+use plangrep_proto::time::to_timestamp;
+use sqlx::PgConnection;
+
+use crate::error::Error;
+
+/// The limits every job has today (SPEC §4).
+pub const MAX_FILES: u32 = 100;
+/// Sum of declared upload sizes per job.
+pub const MAX_DECLARED_BYTES: u64 = 10_000_000_000;
+/// Pages per job.
+pub const MAX_PAGES: u32 = 500;
+
+/// A row of `jobs`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobRow {
+    pub id: String,
+    pub org_id: String,
+    pub project_id: String,
+    pub external_id: Option<String>,
+    pub status: String,
+    pub version: i32,
+    pub last_sequence: i32,
+    pub webhook_url: Option<String>,
+    pub webhook_secret_sealed: Option<Vec<u8>>,
+    pub page_count: i32,
+    pub successful_page_count: i32,
+    pub credits_reserved: i64,
+    pub credits_debited: i64,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub result_available: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl JobRow {
+    /// The job's status, parsed.
+    pub fn status(&self) -> Result<JobStatus, Error> {
+        self.status
+            .parse()
+            .map_err(|_| Error::Corrupt(format!("job {} status {:?}", self.id, self.status)))
+    }
+
+    /// The protobuf form.
+    pub fn to_proto(&self) -> Job {
+        let non_negative = |n: i32| u32::try_from(n).unwrap_or_default();
+        Job {
+            id: self.id.clone(),
+            org_id: self.org_id.clone(),
+            project_id: self.project_id.clone(),
+            external_id: self.external_id.clone(),
+            status: self.status.clone(),
+            webhook_url: self.webhook_url.clone(),
+            limits: Some(JobLimits {
+                max_files: MAX_FILES,
+                max_declared_bytes: MAX_DECLARED_BYTES,
+                max_pages: MAX_PAGES,
+            }),
+            files: Vec::new(),
+            page_count: non_negative(self.page_count),
+            successful_page_count: non_negative(self.successful_page_count),
+            billing: Some(JobBilling {
+                credits_reserved: self.credits_reserved,
+                credits_debited: self.credits_debited,
+            }),
+            error: self.error_code.as_ref().map(|code| JobError {
+                code: code.clone(),
+                message: self.error_message.clone().unwrap_or_default(),
+            }),
+            result_available: self.result_available,
+            created_at: Some(to_timestamp(self.created_at)),
+            updated_at: Some(to_timestamp(self.updated_at)),
+            completed_at: self.completed_at.map(to_timestamp),
+            expires_at: Some(to_timestamp(self.expires_at)),
+        }
+    }
+}
+
+/// Inserts a new job row.
+pub async fn insert(conn: &mut PgConnection, row: &JobRow) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO jobs (id, org_id, project_id, external_id, status, version, last_sequence, \
+           webhook_url, webhook_secret_sealed, created_at, updated_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(&row.id)
+    .bind(&row.org_id)
+    .bind(&row.project_id)
+    .bind(&row.external_id)
+    .bind(&row.status)
+    .bind(row.version)
+    .bind(row.last_sequence)
+    .bind(&row.webhook_url)
+    .bind(&row.webhook_secret_sealed)
+    .bind(row.created_at)
+    .bind(row.updated_at)
+    .bind(row.expires_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A job of `org_id`, or `NotFound` (also for another organization's job).
+pub async fn get(conn: &mut PgConnection, org_id: &str, id: &str) -> Result<JobRow, Error> {
+    sqlx::query_as("SELECT * FROM jobs WHERE id = $1 AND org_id = $2")
+        .bind(id)
+        .bind(org_id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or(Error::NotFound("job"))
+}
+
+/// A job by id alone (internal callers).
+pub async fn get_any(conn: &mut PgConnection, id: &str) -> Result<Option<JobRow>, Error> {
+    Ok(sqlx::query_as("SELECT * FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?)
+}

@@ -1,0 +1,57 @@
+//! The transactional outbox: rows written with the change they announce, claimed and
+//! marked published by the relay.
+
+use sqlx::{PgConnection, Postgres, Transaction};
+
+/// A row waiting to be published.
+#[derive(Debug, sqlx::FromRow)]
+pub struct PendingMessage {
+    pub id: i64,
+    pub event_id: String,
+    pub routing_key: String,
+    pub payload: Vec<u8>,
+    pub traceparent: Option<String>,
+}
+
+/// Appends a message to the outbox inside the caller's transaction.
+pub async fn append(
+    tx: &mut PgConnection,
+    event_id: &str,
+    routing_key: &str,
+    payload: &[u8],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO outbox (event_id, routing_key, payload) VALUES ($1, $2, $3)")
+        .bind(event_id)
+        .bind(routing_key)
+        .bind(payload)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Claims up to `limit` unpublished rows in commit order, skipping rows another relay
+/// holds.
+pub async fn claim_batch(
+    tx: &mut Transaction<'_, Postgres>,
+    limit: i64,
+) -> Result<Vec<PendingMessage>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, event_id, routing_key, payload, traceparent FROM outbox \
+         WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await
+}
+
+/// Marks rows as published.
+pub async fn mark_published(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[i64],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! A supervised consumer: connects, declares its queue, consumes with manual acks and a
+//! bounded number of messages in flight, reconnects with backoff when the broker goes
+//! away, and on shutdown stops taking messages and lets in-flight ones finish.
+//!
+//! Ack follows durable state: a message is acked only after its handler returned `Ok`
+//! (the handler commits before returning). Transient handler failures are retried in
+//! place with backoff, so a database outage does not burn the queue's delivery limit;
+//! permanent failures are rejected into the dead-letter queue.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+};
+use lapin::types::FieldTable;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::{Topology, WorkQueue};
+
+/// A received message, reduced to what handlers need.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// The AMQP `message_id` (the event id).
+    pub message_id: Option<String>,
+    /// The routing key it was published with.
+    pub routing_key: String,
+    /// The body.
+    pub payload: Vec<u8>,
+    /// Whether the broker delivered it before.
+    pub redelivered: bool,
+}
+
+/// How a handler failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// A dependency is down; the same message will be retried in place.
+    #[error("transient failure: {0}")]
+    Transient(Box<dyn std::error::Error + Send + Sync>),
+    /// The message can never be handled (undecodable); it goes to the dead-letter queue.
+    #[error("permanent failure: {0}")]
+    Permanent(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Whether a consumer currently holds a live broker connection (for `/readyz`).
+#[derive(Debug, Clone, Default)]
+pub struct BrokerHealth(Arc<AtomicBool>);
+
+impl BrokerHealth {
+    /// Whether the broker connection is up.
+    pub fn is_up(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Records the connection state.
+    pub fn set(&self, up: bool) {
+        self.0.store(up, Ordering::Relaxed);
+    }
+}
+
+/// What a consumer loop needs to know.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// The broker URL.
+    pub amqp_url: String,
+    /// Names of the exchange and queues.
+    pub topology: Topology,
+    /// The queue to consume.
+    pub queue: WorkQueue,
+    /// Messages handled at once (also the AMQP prefetch).
+    pub concurrency: u16,
+    /// A tag that names this consumer in the broker's management UI.
+    pub consumer_tag: String,
+}
+
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(10);
+
+/// Consumes `config.queue` until `shutdown` is cancelled, calling `handler` for each
+/// message. Never returns early: broker failures are retried with capped backoff.
+pub async fn consume_loop<H, Fut>(
+    config: ConsumerConfig,
+    health: BrokerHealth,
+    handler: H,
+    shutdown: CancellationToken,
+) where
+    H: Fn(Incoming) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), HandleError>> + Send + 'static,
+{
+    let mut delay = RECONNECT_MIN;
+    while !shutdown.is_cancelled() {
+        match consume_once(&config, &health, handler.clone(), &shutdown).await {
+            Ok(()) => delay = RECONNECT_MIN,
+            Err(error) => {
+                tracing::warn!(queue = config.queue.name, %error, retry_in = ?delay, "consumer lost the broker");
+            }
+        }
+        health.set(false);
+        if shutdown.is_cancelled() {
+            break;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(RECONNECT_MAX);
+    }
+}
+
+/// One connection's lifetime: returns when the stream ends, fails, or on shutdown (after
+/// draining in-flight handlers).
+async fn consume_once<H, Fut>(
+    config: &ConsumerConfig,
+    health: &BrokerHealth,
+    handler: H,
+    shutdown: &CancellationToken,
+) -> Result<(), lapin::Error>
+where
+    H: Fn(Incoming) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), HandleError>> + Send + 'static,
+{
+    let connection = crate::connect(&config.amqp_url).await?;
+    let channel = connection.create_channel().await?;
+    config
+        .topology
+        .declare_work_queue(&channel, &config.queue)
+        .await?;
+    channel
+        .basic_qos(config.concurrency, BasicQosOptions::default())
+        .await?;
+    let mut consumer = channel
+        .basic_consume(
+            config.topology.queue(&config.queue).into(),
+            config.consumer_tag.clone().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    health.set(true);
+    tracing::info!(queue = %config.topology.queue(&config.queue), "consuming");
+
+    let in_flight = Arc::new(Semaphore::new(usize::from(config.concurrency.max(1))));
+    let tracker = TaskTracker::new();
+    let outcome = loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            permit = in_flight.clone().acquire_owned() => permit.expect("semaphore never closed"),
+        };
+        let delivery = tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(error)) => break Err(error),
+                None => break Ok(()),
+            },
+        };
+        let handler = handler.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            handle_delivery(delivery, handler, shutdown).await;
+            drop(permit);
+        });
+    };
+    // Let in-flight messages finish (each acks or hands its message back), then close;
+    // prefetched but unstarted messages return to the queue when the channel closes.
+    tracker.close();
+    tracker.wait().await;
+    let _ = channel.close(200, "bye".into()).await;
+    let _ = connection.close(200, "bye".into()).await;
+    outcome
+}
+
+async fn handle_delivery<H, Fut>(delivery: Delivery, handler: H, shutdown: CancellationToken)
+where
+    H: Fn(Incoming) -> Fut,
+    Fut: Future<Output = Result<(), HandleError>>,
+{
+    let incoming = Incoming {
+        message_id: delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.to_string()),
+        routing_key: delivery.routing_key.to_string(),
+        payload: delivery.data.clone(),
+        redelivered: delivery.redelivered,
+    };
+    let mut delay = RECONNECT_MIN;
+    loop {
+        match handler(incoming.clone()).await {
+            Ok(()) => {
+                if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
+                    // The message will be redelivered; handlers are idempotent.
+                    tracing::warn!(%error, "ack failed");
+                }
+                return;
+            }
+            Err(HandleError::Permanent(error)) => {
+                tracing::error!(routing_key = %incoming.routing_key, %error, "dead-lettering an unprocessable message");
+                let _ = delivery
+                    .acker
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await;
+                return;
+            }
+            Err(HandleError::Transient(error)) => {
+                tracing::warn!(routing_key = %incoming.routing_key, %error, retry_in = ?delay, "handler failed, retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await;
+                        return;
+                    }
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(RECONNECT_MAX);
+            }
+        }
+    }
+}

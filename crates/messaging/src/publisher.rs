@@ -1,0 +1,92 @@
+//! A publisher with confirms: `publish` returns only once the broker has taken
+//! responsibility for the message (persistent, on a durable exchange).
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
+
+use crate::Topology;
+
+/// One message for the events exchange.
+#[derive(Debug, Clone)]
+pub struct OutgoingMessage {
+    /// The event id; consumers dedupe on it.
+    pub message_id: String,
+    /// `job.status_changed.<status>` and the like.
+    pub routing_key: String,
+    /// Encoded protobuf.
+    pub payload: Vec<u8>,
+    /// W3C `traceparent`, carried in the headers when present.
+    pub traceparent: Option<String>,
+}
+
+/// Why a message may not have reached the broker; the caller retries it.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("the broker connection failed")]
+    Broker(#[from] lapin::Error),
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+}
+
+/// A confirm-mode channel bound to the events exchange.
+pub struct Publisher {
+    channel: Channel,
+    exchange: String,
+}
+
+impl Publisher {
+    /// Opens a confirm-mode channel on `connection` and declares the exchanges.
+    pub async fn open(connection: &Connection, topology: &Topology) -> Result<Self, lapin::Error> {
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        topology.declare_exchanges(&channel).await?;
+        Ok(Self {
+            channel,
+            exchange: topology.exchange(),
+        })
+    }
+
+    /// Publishes one persistent message and waits for the broker's confirm.
+    pub async fn publish(&self, message: &OutgoingMessage) -> Result<(), PublishError> {
+        let mut headers = FieldTable::default();
+        if let Some(traceparent) = &message.traceparent {
+            headers.insert(
+                "traceparent".into(),
+                AMQPValue::LongString(LongString::from(traceparent.clone())),
+            );
+        }
+        let properties = BasicProperties::default()
+            .with_message_id(ShortString::from(message.message_id.clone()))
+            .with_content_type("application/protobuf".into())
+            .with_delivery_mode(2) // persistent
+            .with_headers(headers);
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        };
+        let confirmation = self
+            .channel
+            .basic_publish(
+                self.exchange.clone().into(),
+                message.routing_key.clone().into(),
+                options,
+                &message.payload,
+                properties,
+            )
+            .await?
+            .await?;
+        match confirmation {
+            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+            Confirmation::Ack(Some(_returned)) => {
+                // No queue is bound for this routing key: nobody subscribes to it (for
+                // example `project.status_changed.ready`). Retrying would not change that.
+                tracing::debug!(routing_key = %message.routing_key, "published message had no route");
+                Ok(())
+            }
+            Confirmation::Nack(_) => Err(PublishError::Nacked),
+        }
+    }
+}

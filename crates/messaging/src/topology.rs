@@ -1,0 +1,199 @@
+//! Names and declarations of the RabbitMQ topology.
+//!
+//! One durable topic exchange carries every status change; each consumer group owns a
+//! quorum queue bound to the routing keys it acts on. A message that keeps failing is
+//! dead-lettered (after `x-delivery-limit` redeliveries, which RabbitMQ 3.10 does not set
+//! by default) into `<queue>.dead` instead of looping forever.
+
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Channel, ExchangeKind};
+
+/// A work queue and the routing keys bound to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkQueue {
+    /// Base name, before the prefix.
+    pub name: &'static str,
+    /// Routing-key patterns bound on the events exchange.
+    pub bindings: &'static [&'static str],
+}
+
+/// The webhook dispatcher's queue: every job status change.
+pub const DISPATCHER_EVENTS: WorkQueue = WorkQueue {
+    name: "plangrep.dispatcher.events",
+    bindings: &["job.#"],
+};
+
+/// The orchestrator's pipeline queue: the statuses its stages act on.
+pub const ORCHESTRATOR_PIPELINE: WorkQueue = WorkQueue {
+    name: "plangrep.orchestrator.pipeline",
+    bindings: &[
+        "job.status_changed.provisioning",
+        "project.status_changed.provisioning",
+    ],
+};
+
+/// How many times a message may be redelivered before it is dead-lettered.
+const DELIVERY_LIMIT: i64 = 20;
+
+/// The topology's names under one prefix (empty in production).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Topology {
+    prefix: String,
+}
+
+impl Topology {
+    /// A topology whose every name starts with `prefix`.
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The topic exchange every status change is published to.
+    pub fn exchange(&self) -> String {
+        format!("{}plangrep.events", self.prefix)
+    }
+
+    /// The exchange dead letters are routed through.
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}plangrep.events.dlx", self.prefix)
+    }
+
+    /// The full name of a work queue.
+    pub fn queue(&self, queue: &WorkQueue) -> String {
+        format!("{}{}", self.prefix, queue.name)
+    }
+
+    /// The full name of a work queue's dead-letter queue.
+    pub fn dead_queue(&self, queue: &WorkQueue) -> String {
+        format!("{}.dead", self.queue(queue))
+    }
+
+    /// Declares both exchanges (idempotent).
+    pub async fn declare_exchanges(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        channel
+            .exchange_declare(
+                self.exchange().into(),
+                ExchangeKind::Topic,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .exchange_declare(
+                self.dead_letter_exchange().into(),
+                ExchangeKind::Direct,
+                durable,
+                FieldTable::default(),
+            )
+            .await
+    }
+
+    /// Declares the exchanges, the quorum work queue with its dead-letter queue, and the
+    /// bindings (idempotent; the arguments must match an existing queue's).
+    pub async fn declare_work_queue(
+        &self,
+        channel: &Channel,
+        queue: &WorkQueue,
+    ) -> Result<(), lapin::Error> {
+        self.declare_exchanges(channel).await?;
+        let name = self.queue(queue);
+        let dead = self.dead_queue(queue);
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+
+        channel
+            .queue_declare(dead.clone().into(), durable, quorum_arguments())
+            .await?;
+        channel
+            .queue_bind(
+                dead.into(),
+                self.dead_letter_exchange().into(),
+                name.clone().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+
+        let mut arguments = quorum_arguments();
+        arguments.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
+        arguments.insert(
+            "x-dead-letter-exchange".into(),
+            long_string(self.dead_letter_exchange()),
+        );
+        arguments.insert("x-dead-letter-routing-key".into(), long_string(name.clone()));
+        channel
+            .queue_declare(name.clone().into(), durable, arguments)
+            .await?;
+        for pattern in queue.bindings {
+            channel
+                .queue_bind(
+                    name.clone().into(),
+                    self.exchange().into(),
+                    (*pattern).into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the given work queues, their dead-letter queues and both exchanges. Meant
+    /// for tests that declared a prefixed topology and must leave the broker clean.
+    pub async fn delete(&self, channel: &Channel, queues: &[WorkQueue]) -> Result<(), lapin::Error> {
+        for queue in queues {
+            for name in [self.queue(queue), self.dead_queue(queue)] {
+                channel
+                    .queue_delete(name.into(), QueueDeleteOptions::default())
+                    .await?;
+            }
+        }
+        for exchange in [self.exchange(), self.dead_letter_exchange()] {
+            channel
+                .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn long_string(value: String) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
+}
+
+fn quorum_arguments() -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-queue-type".into(), long_string("quorum".to_owned()));
+    arguments
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_carries_the_prefix() {
+        let topology = Topology::new("t123.");
+        assert_eq!(topology.exchange(), "t123.plangrep.events");
+        assert_eq!(topology.dead_letter_exchange(), "t123.plangrep.events.dlx");
+        assert_eq!(
+            topology.queue(&DISPATCHER_EVENTS),
+            "t123.plangrep.dispatcher.events"
+        );
+        assert_eq!(
+            topology.dead_queue(&ORCHESTRATOR_PIPELINE),
+            "t123.plangrep.orchestrator.pipeline.dead"
+        );
+    }
+}

@@ -1,0 +1,53 @@
+//! PostgreSQL access shared by the services: each service keeps its tables in its own
+//! schema (`gateway`, `orchestrator`, `dispatcher`) of one database, so they can share a
+//! server without sharing tables, and can be split onto separate databases later.
+
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
+
+/// How long a request may wait for a connection before the caller reports `unavailable`.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Connection options for `database_url`, confined to `schema`.
+pub fn connect_options(database_url: &str, schema: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    let options: PgConnectOptions = database_url.parse()?;
+    Ok(options.options([("search_path", schema)]))
+}
+
+/// A lazily connecting pool: the service starts even while the database is down and
+/// reports it through `/readyz`; requests fail fast with a pool timeout meanwhile.
+pub fn lazy_pool(options: PgConnectOptions, max_connections: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_lazy_with(options)
+}
+
+/// Creates `schema` if missing and applies `migrator` inside it (sqlx holds its own
+/// advisory lock while migrating, so concurrent replicas are safe).
+pub async fn migrate(
+    options: &PgConnectOptions,
+    schema: &str,
+    migrator: &Migrator,
+) -> Result<(), sqlx::migrate::MigrateError> {
+    assert!(
+        schema.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+        "schema names are compile-time identifiers of ours"
+    );
+    let mut connection = PgConnection::connect_with(options).await?;
+    // Identifiers cannot be bind parameters; the assertion above makes this safe.
+    sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")))
+        .execute(&mut connection)
+        .await?;
+    migrator.run(&mut connection).await?;
+    connection.close().await?;
+    Ok(())
+}
+
+/// Whether the database answers a trivial query within the acquire timeout.
+pub async fn is_reachable(pool: &PgPool) -> bool {
+    sqlx::query("SELECT 1").execute(pool).await.is_ok()
+}

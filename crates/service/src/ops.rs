@@ -1,0 +1,42 @@
+//! The operations endpoints every service exposes over HTTP: `/healthz` (the process is
+//! alive) and `/readyz` (its dependencies are reachable; load balancers stop routing to
+//! it while they are not).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+
+/// Answers whether the service can serve requests right now.
+pub type ReadinessCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
+
+/// A router with `/healthz` and `/readyz`, to merge into a service's HTTP router.
+pub fn router(readiness: ReadinessCheck) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .with_state(readiness)
+}
+
+async fn ready(State(readiness): State<ReadinessCheck>) -> (StatusCode, &'static str) {
+    if readiness().await {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}

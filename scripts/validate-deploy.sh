@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Validate the deployment files offline (no Docker engine, no cluster needed):
+#
+#   - deploy/compose.yaml against the Compose Specification schema (check-jsonschema);
+#   - deploy/k8s/base and every overlay: rendered with kustomize, checked against the
+#     Kubernetes OpenAPI schemas in strict mode (kubernetes-validate), for the oldest and the
+#     newest Kubernetes version we target, plus "every object lands in one namespace".
+#
+# The Python tools live in a venv under ${XDG_CACHE_HOME:-~/.cache}/plangrep-venv, installed
+# from PyPI on first use; everything after that works offline. Needs python3 and kubectl (or
+# kustomize).
+set -euo pipefail
+
+readonly ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly VENV="${XDG_CACHE_HOME:-$HOME/.cache}/plangrep-venv"
+# Oldest and newest Kubernetes versions the manifests must validate against.
+readonly KUBE_VERSIONS="${KUBE_VERSIONS:-1.30.0 1.37.0}"
+readonly NAMESPACE="plangrep"
+
+die() { printf 'validate-deploy: %s\n' "$*" >&2; exit 1; }
+
+ensure_tools() {
+    if [[ -x "$VENV/bin/check-jsonschema" && -x "$VENV/bin/kubernetes-validate" ]]; then
+        return 0
+    fi
+    command -v python3 >/dev/null 2>&1 || die "python3 is required (to install check-jsonschema and kubernetes-validate)"
+    if [[ ! -x "$VENV/bin/python" ]]; then
+        python3 -m venv "$VENV" || die "cannot create a venv at $VENV (on Debian: apt-get install python3-venv)"
+    fi
+    echo "validate-deploy: installing check-jsonschema and kubernetes-validate into $VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        'check-jsonschema>=0.29' 'kubernetes-validate>=1.37' \
+        || die "pip install from PyPI failed"
+}
+
+# render DIR: print the kustomize build of DIR.
+render() {
+    if command -v kubectl >/dev/null 2>&1; then
+        kubectl kustomize "$1"
+    elif command -v kustomize >/dev/null 2>&1; then
+        kustomize build "$1"
+    else
+        die "kubectl (with kustomize) or kustomize is required"
+    fi
+}
+
+# Every object but the Namespace itself must carry metadata.namespace=$NAMESPACE. Prints the
+# number of objects.
+check_namespaces() {
+    "$VENV/bin/python" - "$1" "$NAMESPACE" <<'PY'
+import sys, yaml
+path, namespace = sys.argv[1], sys.argv[2]
+docs = [d for d in yaml.safe_load_all(open(path)) if d]
+bad = [f"{d['kind']}/{d['metadata']['name']}" for d in docs
+       if d["kind"] != "Namespace" and d["metadata"].get("namespace") != namespace]
+if bad:
+    sys.exit(f"not in namespace {namespace}: {', '.join(bad)}")
+print(len(docs))
+PY
+}
+
+ensure_tools
+cd "$ROOT"
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+# 1. Compose.
+if ! "$VENV/bin/check-jsonschema" --builtin-schema vendor.compose-spec deploy/compose.yaml >"$work/compose.out" 2>&1; then
+    cat "$work/compose.out" >&2
+    die "deploy/compose.yaml does not match the Compose Specification"
+fi
+
+# 2. Kubernetes: the base and every overlay.
+summary=()
+for dir in deploy/k8s/base deploy/k8s/overlays/*/; do
+    dir="${dir%/}"
+    name="${dir#deploy/k8s/}"
+    render "$dir" >"$work/render.yaml" 2>"$work/render.err" || {
+        cat "$work/render.err" >&2
+        die "kustomize could not render $dir"
+    }
+    count="$(check_namespaces "$work/render.yaml")" || die "$dir: objects outside namespace $NAMESPACE"
+    for version in $KUBE_VERSIONS; do
+        rc=0
+        "$VENV/bin/kubernetes-validate" --strict --quiet -k "$version" - \
+            <"$work/render.yaml" >"$work/validate.out" 2>&1 || rc=$?
+        # kubernetes-validate exits 0 on WARN (e.g. a kind it has no schema for): fail on it too.
+        if ((rc != 0)) || grep -qE '^(WARN|ERROR|FATAL)|Traceback' "$work/validate.out"; then
+            cat "$work/validate.out" >&2
+            die "$dir does not validate against Kubernetes $version"
+        fi
+    done
+    summary+=("$name ($count objects)")
+done
+
+printf 'validate-deploy: ok: compose schema; kubernetes %s strict: %s\n' \
+    "${KUBE_VERSIONS// /+}" "$(IFS=,; echo "${summary[*]}" | sed 's/,/, /g')"
