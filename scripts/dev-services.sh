@@ -65,6 +65,7 @@ is_local() { [[ "$1" == "127.0.0.1" || "$1" == "localhost" || "$1" == "::1" ]]; 
 # the first byte of a Connection.Start method frame (frame type 1).
 amqp_answers() {
     local first
+    # shellcheck disable=SC2016 # $1/$2 expand in the inner bash, on purpose.
     first="$(timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2" && printf "AMQP\x00\x00\x09\x01" >&3 && head -c 1 <&3 | od -An -tx1' _ "$1" "$2" 2>/dev/null)" || return 1
     [[ "${first// /}" == "01" ]]
 }
@@ -96,9 +97,25 @@ apt_install() {
 
 # --- PostgreSQL --------------------------------------------------------------------------
 
-pg_version() { ls /etc/postgresql 2>/dev/null | sort -V | tail -1; }
+# The newest installed PostgreSQL version that has a `main` cluster (empty if none).
+pg_version() {
+    local dir versions=()
+    for dir in /etc/postgresql/*/main; do
+        [[ -d "$dir" ]] && versions+=("$(basename "$(dirname "$dir")")")
+    done
+    ((${#versions[@]} > 0)) || return 0
+    printf '%s\n' "${versions[@]}" | sort -V | tail -1
+}
 
 pg_installed() { have pg_ctlcluster && [[ -n "$(pg_version)" ]]; }
+
+pg_missing_what() {
+    if ! have pg_ctlcluster; then
+        echo "no pg_ctlcluster (postgresql-common)"
+    else
+        echo "no cluster /etc/postgresql/<version>/main (create one with pg_createcluster <version> main)"
+    fi
+}
 
 # pg_isready: 0 accepting connections, 1 rejecting (starting up), 2 no response.
 pg_status() {
@@ -144,8 +161,6 @@ pg_make_tcp_trust() {
 pg_start_installed() {
     local version
     version="$(pg_version)"
-    [[ -d "/etc/postgresql/$version/main" ]] \
-        || die "postgres: PostgreSQL $version is installed but has no 'main' cluster (create it with: pg_createcluster $version main)"
     if pg_ctlcluster "$version" main status >/dev/null 2>&1; then
         log "postgres: cluster $version/main is running but not ready on $PG_HOST:$PG_PORT yet; waiting"
     else
@@ -179,10 +194,10 @@ ensure_postgres() {
         pg_start_installed
     elif can_apt_install; then
         apt_install postgresql
-        pg_installed || die "postgres: apt-get installed postgresql but no cluster exists under /etc/postgresql"
+        pg_installed || die "postgres: apt-get installed postgresql, but: $(pg_missing_what)"
         pg_start_installed
     else
-        die "postgres: nothing answers on $PG_HOST:$PG_PORT, the PostgreSQL server is not installed (no pg_ctlcluster or /etc/postgresql/<version>), and it cannot be installed here (that needs Debian/Ubuntu, apt-get and root). Install PostgreSQL (15) listening on $PG_HOST:$PG_PORT with trust auth for user '$PG_USER'."
+        die "postgres: nothing answers on $PG_HOST:$PG_PORT, no PostgreSQL server is installed ($(pg_missing_what)), and it cannot be installed here (that needs Debian/Ubuntu, apt-get and root). Install PostgreSQL (15) listening on $PG_HOST:$PG_PORT with trust auth for user '$PG_USER'."
     fi
 
     pg_login_ok \

@@ -11,7 +11,8 @@
 # kustomize).
 set -euo pipefail
 
-readonly ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly ROOT
 readonly VENV="${XDG_CACHE_HOME:-$HOME/.cache}/plangrep-venv"
 # Oldest and newest Kubernetes versions the manifests must validate against.
 readonly KUBE_VERSIONS="${KUBE_VERSIONS:-1.30.0 1.37.0}"
@@ -94,5 +95,6 @@ for dir in deploy/k8s/base deploy/k8s/overlays/*/; do
     summary+=("$name ($count objects)")
 done
 
+joined="$(printf '%s, ' "${summary[@]}")"
 printf 'validate-deploy: ok: compose schema; kubernetes %s strict: %s\n' \
-    "${KUBE_VERSIONS// /+}" "$(IFS=,; echo "${summary[*]}" | sed 's/,/, /g')"
+    "${KUBE_VERSIONS// /+}" "${joined%, }"

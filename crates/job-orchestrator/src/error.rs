@@ -1,16 +1,8 @@
-//! The orchestrator's error type and its one mapping to `tonic::Status`.
-//!
-//! The public error code travels in the `x-plangrep-error-code` metadata entry so the
-//! gateway can answer with exactly the SPEC code, not a guess from the gRPC code.
+//! The orchestrator's error type and its one mapping to `tonic::Status` (carrying the
+//! public error code, see `plangrep_proto::status`).
 
 use plangrep_core::ErrorCode;
 use plangrep_core::validate::FieldError;
-use tonic::metadata::MetadataValue;
-
-/// Metadata key carrying the public error code.
-pub const ERROR_CODE_METADATA: &str = "x-plangrep-error-code";
-/// Metadata key carrying `details` as JSON (`[{"field":..,"issue":..}]`).
-pub const ERROR_DETAILS_METADATA: &str = "x-plangrep-error-details";
 
 /// Why an orchestrator call failed.
 #[derive(Debug, thiserror::Error)]
@@ -56,15 +48,9 @@ impl Error {
 
 impl From<Error> for tonic::Status {
     fn from(error: Error) -> Self {
-        let (grpc, code, message, details) = match &error {
-            Error::NotFound(what) => (
-                tonic::Code::NotFound,
-                ErrorCode::NotFound,
-                format!("no such {what}"),
-                None,
-            ),
+        let (code, message, details) = match &error {
+            Error::NotFound(what) => (ErrorCode::NotFound, format!("no such {what}"), None),
             Error::InvalidField(field) => (
-                tonic::Code::InvalidArgument,
                 ErrorCode::InvalidRequest,
                 field.to_string(),
                 Some(format!(
@@ -73,46 +59,26 @@ impl From<Error> for tonic::Status {
                 )),
             ),
             Error::ProjectNotReady => (
-                tonic::Code::FailedPrecondition,
                 ErrorCode::ProjectNotReady,
                 "the project is still being provisioned; retry in a few seconds".to_owned(),
                 None,
             ),
-            Error::ProjectNameTaken => (
-                tonic::Code::AlreadyExists,
-                ErrorCode::ProjectNameTaken,
-                error.to_string(),
-                None,
-            ),
+            Error::ProjectNameTaken => (ErrorCode::ProjectNameTaken, error.to_string(), None),
             Error::Conflict => (
-                tonic::Code::Aborted,
                 ErrorCode::Unavailable,
                 "the resource changed concurrently; retry".to_owned(),
                 None,
             ),
             Error::DatabaseUnavailable(_) => (
-                tonic::Code::Unavailable,
                 ErrorCode::Unavailable,
                 "the database is unavailable".to_owned(),
                 None,
             ),
             Error::Database(_) | Error::Corrupt(_) => {
                 tracing::error!(error = ?error, "internal error");
-                (
-                    tonic::Code::Internal,
-                    ErrorCode::Internal,
-                    "internal error".to_owned(),
-                    None,
-                )
+                (ErrorCode::Internal, "internal error".to_owned(), None)
             }
         };
-        let mut status = tonic::Status::new(grpc, message);
-        status
-            .metadata_mut()
-            .insert(ERROR_CODE_METADATA, MetadataValue::from_static(code.as_str()));
-        if let Some(details) = details.and_then(|d| MetadataValue::try_from(d).ok()) {
-            status.metadata_mut().insert(ERROR_DETAILS_METADATA, details);
-        }
-        status
+        plangrep_proto::status::status(code, message, details)
     }
 }

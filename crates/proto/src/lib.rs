@@ -5,7 +5,9 @@
 //! timestamps and `chrono` live in [`time`].
 
 pub mod reflection;
+pub mod status;
 pub mod time;
+pub mod views;
 
 #[allow(clippy::all, missing_docs)]
 mod generated {

@@ -168,3 +168,30 @@ mod tests {
         assert!(settings.socket_addr("ADDR", "0.0.0.0:8080").is_ok());
     }
 }
+
+/// The URL a gRPC client dials for an address setting such as `PLANGREP_ORCHESTRATOR_ADDR`,
+/// which is also the server's listen address: `0.0.0.0:50051` becomes
+/// `http://127.0.0.1:50051`, `job-orchestrator:50051` becomes `http://job-orchestrator:50051`.
+pub fn grpc_endpoint(addr: &str) -> String {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        return addr.to_owned();
+    }
+    let local = addr
+        .strip_prefix("0.0.0.0:")
+        .or_else(|| addr.strip_prefix("[::]:"))
+        .map(|port| format!("127.0.0.1:{port}"));
+    format!("http://{}", local.as_deref().unwrap_or(addr))
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::grpc_endpoint;
+
+    #[test]
+    fn listen_addresses_become_dialable_urls() {
+        assert_eq!(grpc_endpoint("0.0.0.0:50051"), "http://127.0.0.1:50051");
+        assert_eq!(grpc_endpoint("[::]:50051"), "http://127.0.0.1:50051");
+        assert_eq!(grpc_endpoint("job-orchestrator:50051"), "http://job-orchestrator:50051");
+        assert_eq!(grpc_endpoint("http://x:1"), "http://x:1");
+    }
+}

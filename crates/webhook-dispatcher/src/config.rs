@@ -1,0 +1,90 @@
+//! The dispatcher's configuration, read from [`Settings`] and validated before anything
+//! starts.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use plangrep_core::retry::RetryPolicy;
+use plangrep_service::{SettingError, Settings};
+
+/// Everything the dispatcher needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// PostgreSQL URL; the dispatcher's tables live in the `dispatcher` schema.
+    pub database_url: String,
+    /// RabbitMQ URL.
+    pub amqp_url: String,
+    /// Prefix for every exchange and queue name (empty in production; tests randomise it).
+    pub amqp_prefix: String,
+    /// gRPC listen address.
+    pub grpc_addr: SocketAddr,
+    /// HTTP listen address for `/healthz` and `/readyz`.
+    pub http_addr: SocketAddr,
+    /// The orchestrator's gRPC endpoint (`http://host:port`).
+    pub orchestrator_endpoint: String,
+    /// Dev mode: `http` and local destinations are allowed.
+    pub allow_insecure: bool,
+    /// Whole-attempt timeout.
+    pub attempt_timeout: Duration,
+    /// TCP/TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// The retry schedule.
+    pub retry: RetryPolicy,
+    /// Deliveries attempted at once.
+    pub workers: usize,
+    /// Backstop poll of due deliveries.
+    pub poll_interval: Duration,
+}
+
+impl Config {
+    /// Reads and validates the configuration.
+    pub fn from_settings(settings: &Settings) -> Result<Self, SettingError> {
+        let defaults = RetryPolicy::default();
+        let multiplier: f64 = settings.parse("PLANGREP_WEBHOOK_RETRY_MULTIPLIER", defaults.multiplier)?;
+        if !(1.0..=100.0).contains(&multiplier) {
+            return Err(SettingError::new(
+                "PLANGREP_WEBHOOK_RETRY_MULTIPLIER",
+                "must be between 1 and 100",
+            ));
+        }
+        let retry = RetryPolicy {
+            initial_interval: settings
+                .duration("PLANGREP_WEBHOOK_RETRY_INITIAL", defaults.initial_interval)?,
+            multiplier,
+            max_interval: settings
+                .duration("PLANGREP_WEBHOOK_RETRY_MAX_INTERVAL", defaults.max_interval)?,
+            max_elapsed: settings
+                .duration("PLANGREP_WEBHOOK_RETRY_MAX_ELAPSED", defaults.max_elapsed)?,
+            max_attempts: settings.parse("PLANGREP_WEBHOOK_MAX_ATTEMPTS", defaults.max_attempts)?,
+            jitter: defaults.jitter,
+        };
+        if retry.initial_interval.is_zero() {
+            return Err(SettingError::new("PLANGREP_WEBHOOK_RETRY_INITIAL", "must be positive"));
+        }
+        let workers: usize = settings.parse("PLANGREP_DISPATCHER_WORKERS", 16)?;
+        if workers == 0 {
+            return Err(SettingError::new("PLANGREP_DISPATCHER_WORKERS", "must be at least 1"));
+        }
+        Ok(Self {
+            database_url: settings.string(
+                "DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/plangrep",
+            ),
+            amqp_url: settings.string("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+            amqp_prefix: settings.string("PLANGREP_AMQP_PREFIX", ""),
+            grpc_addr: settings.socket_addr("PLANGREP_DISPATCHER_ADDR", "0.0.0.0:50052")?,
+            http_addr: settings.socket_addr("PLANGREP_DISPATCHER_HTTP_ADDR", "0.0.0.0:9092")?,
+            orchestrator_endpoint: plangrep_service::settings::grpc_endpoint(
+                &settings.string("PLANGREP_ORCHESTRATOR_ADDR", "127.0.0.1:50051"),
+            ),
+            allow_insecure: settings.flag("PLANGREP_WEBHOOK_ALLOW_INSECURE", false)?,
+            attempt_timeout: settings.duration("PLANGREP_WEBHOOK_TIMEOUT", Duration::from_secs(15))?,
+            connect_timeout: settings
+                .duration("PLANGREP_WEBHOOK_CONNECT_TIMEOUT", Duration::from_secs(5))?,
+            retry,
+            workers,
+            poll_interval: settings
+                .duration("PLANGREP_DISPATCHER_POLL_INTERVAL", Duration::from_secs(1))?,
+        })
+    }
+}

@@ -1,0 +1,147 @@
+//! The `plangrep.dispatcher.v1.WebhookDispatcher` gRPC service: the delivery log and
+//! manual redelivery, scoped by organization (another org's delivery is NOT_FOUND).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use plangrep_core::ErrorCode;
+use plangrep_proto::dispatcher::webhook_dispatcher_server::WebhookDispatcher;
+use plangrep_proto::dispatcher::{
+    Attempt, Delivery, GetDeliveryRequest, ListDeliveriesRequest, ListDeliveriesResponse,
+    RedeliverRequest,
+};
+use plangrep_proto::status::status;
+use plangrep_proto::time::to_timestamp;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tonic::{Request, Response, Status};
+
+use crate::store::attempts::{self, AttemptRow};
+use crate::store::deliveries::{self, DeliveryRow, state};
+use crate::store;
+
+/// The gRPC service state.
+#[derive(Clone)]
+pub struct DispatcherService {
+    pool: PgPool,
+    wake: Arc<Notify>,
+}
+
+impl DispatcherService {
+    /// A service over `pool`; redeliveries wake `wake`.
+    pub fn new(pool: PgPool, wake: Arc<Notify>) -> Self {
+        Self { pool, wake }
+    }
+
+    async fn with_attempts(&self, rows: Vec<DeliveryRow>) -> Result<Vec<Delivery>, Status> {
+        let ids: Vec<String> = rows.iter().map(|row| row.id.clone()).collect();
+        let mut by_delivery: HashMap<String, Vec<AttemptRow>> = HashMap::new();
+        for attempt in attempts::for_deliveries(&self.pool, &ids)
+            .await
+            .map_err(database_status)?
+        {
+            by_delivery
+                .entry(attempt.delivery_id.clone())
+                .or_default()
+                .push(attempt);
+        }
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let attempts = by_delivery.remove(&row.id).unwrap_or_default();
+                to_proto(row, attempts)
+            })
+            .collect())
+    }
+}
+
+fn to_proto(row: DeliveryRow, attempts: Vec<AttemptRow>) -> Delivery {
+    let open = row.state == state::PENDING || row.state == state::WAITING;
+    Delivery {
+        id: row.id,
+        event_id: row.event_id,
+        job_id: row.job_id,
+        sequence: u32::try_from(row.sequence).unwrap_or_default(),
+        job_status: row.job_status,
+        state: row.state,
+        attempts: attempts
+            .into_iter()
+            .map(|attempt| Attempt {
+                number: u32::try_from(attempt.number).unwrap_or_default(),
+                trigger: attempt.trigger,
+                started_at: Some(to_timestamp(attempt.started_at)),
+                duration_ms: u32::try_from(attempt.duration_ms).unwrap_or_default(),
+                status_code: attempt.status_code.and_then(|c| u32::try_from(c).ok()),
+                error: attempt.error,
+                response_snippet: attempt.response_snippet,
+            })
+            .collect(),
+        next_attempt_at: row.next_attempt_at.filter(|_| open).map(to_timestamp),
+        created_at: Some(to_timestamp(row.created_at)),
+    }
+}
+
+fn database_status(error: sqlx::Error) -> Status {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            status(ErrorCode::Unavailable, "the database is unavailable", None)
+        }
+        error => {
+            tracing::error!(?error, "database error");
+            status(ErrorCode::Internal, "internal error", None)
+        }
+    }
+}
+
+fn not_found() -> Status {
+    status(ErrorCode::NotFound, "no such webhook delivery", None)
+}
+
+#[tonic::async_trait]
+impl WebhookDispatcher for DispatcherService {
+    async fn list_deliveries(
+        &self,
+        request: Request<ListDeliveriesRequest>,
+    ) -> Result<Response<ListDeliveriesResponse>, Status> {
+        let request = request.into_inner();
+        let rows = deliveries::list_for_job(&self.pool, &request.org_id, &request.job_id)
+            .await
+            .map_err(database_status)?;
+        Ok(Response::new(ListDeliveriesResponse {
+            deliveries: self.with_attempts(rows).await?,
+        }))
+    }
+
+    async fn get_delivery(
+        &self,
+        request: Request<GetDeliveryRequest>,
+    ) -> Result<Response<Delivery>, Status> {
+        let request = request.into_inner();
+        let row = deliveries::get(&self.pool, &request.org_id, &request.delivery_id)
+            .await
+            .map_err(database_status)?
+            .ok_or_else(not_found)?;
+        let mut delivery = self.with_attempts(vec![row]).await?;
+        Ok(Response::new(delivery.remove(0)))
+    }
+
+    async fn redeliver(
+        &self,
+        request: Request<RedeliverRequest>,
+    ) -> Result<Response<Delivery>, Status> {
+        let request = request.into_inner();
+        let row = deliveries::request_redelivery(
+            &self.pool,
+            &request.org_id,
+            &request.delivery_id,
+            store::now(),
+        )
+        .await
+        .map_err(database_status)?
+        .ok_or_else(not_found)?;
+        tracing::info!(delivery_id = %row.id, "manual redelivery requested");
+        self.wake.notify_waiters();
+        let mut delivery = self.with_attempts(vec![row]).await?;
+        Ok(Response::new(delivery.remove(0)))
+    }
+}

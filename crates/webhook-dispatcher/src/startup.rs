@@ -1,0 +1,181 @@
+//! Building and running the dispatcher: `App::build` migrates and wires everything on
+//! already-bound listeners; `run_until_stopped` runs the intake consumer, the scheduler
+//! workers, the gRPC delivery log and the ops endpoints until the token is cancelled,
+//! then lets in-flight attempts finish.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use plangrep_core::validate::DestinationPolicy;
+use plangrep_messaging::topology::DISPATCHER_EVENTS;
+use plangrep_messaging::{BrokerHealth, ConsumerConfig, Topology, consume_loop};
+use plangrep_proto::dispatcher::webhook_dispatcher_server::WebhookDispatcherServer;
+use plangrep_service::database;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::PgConnectOptions;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::server::TcpIncoming;
+
+use crate::config::Config;
+use crate::grpc::DispatcherService;
+use crate::intake::Intake;
+use crate::scheduler::Scheduler;
+use crate::sender::Sender;
+use crate::target::TargetCache;
+
+/// The dispatcher's migrations, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// The database schema the dispatcher owns.
+pub const SCHEMA: &str = "dispatcher";
+
+/// Why the dispatcher could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("invalid DATABASE_URL: {0}")]
+    DatabaseUrl(#[source] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("invalid PLANGREP_ORCHESTRATOR_ADDR: {0}")]
+    OrchestratorAddr(#[from] http::uri::InvalidUri),
+    #[error("HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Database connection options of the dispatcher's schema.
+pub fn connect_options(config: &Config) -> Result<PgConnectOptions, StartupError> {
+    database::connect_options(&config.database_url, SCHEMA).map_err(StartupError::DatabaseUrl)
+}
+
+/// Applies the dispatcher's migrations (the `migrate` subcommand, and every start).
+pub async fn migrate(config: &Config) -> Result<(), StartupError> {
+    database::migrate(&connect_options(config)?, SCHEMA, &MIGRATOR).await?;
+    Ok(())
+}
+
+/// A built, not yet running dispatcher.
+pub struct App {
+    config: Config,
+    pool: PgPool,
+    grpc_listener: TcpListener,
+    http_listener: TcpListener,
+    scheduler: Scheduler,
+}
+
+impl App {
+    /// Migrates the database and prepares the loops and servers on the given listeners.
+    pub async fn build(
+        config: Config,
+        grpc_listener: TcpListener,
+        http_listener: TcpListener,
+    ) -> Result<Self, StartupError> {
+        migrate(&config).await?;
+        // Each worker holds a connection for the length of an attempt; leave room for
+        // intake and the gRPC service.
+        let max_connections = u32::try_from(config.workers + 8).unwrap_or(u32::MAX);
+        let pool = database::lazy_pool(connect_options(&config)?, max_connections);
+        let policy = if config.allow_insecure {
+            DestinationPolicy::AllowInsecure
+        } else {
+            DestinationPolicy::PublicHttpsOnly
+        };
+        let scheduler = Scheduler {
+            pool: pool.clone(),
+            sender: Sender::new(policy, config.connect_timeout, config.attempt_timeout)?,
+            targets: Arc::new(TargetCache::new(&config.orchestrator_endpoint)?),
+            retry: config.retry,
+            wake: Arc::new(Notify::new()),
+            poll_interval: config.poll_interval,
+        };
+        Ok(Self {
+            config,
+            pool,
+            grpc_listener,
+            http_listener,
+            scheduler,
+        })
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_listener.local_addr().expect("bound listener")
+    }
+
+    /// The bound ops HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_listener.local_addr().expect("bound listener")
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains and returns.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
+        let Self {
+            config,
+            pool,
+            grpc_listener,
+            http_listener,
+            scheduler,
+        } = self;
+        let broker = BrokerHealth::default();
+        let tasks = TaskTracker::new();
+
+        for _ in 0..config.workers {
+            tasks.spawn(scheduler.clone().worker_loop(shutdown.clone()));
+        }
+
+        let intake = Intake::new(pool.clone(), scheduler.wake.clone());
+        let consumer = ConsumerConfig {
+            amqp_url: config.amqp_url.clone(),
+            topology: Topology::new(config.amqp_prefix.clone()),
+            queue: DISPATCHER_EVENTS,
+            concurrency: 16,
+            consumer_tag: "webhook-dispatcher".to_owned(),
+        };
+        tasks.spawn(consume_loop(
+            consumer,
+            broker.clone(),
+            move |message| {
+                let intake = intake.clone();
+                async move { intake.handle(message).await }
+            },
+            shutdown.clone(),
+        ));
+
+        let readiness_pool = pool.clone();
+        let ops = plangrep_service::ops::router(Arc::new(move || {
+            let pool = readiness_pool.clone();
+            let broker = broker.clone();
+            Box::pin(async move { broker.is_up() && database::is_reachable(&pool).await })
+        }));
+        tasks.spawn(plangrep_service::ops::serve(http_listener, ops, shutdown.clone()));
+        tasks.close();
+
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<WebhookDispatcherServer<DispatcherService>>()
+            .await;
+        let (reflection_v1, reflection_v1alpha) = plangrep_proto::reflection::services();
+        let service = DispatcherService::new(pool.clone(), scheduler.wake.clone());
+        tracing::info!(grpc = %grpc_listener.local_addr()?, "webhook-dispatcher serving");
+        let grpc_result = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(WebhookDispatcherServer::new(service))
+            .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener), shutdown.cancelled())
+            .await;
+
+        shutdown.cancel();
+        tasks.wait().await;
+        pool.close().await;
+        grpc_result?;
+        Ok(())
+    }
+}

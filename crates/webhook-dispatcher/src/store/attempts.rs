@@ -1,0 +1,46 @@
+//! Attempts: the immutable log of every try of a delivery.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+
+/// A row of `attempts`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AttemptRow {
+    pub delivery_id: String,
+    pub number: i32,
+    pub trigger: String,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i32,
+    pub status_code: Option<i32>,
+    pub error: Option<String>,
+    pub response_snippet: Option<String>,
+}
+
+/// Appends an attempt.
+pub async fn insert(conn: &mut PgConnection, row: &AttemptRow) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO attempts (delivery_id, number, trigger, started_at, duration_ms, \
+           status_code, error, response_snippet) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&row.delivery_id)
+    .bind(row.number)
+    .bind(&row.trigger)
+    .bind(row.started_at)
+    .bind(row.duration_ms)
+    .bind(row.status_code)
+    .bind(&row.error)
+    .bind(&row.response_snippet)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Every attempt of the given deliveries, in (delivery, number) order.
+pub async fn for_deliveries(pool: &PgPool, delivery_ids: &[String]) -> Result<Vec<AttemptRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT * FROM attempts WHERE delivery_id = ANY($1) ORDER BY delivery_id, number",
+    )
+    .bind(delivery_ids)
+    .fetch_all(pool)
+    .await
+}
