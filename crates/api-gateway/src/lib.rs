@@ -1,0 +1,27 @@
+//! `plangrep-api-gateway`: the only public surface. It authenticates API keys (it owns
+//! organizations and keys), enforces scopes, validates and normalises requests, calls the
+//! orchestrator and the dispatcher over gRPC, and answers in the SPEC error format.
+//!
+//! Layout: [`config`] and [`startup`] wire the service; [`routes`] holds the handlers,
+//! one module per resource; [`auth`], [`json`] and [`destination`] parse requests at the
+//! edge; [`error`] is the one HTTP error mapping; [`request_id`] the outermost middleware.
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod destination;
+pub mod error;
+pub mod json;
+pub mod request_id;
+pub mod routes;
+pub mod startup;
+
+pub use config::Config;
+pub use startup::App;
+
+/// Now, truncated to milliseconds (the precision the API shows).
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(chrono::Utc::now().timestamp_millis())
+        .expect("now is in range")
+}

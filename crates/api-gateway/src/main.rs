@@ -1,1 +1,38 @@
-fn main() {}
+//! The `api-gateway` binary: `serve` (default), `migrate`, `healthcheck`.
+
+use std::process::ExitCode;
+
+use plangrep_api_gateway::{App, Config, startup};
+use plangrep_service::Settings;
+use plangrep_service::cli::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("api-gateway: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse(std::env::args().skip(1)).map_err(anyhow::Error::msg)?;
+    let settings = Settings::load(cli.config_file.as_deref())?;
+    plangrep_telemetry::init("api-gateway", settings.raw("LOG_FORMAT"))?;
+    let config = Config::from_settings(&settings)?;
+    match cli.command {
+        Command::Migrate => startup::migrate(&config).await?,
+        Command::Healthcheck => plangrep_service::healthcheck::probe(config.addr)
+            .await
+            .map_err(anyhow::Error::msg)?,
+        Command::Serve => {
+            let listener = tokio::net::TcpListener::bind(config.addr).await?;
+            let app = App::build(config, listener).await?;
+            app.run_until_stopped(plangrep_service::shutdown::on_signal())
+                .await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! The gateway's configuration, read from [`Settings`] and validated before anything
+//! starts.
+
+use std::net::SocketAddr;
+
+use plangrep_core::validate::DestinationPolicy;
+use plangrep_service::settings::grpc_endpoint;
+use plangrep_service::{SettingError, Settings};
+
+/// Everything the gateway needs to run.
+#[derive(Clone)]
+pub struct Config {
+    /// PostgreSQL URL; the gateway's tables live in the `gateway` schema.
+    pub database_url: String,
+    /// Public listen address.
+    pub addr: SocketAddr,
+    /// Bearer token of the admin API; `None` turns the admin API off.
+    pub admin_token: Option<String>,
+    /// The orchestrator's gRPC endpoint.
+    pub orchestrator_endpoint: String,
+    /// The dispatcher's gRPC endpoint.
+    pub dispatcher_endpoint: String,
+    /// Which webhook destinations are accepted.
+    pub destination_policy: DestinationPolicy,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("addr", &self.addr)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field("orchestrator_endpoint", &self.orchestrator_endpoint)
+            .field("dispatcher_endpoint", &self.dispatcher_endpoint)
+            .field("destination_policy", &self.destination_policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Reads and validates the configuration.
+    pub fn from_settings(settings: &Settings) -> Result<Self, SettingError> {
+        let admin_token = settings.raw("PLANGREP_ADMIN_TOKEN").map(str::to_owned);
+        if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(SettingError::new(
+                "PLANGREP_ADMIN_TOKEN",
+                "must be at least 16 characters",
+            ));
+        }
+        let destination_policy = if settings.flag("PLANGREP_WEBHOOK_ALLOW_INSECURE", false)? {
+            DestinationPolicy::AllowInsecure
+        } else {
+            DestinationPolicy::PublicHttpsOnly
+        };
+        Ok(Self {
+            database_url: settings.string(
+                "DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/plangrep",
+            ),
+            addr: settings.socket_addr("PLANGREP_GATEWAY_ADDR", "0.0.0.0:8080")?,
+            admin_token,
+            orchestrator_endpoint: grpc_endpoint(
+                &settings.string("PLANGREP_ORCHESTRATOR_ADDR", "127.0.0.1:50051"),
+            ),
+            dispatcher_endpoint: grpc_endpoint(
+                &settings.string("PLANGREP_DISPATCHER_ADDR", "127.0.0.1:50052"),
+            ),
+            destination_policy,
+        })
+    }
+}

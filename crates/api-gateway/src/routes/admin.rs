@@ -1,0 +1,202 @@
+//! The admin API (SPEC §6), for operators and tests: organizations and API keys. Guarded
+//! by `PLANGREP_ADMIN_TOKEN` (compared in constant time); absent when no token is set.
+
+use axum::Json;
+use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use chrono::{DateTime, Utc};
+use plangrep_core::ErrorCode;
+use plangrep_core::api::timestamp;
+use plangrep_core::id::{ApiKeyId, OrgId};
+use plangrep_core::validate::FieldError;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use super::PathId;
+use crate::auth::{self, SCOPES};
+use crate::error::ApiError;
+use crate::json::ApiJson;
+use crate::startup::AppState;
+
+/// Proof that the request carries the admin token.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(expected) = state.config.admin_token.as_deref() else {
+            return Err(ApiError::new(ErrorCode::NotFound, "the admin API is disabled"));
+        };
+        let presented = auth::bearer(parts).unwrap_or("");
+        if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+            Ok(Admin)
+        } else {
+            Err(ApiError::new(ErrorCode::Unauthorized, "a valid admin token is required"))
+        }
+    }
+}
+
+/// Body of `POST /admin/v1/orgs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrgBody {
+    name: Option<String>,
+}
+
+/// An organization.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct OrgView {
+    id: String,
+    name: String,
+    #[serde(with = "timestamp")]
+    created_at: DateTime<Utc>,
+}
+
+/// `{"org": …}`.
+#[derive(Debug, Serialize)]
+pub struct OrgEnvelope {
+    org: OrgView,
+}
+
+fn bounded_name(field: &'static str, value: Option<&str>) -> Result<String, FieldError> {
+    let value = value.unwrap_or("").trim();
+    if value.is_empty() || value.chars().count() > 180 || value.chars().any(char::is_control) {
+        return Err(FieldError::new(field, "must be 1 to 180 printable characters"));
+    }
+    Ok(value.to_owned())
+}
+
+/// Creates an organization.
+pub async fn create_org(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreateOrgBody>,
+) -> Result<(StatusCode, Json<OrgEnvelope>), ApiError> {
+    let name = bounded_name("name", body.name.as_deref())?;
+    let org: OrgView = sqlx::query_as(
+        "INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3) RETURNING id, name, created_at",
+    )
+    .bind(OrgId::generate().to_string())
+    .bind(name)
+    .bind(crate::now())
+    .fetch_one(&state.pool)
+    .await?;
+    Ok((StatusCode::CREATED, Json(OrgEnvelope { org })))
+}
+
+/// Body of `POST /admin/v1/orgs/{orgId}/api-keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateKeyBody {
+    label: Option<String>,
+    scopes: Option<Vec<String>>,
+    #[serde(default, with = "timestamp::option")]
+    expires_at: Option<DateTime<Utc>>,
+}
+
+/// An API key's metadata (never its plaintext or hash).
+#[derive(Debug, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyView {
+    id: String,
+    org_id: String,
+    label: String,
+    scopes: Vec<String>,
+    #[serde(with = "timestamp")]
+    created_at: DateTime<Utc>,
+    #[serde(with = "timestamp::option")]
+    expires_at: Option<DateTime<Utc>>,
+    #[serde(with = "timestamp::option")]
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+/// `{"key": …, "plaintextKey": …}`: the plaintext is shown this once.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedKey {
+    key: KeyView,
+    plaintext_key: String,
+}
+
+/// Mints an API key for an organization.
+pub async fn create_key(
+    _: Admin,
+    State(state): State<AppState>,
+    PathId(org_id): PathId<OrgId>,
+    ApiJson(body): ApiJson<CreateKeyBody>,
+) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+    let mut invalid = Vec::new();
+    let label = bounded_name("label", body.label.as_deref()).map_err(|e| invalid.push(e)).ok();
+    let mut scopes = body.scopes.unwrap_or_default();
+    scopes.sort();
+    scopes.dedup();
+    if scopes.is_empty() || scopes.iter().any(|s| !SCOPES.contains(&s.as_str())) {
+        invalid.push(FieldError::new(
+            "scopes",
+            format!("must be a non-empty list of {}", SCOPES.join(", ")),
+        ));
+    }
+    let now = crate::now();
+    if body.expires_at.is_some_and(|at| at <= now) {
+        invalid.push(FieldError::new("expiresAt", "must be in the future"));
+    }
+    let Some(label) = label.filter(|_| invalid.is_empty()) else {
+        return Err(ApiError::invalid_fields(invalid));
+    };
+    let org_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM orgs WHERE id = $1)")
+        .bind(org_id.to_string())
+        .fetch_one(&state.pool)
+        .await?;
+    if !org_exists {
+        return Err(ApiError::not_found("organization"));
+    }
+    let minted = auth::mint();
+    let key: KeyView = sqlx::query_as(
+        "INSERT INTO api_keys (id, org_id, label, scopes, key_hash, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         RETURNING id, org_id, label, scopes, created_at, expires_at, revoked_at",
+    )
+    .bind(ApiKeyId::generate().to_string())
+    .bind(org_id.to_string())
+    .bind(label)
+    .bind(&scopes)
+    .bind(&minted.hash)
+    .bind(now)
+    .bind(body.expires_at)
+    .fetch_one(&state.pool)
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedKey {
+            key,
+            plaintext_key: minted.plaintext,
+        }),
+    ))
+}
+
+/// `{"key": …}`.
+#[derive(Debug, Serialize)]
+pub struct KeyEnvelope {
+    key: KeyView,
+}
+
+/// Revokes a key; its next request is a 401. Revoking twice keeps the first time.
+pub async fn revoke_key(
+    _: Admin,
+    State(state): State<AppState>,
+    PathId(key_id): PathId<ApiKeyId>,
+) -> Result<Json<KeyEnvelope>, ApiError> {
+    let key: Option<KeyView> = sqlx::query_as(
+        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 \
+         RETURNING id, org_id, label, scopes, created_at, expires_at, revoked_at",
+    )
+    .bind(key_id.to_string())
+    .bind(crate::now())
+    .fetch_optional(&state.pool)
+    .await?;
+    let key = key.ok_or_else(|| ApiError::not_found("API key"))?;
+    Ok(Json(KeyEnvelope { key }))
+}

@@ -1,0 +1,79 @@
+//! `POST /projects`, `GET /projects/{projectId}`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use plangrep_core::api::ProjectView;
+use plangrep_core::id::ProjectId;
+use plangrep_core::validate::ProjectName;
+use plangrep_proto::orchestrator::{CreateProjectRequest, GetProjectRequest};
+use plangrep_proto::views::project_view;
+use serde::{Deserialize, Serialize};
+
+use super::PathId;
+use crate::auth::ApiKey;
+use crate::error::ApiError;
+use crate::json::ApiJson;
+use crate::startup::AppState;
+
+/// Body of `POST /projects`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateProjectBody {
+    name: Option<String>,
+}
+
+/// `{"project": …}`.
+#[derive(Debug, Serialize)]
+pub struct ProjectEnvelope {
+    project: ProjectView,
+}
+
+/// Creates a project (`provisioning`, `ready` within seconds).
+pub async fn create(
+    State(state): State<AppState>,
+    key: ApiKey,
+    ApiJson(body): ApiJson<CreateProjectBody>,
+) -> Result<(StatusCode, Json<ProjectEnvelope>), ApiError> {
+    key.require("jobs:write")?;
+    let name = ProjectName::parse(body.name.as_deref().unwrap_or(""))?;
+    let response = state
+        .orchestrator
+        .clone()
+        .create_project(CreateProjectRequest {
+            org_id: key.org_id.to_string(),
+            name: name.as_str().to_owned(),
+        })
+        .await?
+        .into_inner();
+    let project = response
+        .project
+        .ok_or_else(|| ApiError::internal("CreateProject returned no project"))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ProjectEnvelope {
+            project: project_view(&project).map_err(ApiError::internal)?,
+        }),
+    ))
+}
+
+/// Reads a project.
+pub async fn get(
+    State(state): State<AppState>,
+    key: ApiKey,
+    PathId(project_id): PathId<ProjectId>,
+) -> Result<Json<ProjectEnvelope>, ApiError> {
+    key.require("jobs:read")?;
+    let project = state
+        .orchestrator
+        .clone()
+        .get_project(GetProjectRequest {
+            org_id: key.org_id.to_string(),
+            project_id: project_id.to_string(),
+        })
+        .await?
+        .into_inner();
+    Ok(Json(ProjectEnvelope {
+        project: project_view(&project).map_err(ApiError::internal)?,
+    }))
+}
