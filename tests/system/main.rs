@@ -1,1 +1,8 @@
+//! System tests: all three services run in-process on port 0 against the real PostgreSQL
+//! and RabbitMQ, each test with its own database and RabbitMQ prefix, driven only through
+//! the public HTTP API and real webhook receivers, like a customer would.
 
+mod bad_input;
+mod helpers;
+mod reflection;
+mod walking_skeleton;

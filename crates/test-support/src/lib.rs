@@ -1,0 +1,158 @@
+//! `plangrep-test-support`: what every service and system test needs to isolate itself
+//! and to wait without sleeping.
+//!
+//! - [`TestDatabase`]: a fresh PostgreSQL database per test, dropped afterwards;
+//! - [`unique_prefix`] and [`BrokerCleanup`]: RabbitMQ names no other test shares, deleted
+//!   afterwards;
+//! - [`receiver`]: a real HTTP receiver on loopback that captures webhook requests and
+//!   answers from a script;
+//! - [`eventually`]: a bounded poll for state that converges asynchronously.
+
+pub mod receiver;
+
+use std::future::Future;
+use std::time::Duration;
+
+use plangrep_messaging::{Topology, WorkQueue};
+use sqlx::{Connection, PgConnection};
+
+/// The server tests create their databases on (`TEST_DATABASE_URL` overrides; any
+/// database name in it is only used to connect for CREATE/DROP DATABASE).
+pub fn admin_database_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// The broker tests use (`TEST_AMQP_URL` overrides).
+pub fn amqp_url() -> String {
+    std::env::var("TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// A short random token, lowercase, for names.
+pub fn random_token() -> String {
+    ulid::Ulid::generate().to_string().to_ascii_lowercase()
+}
+
+/// A RabbitMQ name prefix no other test uses.
+pub fn unique_prefix() -> String {
+    format!("test.{}.", random_token())
+}
+
+/// Installs a test log subscriber when `TEST_LOG` is set (tests are silent otherwise).
+pub fn init_logging() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,sqlx=warn,lapin=warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// A throwaway database, dropped (with its connections) when this value is dropped.
+pub struct TestDatabase {
+    name: String,
+    url: String,
+}
+
+impl TestDatabase {
+    /// Creates `plangrep_test_<random>`.
+    pub async fn create() -> Self {
+        let admin_url = admin_database_url();
+        let name = format!("plangrep_test_{}", random_token());
+        let mut admin = PgConnection::connect(&admin_url)
+            .await
+            .expect("tests need PostgreSQL: run scripts/dev-services.sh");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        let _ = admin.close().await;
+        let url = match admin_url.rfind('/') {
+            Some(slash) => format!("{}/{}", &admin_url[..slash], name),
+            None => panic!("TEST_DATABASE_URL has no database part"),
+        };
+        Self { name, url }
+    }
+
+    /// The URL of the test database.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside a runtime; use a separate thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                if let Ok(mut admin) = PgConnection::connect(&admin_database_url()).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                    )))
+                    .execute(&mut admin)
+                    .await;
+                    let _ = admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Deletes a prefixed topology's queues and exchanges when dropped.
+pub struct BrokerCleanup {
+    /// The topology to delete.
+    pub topology: Topology,
+    /// The work queues it declared.
+    pub queues: Vec<WorkQueue>,
+}
+
+impl Drop for BrokerCleanup {
+    fn drop(&mut self) {
+        let topology = self.topology.clone();
+        let queues = self.queues.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                if let Ok(connection) = plangrep_messaging::connect(&amqp_url()).await {
+                    if let Ok(channel) = connection.create_channel().await {
+                        let _ = topology.delete(&channel, &queues).await;
+                    }
+                    let _ = connection.close(200, "bye".into()).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Polls `check` until it yields `Some`, for at most `timeout`; panics with `what` when
+/// it never does. The interval is short and the bound explicit: this waits for state,
+/// it does not guess a duration.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

@@ -1,0 +1,159 @@
+//! A webhook receiver on loopback: a real HTTP server that records every request
+//! (headers and exact body bytes) and answers from a script, so tests can make it fail,
+//! redirect, hang or answer 410 on cue.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// One captured request.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    /// Request headers.
+    pub headers: HeaderMap,
+    /// The exact body bytes.
+    pub body: Bytes,
+    /// When it arrived.
+    pub received_at: std::time::Instant,
+}
+
+impl Captured {
+    /// A header as text (empty when missing).
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// How the receiver answers one request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// This status, empty body.
+    Status(u16),
+    /// This status with a `Retry-After` header.
+    RetryAfter(u16, String),
+    /// A redirect to this location.
+    Redirect(u16, String),
+    /// 200 with a body of this many bytes.
+    LargeBody(usize),
+    /// Never answer (until the test ends).
+    Hang,
+}
+
+#[derive(Clone)]
+struct Shared {
+    script: Arc<Mutex<VecDeque<Reply>>>,
+    captured: mpsc::UnboundedSender<Captured>,
+    stop: CancellationToken,
+}
+
+/// A running receiver. Requests beyond the script are answered 204.
+pub struct Receiver {
+    addr: SocketAddr,
+    script: Arc<Mutex<VecDeque<Reply>>>,
+    captured: mpsc::UnboundedReceiver<Captured>,
+    stop: CancellationToken,
+}
+
+impl Receiver {
+    /// Starts a receiver on `127.0.0.1:0`.
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let script = Arc::new(Mutex::new(VecDeque::new()));
+        let stop = CancellationToken::new();
+        let shared = Shared {
+            script: script.clone(),
+            captured: tx,
+            stop: stop.clone(),
+        };
+        let app = Router::new().fallback(capture).with_state(shared);
+        let server_stop = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(server_stop.cancelled_owned())
+                .await;
+        });
+        Self {
+            addr,
+            script,
+            captured: rx,
+            stop,
+        }
+    }
+
+    /// The URL webhooks should be sent to.
+    pub fn url(&self) -> String {
+        format!("http://{}/webhooks", self.addr)
+    }
+
+    /// Queues replies for the next requests, in order.
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.script.lock().expect("not poisoned").extend(replies);
+    }
+
+    /// The next captured request, waiting at most `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> Captured {
+        tokio::time::timeout(timeout, self.captured.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no webhook arrived within {timeout:?}"))
+            .expect("receiver running")
+    }
+
+    /// A request that arrives within `timeout`, or `None` (for "nothing more" checks).
+    pub async fn try_next(&mut self, timeout: Duration) -> Option<Captured> {
+        tokio::time::timeout(timeout, self.captured.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn capture(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let reply = shared
+        .script
+        .lock()
+        .expect("not poisoned")
+        .pop_front()
+        .unwrap_or(Reply::Status(204));
+    let _ = shared.captured.send(Captured {
+        headers,
+        body,
+        received_at: std::time::Instant::now(),
+    });
+    match reply {
+        Reply::Status(code) => status(code).into_response(),
+        Reply::RetryAfter(code, value) => (status(code), [("retry-after", value)]).into_response(),
+        Reply::Redirect(code, location) => (status(code), [("location", location)]).into_response(),
+        Reply::LargeBody(size) => Response::new(Body::from(vec![b'x'; size])),
+        Reply::Hang => {
+            shared.stop.cancelled().await;
+            status(503).into_response()
+        }
+    }
+}
+
+fn status(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).expect("valid status")
+}
