@@ -1,0 +1,57 @@
+# The single entry point: CI calls the same targets (.ci/run -> make test).
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+CARGO ?= cargo
+
+.PHONY: run test lint fmt fmt-check clippy unit services validate-deploy up down images bench help
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+run: ## start PostgreSQL/RabbitMQ if needed, build and run the three services in dev mode
+	@scripts/run-dev.sh
+
+test: services lint unit validate-deploy ## fmt check, clippy -D warnings, every test, deploy file validation
+
+services: ## make sure PostgreSQL and RabbitMQ are up and the database exists
+	@scripts/dev-services.sh
+
+lint: fmt-check clippy ## fmt check + clippy -D warnings
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit: ## unit, service and system tests (nextest when installed)
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --locked --no-fail-fast; \
+	else \
+		echo "cargo-nextest not installed: using cargo test"; \
+		$(CARGO) test --workspace --locked --no-fail-fast; \
+	fi
+
+validate-deploy: ## validate compose and Kubernetes files offline (needs python3 and kubectl)
+	@if command -v kubectl >/dev/null 2>&1 && command -v python3 >/dev/null 2>&1; then \
+		scripts/validate-deploy.sh; \
+	else \
+		echo "validate-deploy: skipped (needs kubectl and python3)"; \
+	fi
+
+up: ## the whole stack in Docker (where a Docker engine exists)
+	docker compose -f deploy/compose.yaml up --build
+
+down:
+	docker compose -f deploy/compose.yaml down
+
+images: ## build the three service images
+	for service in api-gateway job-orchestrator webhook-dispatcher; do \
+		docker build -f deploy/docker/Dockerfile --build-arg SERVICE=$$service -t plangrep/$$service:dev . ; \
+	done
+
+bench: ## benchmarks (criterion), printing ratios against a baseline measured in the same run
+	$(CARGO) bench --workspace --locked
