@@ -7,7 +7,10 @@ use crate::helpers::{Options, TestApp, expect_error};
 #[tokio::test]
 async fn missing_or_invalid_bearer_tokens_are_401() {
     let app = TestApp::spawn().await;
-    let url = format!("{}/api/open/v1/projects/proj_01jd0000000000000000000000", app.base_url);
+    let url = format!(
+        "{}/api/open/v1/projects/proj_01jd0000000000000000000000",
+        app.base_url
+    );
     let missing = app.http.get(&url).send().await.unwrap();
     assert_eq!(missing.headers()["www-authenticate"], "Bearer");
     expect_error(missing, 401, "unauthorized").await;
@@ -39,24 +42,50 @@ async fn invalid_job_bodies_are_400_with_details_and_create_nothing() {
         (json!({ "externalID": "typo" }), "externalID"),
         (json!({ "externalId": "x".repeat(181) }), "externalId"),
         (json!({ "externalId": 42 }), "externalId"),
-        (json!({ "webhookUrl": "http://hooks.example.com/x" }), "webhookUrl"),
+        (
+            json!({ "webhookUrl": "http://hooks.example.com/x" }),
+            "webhookUrl",
+        ),
         (json!({ "webhookUrl": "not a url" }), "webhookUrl"),
-        (json!({ "webhookUrl": "https://user:pw@hooks.example.com/" }), "webhookUrl"),
-        (json!({ "webhookUrl": "https://127.0.0.1/hook" }), "webhookUrl"),
-        (json!({ "webhookUrl": "https://169.254.169.254/latest" }), "webhookUrl"),
+        (
+            json!({ "webhookUrl": "https://user:pw@hooks.example.com/" }),
+            "webhookUrl",
+        ),
+        (
+            json!({ "webhookUrl": "https://127.0.0.1/hook" }),
+            "webhookUrl",
+        ),
+        (
+            json!({ "webhookUrl": "https://169.254.169.254/latest" }),
+            "webhookUrl",
+        ),
         (json!({ "webhookUrl": "https://[::1]/hook" }), "webhookUrl"),
-        (json!({ "webhookUrl": "https://10.0.0.1/hook" }), "webhookUrl"),
-        (json!({ "webhookUrl": "https://localhost/hook" }), "webhookUrl"),
+        (
+            json!({ "webhookUrl": "https://10.0.0.1/hook" }),
+            "webhookUrl",
+        ),
+        (
+            json!({ "webhookUrl": "https://localhost/hook" }),
+            "webhookUrl",
+        ),
     ];
     for (body, field) in cases {
         let response = app.post_job(&key, &project, body.clone()).await;
         let error = expect_error(response, 400, "invalid_request").await;
         assert_eq!(error["details"][0]["field"], field, "for {body}");
-        assert!(error["details"][0]["issue"].as_str().is_some_and(|i| !i.is_empty()));
+        assert!(
+            error["details"][0]["issue"]
+                .as_str()
+                .is_some_and(|i| !i.is_empty())
+        );
     }
 
     let malformed = app
-        .api(reqwest::Method::POST, &format!("/projects/{project}/jobs"), &key)
+        .api(
+            reqwest::Method::POST,
+            &format!("/projects/{project}/jobs"),
+            &key,
+        )
         .header("content-type", "application/json")
         .body("{\"externalId\": ")
         .send()
@@ -65,7 +94,11 @@ async fn invalid_job_bodies_are_400_with_details_and_create_nothing() {
     expect_error(malformed, 400, "invalid_request").await;
 
     let not_json = app
-        .api(reqwest::Method::POST, &format!("/projects/{project}/jobs"), &key)
+        .api(
+            reqwest::Method::POST,
+            &format!("/projects/{project}/jobs"),
+            &key,
+        )
         .header("content-type", "text/plain")
         .body("externalId=1")
         .send()
@@ -85,7 +118,11 @@ async fn invalid_job_bodies_are_400_with_details_and_create_nothing() {
 
     // A public https destination is accepted outside dev mode.
     let ok = app
-        .post_job(&key, &project, json!({ "webhookUrl": "https://93.184.216.34/hook" }))
+        .post_job(
+            &key,
+            &project,
+            json!({ "webhookUrl": "https://93.184.216.34/hook" }),
+        )
         .await;
     assert_eq!(ok.status(), 202);
     app.stop().await;
@@ -107,7 +144,11 @@ async fn unknown_and_foreign_projects_are_404() {
     let foreign = app.post_job(&key, &foreign_project, json!({})).await;
     expect_error(foreign, 404, "not_found").await;
     let foreign_read = app
-        .api(reqwest::Method::GET, &format!("/projects/{foreign_project}"), &key)
+        .api(
+            reqwest::Method::GET,
+            &format!("/projects/{foreign_project}"),
+            &key,
+        )
         .send()
         .await
         .unwrap();

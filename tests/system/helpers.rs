@@ -68,7 +68,8 @@ impl TestApp {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let database = TestDatabase::create().await;
         let prefix = unique_prefix();
-        let storage = std::env::temp_dir().join(format!("plangrep-{}", prefix.trim_end_matches('.')));
+        let storage =
+            std::env::temp_dir().join(format!("plangrep-{}", prefix.trim_end_matches('.')));
         let broker = BrokerCleanup {
             topology: Topology::new(prefix.clone()),
             queues: vec![DISPATCHER_EVENTS, ORCHESTRATOR_PIPELINE],
@@ -81,7 +82,10 @@ impl TestApp {
                 "PLANGREP_SECRETS_KEY",
                 base64::engine::general_purpose::STANDARD.encode([42u8; 32]),
             ),
-            ("PLANGREP_STORAGE_URL", format!("file://{}", storage.display())),
+            (
+                "PLANGREP_STORAGE_URL",
+                format!("file://{}", storage.display()),
+            ),
             ("PLANGREP_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
             (
                 "PLANGREP_WEBHOOK_ALLOW_INSECURE",
@@ -109,7 +113,10 @@ impl TestApp {
         base.set("PLANGREP_ORCHESTRATOR_ADDR", orchestrator_addr.to_string());
         let token = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            orchestrator.run_until_stopped(token).await.expect("orchestrator runs");
+            orchestrator
+                .run_until_stopped(token)
+                .await
+                .expect("orchestrator runs");
         }));
 
         let dispatcher = plangrep_webhook_dispatcher::App::build(
@@ -123,7 +130,10 @@ impl TestApp {
         base.set("PLANGREP_DISPATCHER_ADDR", dispatcher_addr.to_string());
         let token = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            dispatcher.run_until_stopped(token).await.expect("dispatcher runs");
+            dispatcher
+                .run_until_stopped(token)
+                .await
+                .expect("dispatcher runs");
         }));
 
         let gateway = plangrep_api_gateway::App::build(
@@ -135,7 +145,10 @@ impl TestApp {
         let base_url = format!("http://{}", gateway.local_addr());
         let token = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            gateway.run_until_stopped(token).await.expect("gateway runs");
+            gateway
+                .run_until_stopped(token)
+                .await
+                .expect("gateway runs");
         }));
 
         Self {
@@ -194,7 +207,10 @@ impl TestApp {
             .await
             .expect("admin reachable");
         let body = expect_status(response, 201).await;
-        body["plaintextKey"].as_str().expect("plaintext key").to_owned()
+        body["plaintextKey"]
+            .as_str()
+            .expect("plaintext key")
+            .to_owned()
     }
 
     /// An organization with a full-scope key: `(org_id, key)`.
@@ -216,7 +232,10 @@ impl TestApp {
             .expect("gateway reachable");
         let body = expect_status(response, 202).await;
         assert_eq!(body["project"]["status"], "provisioning");
-        let id = body["project"]["id"].as_str().expect("project id").to_owned();
+        let id = body["project"]["id"]
+            .as_str()
+            .expect("project id")
+            .to_owned();
         eventually("the project to become ready", PATIENCE, || async {
             let body = self.get_json(&format!("/projects/{id}"), key).await;
             (body["project"]["status"] == "ready").then_some(())
@@ -227,11 +246,15 @@ impl TestApp {
 
     /// `POST /projects/{id}/jobs` with `body`; returns the raw response.
     pub async fn post_job(&self, key: &str, project_id: &str, body: Value) -> reqwest::Response {
-        self.api(reqwest::Method::POST, &format!("/projects/{project_id}/jobs"), key)
-            .json(&body)
-            .send()
-            .await
-            .expect("gateway reachable")
+        self.api(
+            reqwest::Method::POST,
+            &format!("/projects/{project_id}/jobs"),
+            key,
+        )
+        .json(&body)
+        .send()
+        .await
+        .expect("gateway reachable")
     }
 
     /// GET a public API path and parse the JSON (any status).

@@ -1,10 +1,10 @@
 //! Internal callers discover the gRPC services by reflection (v1 and v1alpha).
 
 use tonic::transport::Channel;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1alpha;
 
 use crate::helpers::TestApp;
@@ -66,11 +66,23 @@ async fn list_services_v1alpha(addr: std::net::SocketAddr) -> Vec<String> {
 async fn reflection_lists_the_orchestrator_and_dispatcher_services() {
     let app = TestApp::spawn().await;
     for (addr, service) in [
-        (app.orchestrator_addr, "plangrep.orchestrator.v1.JobOrchestrator"),
-        (app.dispatcher_addr, "plangrep.dispatcher.v1.WebhookDispatcher"),
+        (
+            app.orchestrator_addr,
+            "plangrep.orchestrator.v1.JobOrchestrator",
+        ),
+        (
+            app.dispatcher_addr,
+            "plangrep.dispatcher.v1.WebhookDispatcher",
+        ),
     ] {
-        for services in [list_services_v1(addr).await, list_services_v1alpha(addr).await] {
-            assert!(services.iter().any(|s| s == service), "{service} missing from {services:?}");
+        for services in [
+            list_services_v1(addr).await,
+            list_services_v1alpha(addr).await,
+        ] {
+            assert!(
+                services.iter().any(|s| s == service),
+                "{service} missing from {services:?}"
+            );
             assert!(services.iter().any(|s| s == "grpc.health.v1.Health"));
         }
     }

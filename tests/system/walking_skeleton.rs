@@ -10,7 +10,10 @@ use crate::helpers::{PATIENCE, TestApp, expect_status};
 /// Verifies a captured delivery with the core verifier and returns its JSON body.
 fn verified_body(delivery: &Captured, secret: &WebhookSecret) -> Value {
     let id = delivery.header("webhook-id");
-    let timestamp: i64 = delivery.header("webhook-timestamp").parse().expect("unix seconds");
+    let timestamp: i64 = delivery
+        .header("webhook-timestamp")
+        .parse()
+        .expect("unix seconds");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -27,7 +30,11 @@ fn verified_body(delivery: &Captured, secret: &WebhookSecret) -> Value {
     .expect("the delivery carries a valid Standard Webhooks signature");
     assert!(id.starts_with("evt_"));
     assert_eq!(delivery.header("content-type"), "application/json");
-    assert!(delivery.header("user-agent").starts_with("Plangrep-Webhooks/"));
+    assert!(
+        delivery
+            .header("user-agent")
+            .starts_with("Plangrep-Webhooks/")
+    );
     serde_json::from_slice(&delivery.body).expect("JSON body")
 }
 
@@ -73,7 +80,10 @@ async fn a_new_job_sends_signed_provisioning_then_awaiting_uploads_webhooks() {
 
     let job = app.get_json(&format!("/jobs/{job_id}"), &key).await;
     assert_eq!(job["job"]["status"], "awaiting_uploads");
-    assert!(job.get("webhookSigningSecret").is_none(), "the secret is never readable again");
+    assert!(
+        job.get("webhookSigningSecret").is_none(),
+        "the secret is never readable again"
+    );
     assert_eq!(job["job"]["webhookUrl"], receiver.url().as_str());
 
     app.stop().await;
@@ -86,7 +96,11 @@ async fn a_job_without_a_webhook_gets_no_secret_and_still_progresses() {
     let project = app.create_ready_project(&key, "No hooks").await;
 
     let response = app
-        .api(reqwest::Method::POST, &format!("/projects/{project}/jobs"), &key)
+        .api(
+            reqwest::Method::POST,
+            &format!("/projects/{project}/jobs"),
+            &key,
+        )
         .send()
         .await
         .unwrap();
@@ -128,13 +142,15 @@ async fn the_database_never_holds_a_plaintext_webhook_secret() {
     .await
     .unwrap();
     assert!(!dump.is_empty());
-    assert!(!dump.contains(&key_part), "the secret is stored in the clear");
-    let sealed_hex: String = sqlx::query_scalar(
-        "SELECT encode(webhook_secret_sealed, 'escape') FROM orchestrator.jobs",
-    )
-    .fetch_one(&mut db)
-    .await
-    .unwrap();
+    assert!(
+        !dump.contains(&key_part),
+        "the secret is stored in the clear"
+    );
+    let sealed_hex: String =
+        sqlx::query_scalar("SELECT encode(webhook_secret_sealed, 'escape') FROM orchestrator.jobs")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
     assert!(!sealed_hex.contains(&key_part));
     app.stop().await;
 }

@@ -87,8 +87,12 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
 impl FromRequestParts<AppState> for ApiKey {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts).ok_or_else(|| unauthorized("send an API key as Authorization: Bearer <key>"))?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts)
+            .ok_or_else(|| unauthorized("send an API key as Authorization: Bearer <key>"))?;
         if !token.starts_with(KEY_PREFIX) || token.len() > 128 {
             return Err(unauthorized("the API key is not valid"));
         }

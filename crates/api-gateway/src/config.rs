@@ -28,7 +28,10 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("addr", &self.addr)
-            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("orchestrator_endpoint", &self.orchestrator_endpoint)
             .field("dispatcher_endpoint", &self.dispatcher_endpoint)
             .field("destination_policy", &self.destination_policy)

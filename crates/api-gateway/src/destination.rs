@@ -28,13 +28,13 @@ async fn refuse_non_public_resolution(name: &str) -> Result<(), FieldError> {
     let lookup = tokio::net::lookup_host((name, 443));
     // A name that does not resolve (or not in time) is accepted: DNS trouble must not
     // fail job creation, and the dispatcher refuses non-public addresses at send time.
-    if let Ok(Ok(addresses)) = tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
-        if addresses.into_iter().any(|addr| !is_public_ip(addr.ip())) {
-            return Err(FieldError::new(
-                "webhookUrl",
-                "the host resolves to a loopback, private or otherwise non-public address",
-            ));
-        }
+    if let Ok(Ok(mut addresses)) = tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await
+        && addresses.any(|addr| !is_public_ip(addr.ip()))
+    {
+        return Err(FieldError::new(
+            "webhookUrl",
+            "the host resolves to a loopback, private or otherwise non-public address",
+        ));
     }
     Ok(())
 }
@@ -48,10 +48,18 @@ mod tests {
         // `localhost` resolves to loopback everywhere (the URL check refuses the name
         // itself, so exercise the resolution step directly).
         assert!(refuse_non_public_resolution("localhost").await.is_err());
-        assert!(refuse_non_public_resolution("no-such-host.invalid").await.is_ok());
+        assert!(
+            refuse_non_public_resolution("no-such-host.invalid")
+                .await
+                .is_ok()
+        );
         let strict = DestinationPolicy::PublicHttpsOnly;
         assert!(validate("https://localhost/", strict).await.is_err());
         assert!(validate("https://93.184.216.34/", strict).await.is_ok());
-        assert!(validate("http://localhost/", DestinationPolicy::AllowInsecure).await.is_ok());
+        assert!(
+            validate("http://localhost/", DestinationPolicy::AllowInsecure)
+                .await
+                .is_ok()
+        );
     }
 }

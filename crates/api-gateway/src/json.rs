@@ -29,13 +29,21 @@ where
             .headers()
             .get(CONTENT_TYPE)
             .map(|v| v.to_str().unwrap_or("").to_owned());
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(ErrorCode::PayloadTooLarge, "JSON bodies are limited to 1 MiB")
-            } else {
-                ApiError::new(ErrorCode::InvalidRequest, "the request body could not be read")
-            }
-        })?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        ErrorCode::PayloadTooLarge,
+                        "JSON bodies are limited to 1 MiB",
+                    )
+                } else {
+                    ApiError::new(
+                        ErrorCode::InvalidRequest,
+                        "the request body could not be read",
+                    )
+                }
+            })?;
         let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {
@@ -69,7 +77,8 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             );
         }
         let issue = strip_position(&inner.to_string());
-        let field = unknown_field_name(&issue).unwrap_or(if path == "." { String::new() } else { path });
+        let field =
+            unknown_field_name(&issue).unwrap_or(if path == "." { String::new() } else { path });
         let mut api_error = ApiError::new(ErrorCode::InvalidRequest, issue.clone());
         if !field.is_empty() {
             api_error.message = format!("{field}: {issue}");
@@ -78,7 +87,10 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         api_error
     })?;
     deserializer.end().map_err(|_| {
-        ApiError::new(ErrorCode::InvalidRequest, "unexpected data after the JSON body")
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            "unexpected data after the JSON body",
+        )
     })?;
     Ok(value)
 }
@@ -114,7 +126,12 @@ mod tests {
         assert_eq!(error.details[0].field, "externalID");
         let error = parse::<Body>(br#"{"externalId": 5}"#).unwrap_err();
         assert_eq!(error.details[0].field, "externalId");
-        assert!(parse::<Body>(br#"{"externalId": "#).unwrap_err().details.is_empty());
+        assert!(
+            parse::<Body>(br#"{"externalId": "#)
+                .unwrap_err()
+                .details
+                .is_empty()
+        );
         assert!(parse::<Body>(br#"{} {}"#).is_err());
         assert!(parse::<Body>(br#"{}"#).is_ok());
     }

@@ -30,7 +30,12 @@ fn choose(request: &Request) -> String {
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned)
-        .unwrap_or_else(|| format!("req_{}", ulid::Ulid::generate().to_string().to_ascii_lowercase()))
+        .unwrap_or_else(|| {
+            format!(
+                "req_{}",
+                ulid::Ulid::generate().to_string().to_ascii_lowercase()
+            )
+        })
 }
 
 /// The outermost middleware.
@@ -57,9 +62,11 @@ fn normalise(response: Response) -> Response {
         StatusCode::NOT_FOUND => ApiError::new(ErrorCode::NotFound, "no such route"),
         StatusCode::METHOD_NOT_ALLOWED => {
             let allow = response.headers().get("allow").cloned();
-            let mut rewritten =
-                ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
-                    .into_response();
+            let mut rewritten = ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                "method not allowed on this route",
+            )
+            .into_response();
             if let Some(allow) = allow {
                 rewritten.headers_mut().insert("allow", allow);
             }
@@ -68,10 +75,9 @@ fn normalise(response: Response) -> Response {
         StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
         }
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
-            ErrorCode::UnsupportedMediaType,
-            "send application/json",
-        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::new(ErrorCode::UnsupportedMediaType, "send application/json")
+        }
         status if status.is_server_error() => ApiError::internal(format!("unrendered {status}")),
         status if status.is_client_error() => {
             ApiError::new(ErrorCode::InvalidRequest, "the request is invalid")

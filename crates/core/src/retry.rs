@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use backoff::backoff::Backoff;
 use backoff::ExponentialBackoff;
+use backoff::backoff::Backoff;
 use rand::Rng;
 
 /// The parameters of the schedule (SPEC §7 `PLANGREP_WEBHOOK_RETRY_*`).
@@ -159,7 +159,10 @@ mod tests {
             max_attempts: 5,
             ..RetryPolicy::default()
         };
-        assert_eq!(policy.next_attempt(5, secs(0), None, 0.0), NextAttempt::GiveUp);
+        assert_eq!(
+            policy.next_attempt(5, secs(0), None, 0.0),
+            NextAttempt::GiveUp
+        );
         let almost_three_days = policy.max_elapsed - secs(1);
         assert_eq!(
             policy.next_attempt(1, almost_three_days, None, 0.0),

@@ -42,7 +42,10 @@ fn bounded_text(
         return Err(FieldError::new(field, "must not be empty"));
     }
     if value.chars().any(char::is_control) {
-        return Err(FieldError::new(field, "must not contain control characters"));
+        return Err(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(value.to_owned())
 }
@@ -179,9 +182,8 @@ fn is_public_ipv4(ip: Ipv4Addr) -> bool {
 
 fn is_public_ipv6(ip: Ipv6Addr) -> bool {
     let segments = ip.segments();
-    let embedded_v4 = |hi: u16, lo: u16| {
-        Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
-    };
+    let embedded_v4 =
+        |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
     if let Some(v4) = ip.to_ipv4_mapped() {
         return is_public_ipv4(v4);
     }
@@ -218,7 +220,10 @@ mod tests {
             "PO-1138 / tower B"
         );
         assert!(ExternalId::parse(&"x".repeat(180)).is_ok());
-        assert!(ExternalId::parse(&"é".repeat(180)).is_ok(), "chars, not bytes");
+        assert!(
+            ExternalId::parse(&"é".repeat(180)).is_ok(),
+            "chars, not bytes"
+        );
         for bad in ["", "   ", &"x".repeat(181), "line\nbreak", "nul\0"] {
             let err = ExternalId::parse(bad).unwrap_err();
             assert_eq!(err.field, "externalId");
@@ -278,7 +283,12 @@ mod tests {
 
     #[test]
     fn public_addresses_are_public() {
-        for ok in ["8.8.8.8", "93.184.216.34", "2606:4700::1111", "2a00:1450::1"] {
+        for ok in [
+            "8.8.8.8",
+            "93.184.216.34",
+            "2606:4700::1111",
+            "2a00:1450::1",
+        ] {
             assert!(is_public_ip(ok.parse().unwrap()), "{ok}");
         }
     }

@@ -105,7 +105,12 @@ pub fn verify(
         .split(' ')
         .filter_map(|candidate| candidate.strip_prefix("v1,"))
         .filter_map(|encoded| BASE64.decode(encoded).ok())
-        .any(|signature| secret.mac(id, timestamp, body).verify_slice(&signature).is_ok());
+        .any(|signature| {
+            secret
+                .mac(id, timestamp, body)
+                .verify_slice(&signature)
+                .is_ok()
+        });
     if matches {
         Ok(())
     } else {

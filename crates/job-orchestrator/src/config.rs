@@ -60,7 +60,9 @@ impl Config {
             grpc_addr: settings.socket_addr("PLANGREP_ORCHESTRATOR_ADDR", "0.0.0.0:50051")?,
             http_addr: settings.socket_addr("PLANGREP_ORCHESTRATOR_HTTP_ADDR", "0.0.0.0:9091")?,
             secrets_key,
-            storage_root: storage_root(&settings.string("PLANGREP_STORAGE_URL", "file://./var/storage"))?,
+            storage_root: storage_root(
+                &settings.string("PLANGREP_STORAGE_URL", "file://./var/storage"),
+            )?,
             job_ttl: settings.duration("PLANGREP_JOB_TTL", Duration::from_secs(7 * 86_400))?,
             outbox_poll_interval: settings
                 .duration("PLANGREP_OUTBOX_POLL_INTERVAL", Duration::from_secs(1))?,

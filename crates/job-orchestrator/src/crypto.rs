@@ -39,7 +39,9 @@ impl SecretsKey {
 
     /// A fixed, public key for dev mode only: anyone can open secrets sealed with it.
     pub fn insecure_dev_key() -> Self {
-        Self(*Key::<Aes256Gcm>::from_slice(b"plangrep-dev-mode-insecure-key!!"))
+        Self(*Key::<Aes256Gcm>::from_slice(
+            b"plangrep-dev-mode-insecure-key!!",
+        ))
     }
 
     /// Seals `secret` for `job`: `nonce || ciphertext`.
@@ -91,7 +93,11 @@ mod tests {
         let job = JobId::generate();
         let secret = WebhookSecret::generate();
         let sealed = key.seal(job, &secret);
-        assert!(!sealed.windows(10).any(|w| secret.expose().as_bytes().windows(10).any(|s| s == w)));
+        assert!(
+            !sealed
+                .windows(10)
+                .any(|w| secret.expose().as_bytes().windows(10).any(|s| s == w))
+        );
         assert_eq!(key.unseal(job, &sealed).unwrap(), secret);
         assert!(key.unseal(JobId::generate(), &sealed).is_err());
         assert!(SecretsKey::insecure_dev_key().unseal(job, &sealed).is_err());

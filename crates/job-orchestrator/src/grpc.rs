@@ -18,9 +18,9 @@ use tonic::{Request, Response, Status};
 use crate::crypto::SecretsKey;
 use crate::error::Error;
 use crate::lifecycle;
+use crate::store;
 use crate::store::jobs::{self, JobRow};
 use crate::store::projects::{self, ProjectRow};
-use crate::store;
 
 /// The gRPC service state.
 #[derive(Clone)]
@@ -106,8 +106,7 @@ impl OrchestratorService {
 }
 
 fn parse_org(raw: &str) -> Result<OrgId, Error> {
-    raw.parse()
-        .map_err(|_| Error::NotFound("organization"))
+    raw.parse().map_err(|_| Error::NotFound("organization"))
 }
 
 #[tonic::async_trait]
@@ -179,10 +178,7 @@ impl JobOrchestrator for OrchestratorService {
         request: Request<GetWebhookTargetRequest>,
     ) -> Result<Response<WebhookTarget>, Status> {
         let request = request.into_inner();
-        let job_id: JobId = request
-            .job_id
-            .parse()
-            .map_err(|_| Error::NotFound("job"))?;
+        let job_id: JobId = request.job_id.parse().map_err(|_| Error::NotFound("job"))?;
         let mut conn = self.pool.acquire().await.map_err(Error::from)?;
         let row = jobs::get_any(&mut conn, &request.job_id)
             .await?

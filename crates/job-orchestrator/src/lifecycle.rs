@@ -94,7 +94,10 @@ async fn record_job_event(
 }
 
 /// Records the creation of a project (already inserted, status `provisioning`).
-pub async fn record_project_created(conn: &mut PgConnection, row: &ProjectRow) -> Result<(), Error> {
+pub async fn record_project_created(
+    conn: &mut PgConnection,
+    row: &ProjectRow,
+) -> Result<(), Error> {
     record_project_event(conn, row, None).await
 }
 

@@ -95,9 +95,14 @@ impl Pipeline {
 
     /// Creates the storage folder for a resource (idempotent).
     async fn allocate(&self, parts: &[&str]) -> Result<(), Error> {
-        let path = parts.iter().fold(self.storage_root.clone(), |p, part| p.join(part));
-        tokio::fs::create_dir_all(&path)
-            .await
-            .map_err(|e| Error::Corrupt(format!("cannot allocate storage at {}: {e}", path.display())))
+        let path = parts
+            .iter()
+            .fold(self.storage_root.clone(), |p, part| p.join(part));
+        tokio::fs::create_dir_all(&path).await.map_err(|e| {
+            Error::Corrupt(format!(
+                "cannot allocate storage at {}: {e}",
+                path.display()
+            ))
+        })
     }
 }

@@ -145,7 +145,8 @@ impl App {
             .set_serving::<JobOrchestratorServer<OrchestratorService>>()
             .await;
         let (reflection_v1, reflection_v1alpha) = plangrep_proto::reflection::services();
-        let service = OrchestratorService::new(pool.clone(), config.secrets_key.clone(), config.job_ttl);
+        let service =
+            OrchestratorService::new(pool.clone(), config.secrets_key.clone(), config.job_ttl);
         tracing::info!(grpc = %grpc_listener.local_addr()?, "job-orchestrator serving");
         let grpc_result = tonic::transport::Server::builder()
             .add_service(health_service)

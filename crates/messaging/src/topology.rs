@@ -126,12 +126,18 @@ impl Topology {
             .await?;
 
         let mut arguments = quorum_arguments();
-        arguments.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
+        arguments.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(DELIVERY_LIMIT),
+        );
         arguments.insert(
             "x-dead-letter-exchange".into(),
             long_string(self.dead_letter_exchange()),
         );
-        arguments.insert("x-dead-letter-routing-key".into(), long_string(name.clone()));
+        arguments.insert(
+            "x-dead-letter-routing-key".into(),
+            long_string(name.clone()),
+        );
         channel
             .queue_declare(name.clone().into(), durable, arguments)
             .await?;
@@ -151,7 +157,11 @@ impl Topology {
 
     /// Deletes the given work queues, their dead-letter queues and both exchanges. Meant
     /// for tests that declared a prefixed topology and must leave the broker clean.
-    pub async fn delete(&self, channel: &Channel, queues: &[WorkQueue]) -> Result<(), lapin::Error> {
+    pub async fn delete(
+        &self,
+        channel: &Channel,
+        queues: &[WorkQueue],
+    ) -> Result<(), lapin::Error> {
         for queue in queues {
             for name in [self.queue(queue), self.dead_queue(queue)] {
                 channel

@@ -15,7 +15,9 @@ pub fn services() -> (
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     (
-        builder().build_v1().expect("embedded descriptors are valid"),
+        builder()
+            .build_v1()
+            .expect("embedded descriptors are valid"),
         builder()
             .build_v1alpha()
             .expect("embedded descriptors are valid"),

@@ -26,13 +26,20 @@ fn grpc_code(code: ErrorCode) -> tonic::Code {
 }
 
 /// A status carrying `code`, a client-safe `message` and optional JSON `details`.
-pub fn status(code: ErrorCode, message: impl Into<String>, details: Option<String>) -> tonic::Status {
+pub fn status(
+    code: ErrorCode,
+    message: impl Into<String>,
+    details: Option<String>,
+) -> tonic::Status {
     let mut status = tonic::Status::new(grpc_code(code), message);
-    status
-        .metadata_mut()
-        .insert(ERROR_CODE_METADATA, MetadataValue::from_static(code.as_str()));
+    status.metadata_mut().insert(
+        ERROR_CODE_METADATA,
+        MetadataValue::from_static(code.as_str()),
+    );
     if let Some(details) = details.and_then(|d| MetadataValue::try_from(d).ok()) {
-        status.metadata_mut().insert(ERROR_DETAILS_METADATA, details);
+        status
+            .metadata_mut()
+            .insert(ERROR_DETAILS_METADATA, details);
     }
     status
 }
@@ -88,6 +95,9 @@ mod tests {
             public_code(&tonic::Status::deadline_exceeded("slow")),
             ErrorCode::Unavailable
         );
-        assert_eq!(public_code(&tonic::Status::unknown("?")), ErrorCode::Internal);
+        assert_eq!(
+            public_code(&tonic::Status::unknown("?")),
+            ErrorCode::Internal
+        );
     }
 }

@@ -14,7 +14,10 @@ use crate::time::from_timestamp;
 #[error("malformed {0}: a required timestamp is missing")]
 pub struct MalformedMessage(pub &'static str);
 
-fn required(ts: &Option<prost_types::Timestamp>, what: &'static str) -> Result<DateTime<Utc>, MalformedMessage> {
+fn required(
+    ts: &Option<prost_types::Timestamp>,
+    what: &'static str,
+) -> Result<DateTime<Utc>, MalformedMessage> {
     ts.as_ref()
         .and_then(from_timestamp)
         .ok_or(MalformedMessage(what))
@@ -40,8 +43,8 @@ pub fn project_view(project: &Project) -> Result<ProjectView, MalformedMessage> 
 
 /// The public view of a job.
 pub fn job_view(job: &Job) -> Result<JobView, MalformedMessage> {
-    let limits = job.limits.clone().unwrap_or_default();
-    let billing = job.billing.clone().unwrap_or_default();
+    let limits = job.limits.unwrap_or_default();
+    let billing = job.billing.unwrap_or_default();
     Ok(JobView {
         id: job.id.clone(),
         project_id: job.project_id.clone(),

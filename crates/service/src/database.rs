@@ -39,9 +39,11 @@ pub async fn migrate(
     );
     let mut connection = PgConnection::connect_with(options).await?;
     // Identifiers cannot be bind parameters; the assertion above makes this safe.
-    sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")))
-        .execute(&mut connection)
-        .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+    )))
+    .execute(&mut connection)
+    .await?;
     migrator.run(&mut connection).await?;
     connection.close().await?;
     Ok(())

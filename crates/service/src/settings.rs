@@ -164,7 +164,13 @@ mod tests {
             .duration("PLANGREP_JOB_TTL", Duration::ZERO)
             .unwrap_err();
         assert!(error.to_string().starts_with("invalid PLANGREP_JOB_TTL: "));
-        assert!(settings.flag("FLAG", false).unwrap_err().to_string().contains("FLAG"));
+        assert!(
+            settings
+                .flag("FLAG", false)
+                .unwrap_err()
+                .to_string()
+                .contains("FLAG")
+        );
         assert!(settings.socket_addr("ADDR", "0.0.0.0:8080").is_ok());
     }
 }
@@ -191,7 +197,10 @@ mod endpoint_tests {
     fn listen_addresses_become_dialable_urls() {
         assert_eq!(grpc_endpoint("0.0.0.0:50051"), "http://127.0.0.1:50051");
         assert_eq!(grpc_endpoint("[::]:50051"), "http://127.0.0.1:50051");
-        assert_eq!(grpc_endpoint("job-orchestrator:50051"), "http://job-orchestrator:50051");
+        assert_eq!(
+            grpc_endpoint("job-orchestrator:50051"),
+            "http://job-orchestrator:50051"
+        );
         assert_eq!(grpc_endpoint("http://x:1"), "http://x:1");
     }
 }

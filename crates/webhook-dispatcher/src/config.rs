@@ -40,7 +40,8 @@ impl Config {
     /// Reads and validates the configuration.
     pub fn from_settings(settings: &Settings) -> Result<Self, SettingError> {
         let defaults = RetryPolicy::default();
-        let multiplier: f64 = settings.parse("PLANGREP_WEBHOOK_RETRY_MULTIPLIER", defaults.multiplier)?;
+        let multiplier: f64 =
+            settings.parse("PLANGREP_WEBHOOK_RETRY_MULTIPLIER", defaults.multiplier)?;
         if !(1.0..=100.0).contains(&multiplier) {
             return Err(SettingError::new(
                 "PLANGREP_WEBHOOK_RETRY_MULTIPLIER",
@@ -59,11 +60,17 @@ impl Config {
             jitter: defaults.jitter,
         };
         if retry.initial_interval.is_zero() {
-            return Err(SettingError::new("PLANGREP_WEBHOOK_RETRY_INITIAL", "must be positive"));
+            return Err(SettingError::new(
+                "PLANGREP_WEBHOOK_RETRY_INITIAL",
+                "must be positive",
+            ));
         }
         let workers: usize = settings.parse("PLANGREP_DISPATCHER_WORKERS", 16)?;
         if workers == 0 {
-            return Err(SettingError::new("PLANGREP_DISPATCHER_WORKERS", "must be at least 1"));
+            return Err(SettingError::new(
+                "PLANGREP_DISPATCHER_WORKERS",
+                "must be at least 1",
+            ));
         }
         Ok(Self {
             database_url: settings.string(
@@ -78,7 +85,8 @@ impl Config {
                 &settings.string("PLANGREP_ORCHESTRATOR_ADDR", "127.0.0.1:50051"),
             ),
             allow_insecure: settings.flag("PLANGREP_WEBHOOK_ALLOW_INSECURE", false)?,
-            attempt_timeout: settings.duration("PLANGREP_WEBHOOK_TIMEOUT", Duration::from_secs(15))?,
+            attempt_timeout: settings
+                .duration("PLANGREP_WEBHOOK_TIMEOUT", Duration::from_secs(15))?,
             connect_timeout: settings
                 .duration("PLANGREP_WEBHOOK_CONNECT_TIMEOUT", Duration::from_secs(5))?,
             retry,

@@ -25,14 +25,14 @@ impl Resolve for PublicOnlyResolver {
         let policy = self.policy;
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let allowed = filter_addresses(resolved, policy);
             if allowed.is_empty() {
                 return Err(Box::new(ForbiddenDestination(format!(
                     "{host} resolves to no public address"
-                ))) as Box<dyn std::error::Error + Send + Sync>);
+                )))
+                    as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })
@@ -51,7 +51,10 @@ pub fn filter_addresses(addresses: Vec<SocketAddr>, policy: DestinationPolicy) -
 }
 
 /// Re-validates a stored webhook URL at send time (scheme, userinfo, literal addresses).
-pub fn check_url(url: &str, policy: DestinationPolicy) -> Result<reqwest::Url, ForbiddenDestination> {
+pub fn check_url(
+    url: &str,
+    policy: DestinationPolicy,
+) -> Result<reqwest::Url, ForbiddenDestination> {
     let checked = WebhookUrl::parse(url, policy).map_err(|e| ForbiddenDestination(e.issue))?;
     Ok(checked.url().clone())
 }
@@ -82,7 +85,10 @@ mod tests {
         ];
         for addr in blocked {
             let addr: SocketAddr = addr.parse().unwrap();
-            assert!(filter_addresses(vec![addr], strict).is_empty(), "{addr} passed");
+            assert!(
+                filter_addresses(vec![addr], strict).is_empty(),
+                "{addr} passed"
+            );
         }
         let public: SocketAddr = "93.184.216.34:0".parse().unwrap();
         let mixed = vec!["127.0.0.1:0".parse().unwrap(), public];

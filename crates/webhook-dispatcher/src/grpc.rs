@@ -16,9 +16,9 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
+use crate::store;
 use crate::store::attempts::{self, AttemptRow};
 use crate::store::deliveries::{self, DeliveryRow, state};
-use crate::store;
 
 /// The gRPC service state.
 #[derive(Clone)]

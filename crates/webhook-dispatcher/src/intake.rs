@@ -42,7 +42,10 @@ impl Intake {
         let permanent = |reason: String| HandleError::Permanent(Box::new(Malformed(reason)));
         let event = JobStatusChanged::decode(message.payload.as_slice())
             .map_err(|e| permanent(e.to_string()))?;
-        let job = event.job.as_ref().ok_or_else(|| permanent("no job".into()))?;
+        let job = event
+            .job
+            .as_ref()
+            .ok_or_else(|| permanent("no job".into()))?;
         if job.webhook_url.is_none() {
             return Ok(());
         }

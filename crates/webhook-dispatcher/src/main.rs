@@ -2,9 +2,9 @@
 
 use std::process::ExitCode;
 
-use plangrep_webhook_dispatcher::{App, Config, startup};
 use plangrep_service::Settings;
 use plangrep_service::cli::{Cli, Command};
+use plangrep_webhook_dispatcher::{App, Config, startup};
 
 #[tokio::main]
 async fn main() -> ExitCode {

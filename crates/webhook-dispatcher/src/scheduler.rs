@@ -89,7 +89,12 @@ impl Scheduler {
         let report = match self.targets.get(&delivery.job_id).await {
             Ok(target) => {
                 self.sender
-                    .send(&target.url, &delivery.event_id, &delivery.payload, &target.secret)
+                    .send(
+                        &target.url,
+                        &delivery.event_id,
+                        &delivery.payload,
+                        &target.secret,
+                    )
                     .await
             }
             Err(TargetError::Missing) => crate::sender::AttemptReport {
@@ -108,8 +113,13 @@ impl Scheduler {
 
         let window_started_at = delivery.window_started_at.unwrap_or(started_at);
         let finished_at = store::now();
-        let (next_state, next_attempt_at) =
-            self.next_state(&delivery, number, window_started_at, finished_at, report.verdict);
+        let (next_state, next_attempt_at) = self.next_state(
+            &delivery,
+            number,
+            window_started_at,
+            finished_at,
+            report.verdict,
+        );
         attempts::insert(
             &mut tx,
             &AttemptRow {
@@ -137,8 +147,13 @@ impl Scheduler {
         if next_state == state::STOPPED {
             deliveries::stop_job(&mut tx, &delivery.job_id, finished_at).await?;
         } else if next_attempt_at.is_none() {
-            deliveries::release_successor(&mut tx, &delivery.job_id, delivery.sequence, finished_at)
-                .await?;
+            deliveries::release_successor(
+                &mut tx,
+                &delivery.job_id,
+                delivery.sequence,
+                finished_at,
+            )
+            .await?;
         }
         tx.commit().await?;
 
@@ -174,9 +189,13 @@ impl Scheduler {
             Verdict::Retry { retry_after } => {
                 let elapsed = (now - window_started_at).to_std().unwrap_or_default();
                 let attempts_made = u32::try_from(number).unwrap_or(u32::MAX);
-                match self.retry.next_attempt_random(attempts_made, elapsed, retry_after) {
+                match self
+                    .retry
+                    .next_attempt_random(attempts_made, elapsed, retry_after)
+                {
                     NextAttempt::After(delay) => {
-                        let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                        let delay =
+                            chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
                         (state::PENDING, Some(now + delay))
                     }
                     NextAttempt::GiveUp => {

@@ -154,7 +154,11 @@ impl App {
             let broker = broker.clone();
             Box::pin(async move { broker.is_up() && database::is_reachable(&pool).await })
         }));
-        tasks.spawn(plangrep_service::ops::serve(http_listener, ops, shutdown.clone()));
+        tasks.spawn(plangrep_service::ops::serve(
+            http_listener,
+            ops,
+            shutdown.clone(),
+        ));
         tasks.close();
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();

@@ -52,10 +52,10 @@ impl TargetCache {
 
     /// The target of `job_id`.
     pub async fn get(&self, job_id: &str) -> Result<Target, TargetError> {
-        if let Some((target, at)) = self.cached.lock().expect("not poisoned").get(job_id) {
-            if at.elapsed() < TTL {
-                return Ok(target.clone());
-            }
+        if let Some((target, at)) = self.cached.lock().expect("not poisoned").get(job_id)
+            && at.elapsed() < TTL
+        {
+            return Ok(target.clone());
         }
         let response = self
             .client
@@ -74,7 +74,9 @@ impl TargetCache {
                     secret,
                 }
             }
-            Err(status) if status.code() == tonic::Code::NotFound => return Err(TargetError::Missing),
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                return Err(TargetError::Missing);
+            }
             Err(status) => return Err(TargetError::Unavailable(status.message().to_owned())),
         };
         let mut cached = self.cached.lock().expect("not poisoned");

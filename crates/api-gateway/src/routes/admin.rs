@@ -25,15 +25,24 @@ pub struct Admin;
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let Some(expected) = state.config.admin_token.as_deref() else {
-            return Err(ApiError::new(ErrorCode::NotFound, "the admin API is disabled"));
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                "the admin API is disabled",
+            ));
         };
         let presented = auth::bearer(parts).unwrap_or("");
         if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
             Ok(Admin)
         } else {
-            Err(ApiError::new(ErrorCode::Unauthorized, "a valid admin token is required"))
+            Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "a valid admin token is required",
+            ))
         }
     }
 }
@@ -64,7 +73,10 @@ pub struct OrgEnvelope {
 fn bounded_name(field: &'static str, value: Option<&str>) -> Result<String, FieldError> {
     let value = value.unwrap_or("").trim();
     if value.is_empty() || value.chars().count() > 180 || value.chars().any(char::is_control) {
-        return Err(FieldError::new(field, "must be 1 to 180 printable characters"));
+        return Err(FieldError::new(
+            field,
+            "must be 1 to 180 printable characters",
+        ));
     }
     Ok(value.to_owned())
 }
@@ -129,7 +141,9 @@ pub async fn create_key(
     ApiJson(body): ApiJson<CreateKeyBody>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     let mut invalid = Vec::new();
-    let label = bounded_name("label", body.label.as_deref()).map_err(|e| invalid.push(e)).ok();
+    let label = bounded_name("label", body.label.as_deref())
+        .map_err(|e| invalid.push(e))
+        .ok();
     let mut scopes = body.scopes.unwrap_or_default();
     scopes.sort();
     scopes.dedup();

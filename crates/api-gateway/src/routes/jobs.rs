@@ -49,7 +49,12 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<CreatedJob>), ApiError> {
     key.require("jobs:write")?;
     let mut invalid: Vec<FieldError> = Vec::new();
-    let external_id = match body.external_id.as_deref().map(ExternalId::parse).transpose() {
+    let external_id = match body
+        .external_id
+        .as_deref()
+        .map(ExternalId::parse)
+        .transpose()
+    {
         Ok(external_id) => external_id,
         Err(error) => {
             invalid.push(error);

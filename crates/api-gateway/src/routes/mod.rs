@@ -49,6 +49,8 @@ where
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|_| ApiError::not_found(T::NAME))?;
-        raw.parse().map(PathId).map_err(|_| ApiError::not_found(T::NAME))
+        raw.parse()
+            .map(PathId)
+            .map_err(|_| ApiError::not_found(T::NAME))
     }
 }

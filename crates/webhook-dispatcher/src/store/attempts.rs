@@ -36,7 +36,10 @@ pub async fn insert(conn: &mut PgConnection, row: &AttemptRow) -> Result<(), sql
 }
 
 /// Every attempt of the given deliveries, in (delivery, number) order.
-pub async fn for_deliveries(pool: &PgPool, delivery_ids: &[String]) -> Result<Vec<AttemptRow>, sqlx::Error> {
+pub async fn for_deliveries(
+    pool: &PgPool,
+    delivery_ids: &[String],
+) -> Result<Vec<AttemptRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT * FROM attempts WHERE delivery_id = ANY($1) ORDER BY delivery_id, number",
     )

@@ -58,7 +58,11 @@ pub struct NewDelivery {
 /// Returns whether a row was inserted. Its initial state says whether it can go now
 /// (`pending`), must wait for its predecessor (`waiting`), or will never be sent because
 /// the receiver said 410 Gone for this job (`stopped`).
-pub async fn insert_if_new(pool: &PgPool, new: &NewDelivery, now: DateTime<Utc>) -> Result<bool, sqlx::Error> {
+pub async fn insert_if_new(
+    pool: &PgPool,
+    new: &NewDelivery,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
         "INSERT INTO deliveries (id, event_id, org_id, job_id, sequence, job_status, payload, \
            state, next_attempt_at, event_occurred_at, created_at, updated_at) \
@@ -90,7 +94,10 @@ pub async fn insert_if_new(pool: &PgPool, new: &NewDelivery, now: DateTime<Utc>)
 
 /// Locks the next due delivery whose predecessor has finished, skipping rows other
 /// workers hold. The lock lasts for the caller's transaction (the whole attempt).
-pub async fn claim_due(conn: &mut PgConnection, now: DateTime<Utc>) -> Result<Option<DeliveryRow>, sqlx::Error> {
+pub async fn claim_due(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+) -> Result<Option<DeliveryRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT d.* FROM deliveries d \
          WHERE d.state IN ('pending', 'waiting') AND d.next_attempt_at <= $1 \
@@ -133,7 +140,11 @@ pub async fn record_outcome(
 }
 
 /// After a 410: every not-yet-finished delivery of the job is stopped too.
-pub async fn stop_job(conn: &mut PgConnection, job_id: &str, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+pub async fn stop_job(
+    conn: &mut PgConnection,
+    job_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE deliveries SET state = 'stopped', next_attempt_at = NULL, updated_at = $2 \
          WHERE job_id = $1 AND state IN ('pending', 'waiting')",
@@ -166,7 +177,11 @@ pub async fn release_successor(
 }
 
 /// The deliveries of one job of `org_id`, in sequence order.
-pub async fn list_for_job(pool: &PgPool, org_id: &str, job_id: &str) -> Result<Vec<DeliveryRow>, sqlx::Error> {
+pub async fn list_for_job(
+    pool: &PgPool,
+    org_id: &str,
+    job_id: &str,
+) -> Result<Vec<DeliveryRow>, sqlx::Error> {
     sqlx::query_as("SELECT * FROM deliveries WHERE org_id = $1 AND job_id = $2 ORDER BY sequence")
         .bind(org_id)
         .bind(job_id)
@@ -175,7 +190,11 @@ pub async fn list_for_job(pool: &PgPool, org_id: &str, job_id: &str) -> Result<V
 }
 
 /// One delivery of `org_id`.
-pub async fn get(pool: &PgPool, org_id: &str, id: &str) -> Result<Option<DeliveryRow>, sqlx::Error> {
+pub async fn get(
+    pool: &PgPool,
+    org_id: &str,
+    id: &str,
+) -> Result<Option<DeliveryRow>, sqlx::Error> {
     sqlx::query_as("SELECT * FROM deliveries WHERE org_id = $1 AND id = $2")
         .bind(org_id)
         .bind(id)
