@@ -33,6 +33,7 @@ async fn missing_or_invalid_bearer_tokens_are_401() {
 async fn invalid_job_bodies_are_400_with_details_and_create_nothing() {
     let app = TestApp::spawn_with(Options {
         allow_insecure_webhooks: false,
+        ..Options::default()
     })
     .await;
     let (_org, key) = app.create_customer().await;

@@ -24,13 +24,109 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 pub struct Options {
     /// Dev mode for webhooks (`http` and loopback receivers allowed).
     pub allow_insecure_webhooks: bool,
+    /// Extra settings (SPEC §7 names) layered over the test defaults.
+    pub settings: Vec<(&'static str, String)>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             allow_insecure_webhooks: true,
+            settings: Vec::new(),
         }
+    }
+}
+
+impl Options {
+    /// Default options plus one setting.
+    pub fn with(mut self, name: &'static str, value: &str) -> Self {
+        self.settings.push((name, value.to_owned()));
+        self
+    }
+}
+
+/// A webhook dispatcher running on its own runtime and thread, so a test can stop it
+/// gracefully or crash it (drop every task mid-flight) and start a new one.
+pub struct DispatcherProcess {
+    shutdown: CancellationToken,
+    crash: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DispatcherProcess {
+    /// Starts a dispatcher with `settings` on `grpc_addr` (port 0 the first time).
+    pub async fn start(
+        settings: Settings,
+        grpc_addr: std::net::SocketAddr,
+    ) -> (Self, std::net::SocketAddr) {
+        let shutdown = CancellationToken::new();
+        let (crash_tx, crash_rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        let token = shutdown.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("dispatcher runtime");
+            runtime.block_on(async move {
+                let config = plangrep_webhook_dispatcher::Config::from_settings(&settings)
+                    .expect("dispatcher config");
+                let grpc = TcpListener::bind(grpc_addr)
+                    .await
+                    .expect("bind dispatcher gRPC");
+                let app = plangrep_webhook_dispatcher::App::build(config, grpc, listener().await)
+                    .await
+                    .expect("dispatcher starts");
+                addr_tx
+                    .send(app.grpc_addr())
+                    .expect("test waits for the address");
+                tokio::select! {
+                    result = app.run_until_stopped(token) => result.expect("dispatcher runs"),
+                    // A crash: leave the select, and dropping the runtime below drops every
+                    // task at its next await (in-flight attempts and transactions included).
+                    _ = crash_rx => {}
+                }
+            });
+            runtime.shutdown_background();
+        });
+        let addr = addr_rx.await.expect("dispatcher started");
+        (
+            Self {
+                shutdown,
+                crash: Some(crash_tx),
+                thread: Some(thread),
+            },
+            addr,
+        )
+    }
+
+    /// SIGTERM-like stop: in-flight attempts finish, then everything exits.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        self.join().await;
+    }
+
+    /// Abrupt stop: every task is dropped where it is.
+    pub async fn crash(mut self) {
+        if let Some(crash) = self.crash.take() {
+            let _ = crash.send(());
+        }
+        self.join().await;
+    }
+
+    async fn join(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            tokio::task::spawn_blocking(move || thread.join().expect("dispatcher thread"))
+                .await
+                .expect("join");
+        }
+    }
+}
+
+impl Drop for DispatcherProcess {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
     }
 }
 
@@ -46,6 +142,10 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// The test database.
     pub database: TestDatabase,
+    /// Settings every service was built from (after port assignment).
+    pub settings: Settings,
+    /// The running dispatcher (replaceable by `restart_dispatcher`).
+    pub dispatcher: Option<DispatcherProcess>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     _broker: BrokerCleanup,
@@ -99,6 +199,9 @@ impl TestApp {
             ("PLANGREP_WEBHOOK_TIMEOUT", "2s".to_owned()),
             ("PLANGREP_DISPATCHER_WORKERS", "4".to_owned()),
         ]);
+        for (name, value) in &options.settings {
+            base.set(name, value.clone());
+        }
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
 
@@ -119,22 +222,9 @@ impl TestApp {
                 .expect("orchestrator runs");
         }));
 
-        let dispatcher = plangrep_webhook_dispatcher::App::build(
-            plangrep_webhook_dispatcher::Config::from_settings(&base).expect("dispatcher config"),
-            listener().await,
-            listener().await,
-        )
-        .await
-        .expect("dispatcher starts");
-        let dispatcher_addr = dispatcher.grpc_addr();
+        let (dispatcher, dispatcher_addr) =
+            DispatcherProcess::start(base.clone(), "127.0.0.1:0".parse().unwrap()).await;
         base.set("PLANGREP_DISPATCHER_ADDR", dispatcher_addr.to_string());
-        let token = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            dispatcher
-                .run_until_stopped(token)
-                .await
-                .expect("dispatcher runs");
-        }));
 
         let gateway = plangrep_api_gateway::App::build(
             plangrep_api_gateway::Config::from_settings(&base).expect("gateway config"),
@@ -157,6 +247,8 @@ impl TestApp {
             dispatcher_addr,
             http: reqwest::Client::new(),
             database,
+            settings: base,
+            dispatcher: Some(dispatcher),
             shutdown,
             tasks,
             _broker: broker,
@@ -164,8 +256,25 @@ impl TestApp {
         }
     }
 
+    /// Stops (gracefully, or by crashing it) the dispatcher and starts a new one on the
+    /// same address, with the same settings.
+    pub async fn restart_dispatcher(&mut self, crash: bool) {
+        let old = self.dispatcher.take().expect("a dispatcher runs");
+        if crash {
+            old.crash().await;
+        } else {
+            old.stop().await;
+        }
+        let (fresh, _) =
+            DispatcherProcess::start(self.settings.clone(), self.dispatcher_addr).await;
+        self.dispatcher = Some(fresh);
+    }
+
     /// Stops every service gracefully and waits for them.
     pub async fn stop(mut self) {
+        if let Some(dispatcher) = self.dispatcher.take() {
+            dispatcher.stop().await;
+        }
         self.shutdown.cancel();
         for task in self.tasks.drain(..) {
             task.await.expect("service task finished cleanly");
@@ -297,4 +406,53 @@ pub async fn expect_error(response: reqwest::Response, status: u16, code: &str) 
     assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
     assert_eq!(error["requestId"], request_id.as_str());
     error
+}
+
+impl TestApp {
+    /// A job with a webhook to `url` in a fresh ready project; returns `(job_id, secret)`.
+    pub async fn create_job_with_webhook(&self, key: &str, url: &str) -> (String, String) {
+        let project = self.create_ready_project(key, "Webhooks").await;
+        let created = expect_status(
+            self.post_job(key, &project, json!({ "webhookUrl": url }))
+                .await,
+            202,
+        )
+        .await;
+        (
+            created["job"]["id"].as_str().expect("job id").to_owned(),
+            created["webhookSigningSecret"]
+                .as_str()
+                .expect("secret")
+                .to_owned(),
+        )
+    }
+
+    /// The job's delivery log.
+    pub async fn deliveries(&self, key: &str, job_id: &str) -> Vec<Value> {
+        let body = self
+            .get_json(&format!("/jobs/{job_id}/webhook-deliveries"), key)
+            .await;
+        body["deliveries"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no deliveries in {body}"))
+            .clone()
+    }
+
+    /// Waits until the job's delivery of event `sequence` satisfies `done`; returns it.
+    pub async fn wait_for_delivery(
+        &self,
+        key: &str,
+        job_id: &str,
+        sequence: u64,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        eventually(what, PATIENCE, || async {
+            self.deliveries(key, job_id)
+                .await
+                .into_iter()
+                .find(|d| d["sequence"] == sequence && done(d))
+        })
+        .await
+    }
 }

@@ -6,3 +6,4 @@ mod bad_input;
 mod helpers;
 mod reflection;
 mod walking_skeleton;
+mod webhooks;

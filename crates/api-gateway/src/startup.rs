@@ -88,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .route("/projects/{project_id}", get(projects::get))
         .route("/projects/{project_id}/jobs", post(jobs::create))
         .route("/jobs/{job_id}", get(jobs::get))
+        .route("/jobs/{job_id}/cancel", post(jobs::cancel))
         .route("/jobs/{job_id}/webhook-deliveries", get(deliveries::list))
         .route(
             "/webhook-deliveries/{delivery_id}/redeliver",

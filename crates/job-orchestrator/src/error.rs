@@ -15,6 +15,8 @@ pub enum Error {
     ProjectNotReady,
     #[error("a project with this name already exists")]
     ProjectNameTaken,
+    #[error("a job in status {0} cannot do that")]
+    InvalidJobState(plangrep_core::JobStatus),
     #[error("the job changed concurrently")]
     Conflict,
     #[error("database unavailable")]
@@ -64,6 +66,11 @@ impl From<Error> for tonic::Status {
                 None,
             ),
             Error::ProjectNameTaken => (ErrorCode::ProjectNameTaken, error.to_string(), None),
+            Error::InvalidJobState(status) => (
+                ErrorCode::InvalidJobState,
+                format!("the job is {status}; this is not possible in that status"),
+                None,
+            ),
             Error::Conflict => (
                 ErrorCode::Unavailable,
                 "the resource changed concurrently; retry".to_owned(),

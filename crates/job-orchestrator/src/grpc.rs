@@ -6,11 +6,12 @@ use std::time::Duration;
 use plangrep_core::id::{JobId, OrgId, ProjectId};
 use plangrep_core::validate::{ExternalId, ProjectName};
 use plangrep_core::webhook::WebhookSecret;
-use plangrep_core::{JobStatus, ProjectStatus};
+use plangrep_core::{JobEvent, JobStatus, ProjectStatus};
 use plangrep_proto::orchestrator::job_orchestrator_server::JobOrchestrator;
 use plangrep_proto::orchestrator::{
-    CreateJobRequest, CreateJobResponse, CreateProjectRequest, CreateProjectResponse,
-    GetJobRequest, GetProjectRequest, GetWebhookTargetRequest, Job, Project, WebhookTarget,
+    CancelJobRequest, CreateJobRequest, CreateJobResponse, CreateProjectRequest,
+    CreateProjectResponse, GetJobRequest, GetProjectRequest, GetWebhookTargetRequest, Job, Project,
+    WebhookTarget,
 };
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
@@ -105,6 +106,31 @@ impl OrchestratorService {
     }
 }
 
+impl OrchestratorService {
+    /// Cancels a job of `org_id`. A concurrent status change (version race) is retried a
+    /// few times; a terminal job is `InvalidJobState`.
+    #[tracing::instrument(skip_all, fields(job_id = %job_id))]
+    async fn cancel_job(&self, org_id: &str, job_id: &str) -> Result<JobRow, Error> {
+        let mut attempts_left = 3;
+        loop {
+            let mut tx = self.pool.begin().await?;
+            jobs::get(&mut tx, org_id, job_id).await?;
+            match lifecycle::apply_job_event(&mut tx, job_id, None, JobEvent::CancelRequested).await
+            {
+                Ok(Some(row)) => {
+                    tx.commit().await?;
+                    tracing::info!("job cancelled");
+                    return Ok(row);
+                }
+                // `None` only happens with an expected status; treat it like a lost race.
+                Ok(None) | Err(Error::Conflict) if attempts_left > 0 => attempts_left -= 1,
+                Ok(None) => return Err(Error::Conflict),
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
+
 fn parse_org(raw: &str) -> Result<OrgId, Error> {
     raw.parse().map_err(|_| Error::NotFound("organization"))
 }
@@ -170,6 +196,15 @@ impl JobOrchestrator for OrchestratorService {
         let request = request.into_inner();
         let mut conn = self.pool.acquire().await.map_err(Error::from)?;
         let row = jobs::get(&mut conn, &request.org_id, &request.job_id).await?;
+        Ok(Response::new(row.to_proto()))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<CancelJobRequest>,
+    ) -> Result<Response<Job>, Status> {
+        let request = request.into_inner();
+        let row = OrchestratorService::cancel_job(self, &request.org_id, &request.job_id).await?;
         Ok(Response::new(row.to_proto()))
     }
 

@@ -37,7 +37,7 @@ pub async fn apply_job_event(
     if expected.is_some_and(|expected| expected != from) {
         return Ok(None);
     }
-    let to = job::transition(from, event).map_err(|_| Error::Conflict)?;
+    let to = job::transition(from, event).map_err(|_| Error::InvalidJobState(from))?;
     let now = store::now();
     let completed_at = to.is_terminal().then_some(now);
     let updated: Option<JobRow> = sqlx::query_as(

@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 /// One captured request.
 #[derive(Debug, Clone)]
 pub struct Captured {
+    /// The request path.
+    pub path: String,
     /// Request headers.
     pub headers: HeaderMap,
     /// The exact body bytes.
@@ -130,7 +132,12 @@ impl Drop for Receiver {
     }
 }
 
-async fn capture(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+async fn capture(
+    State(shared): State<Shared>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let reply = shared
         .script
         .lock()
@@ -138,6 +145,7 @@ async fn capture(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) 
         .pop_front()
         .unwrap_or(Reply::Status(204));
     let _ = shared.captured.send(Captured {
+        path: uri.path().to_owned(),
         headers,
         body,
         received_at: std::time::Instant::now(),

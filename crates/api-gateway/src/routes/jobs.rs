@@ -1,4 +1,4 @@
-//! `POST /projects/{projectId}/jobs`, `GET /jobs/{jobId}`.
+//! `POST /projects/{projectId}/jobs`, `GET /jobs/{jobId}`, `POST /jobs/{jobId}/cancel`.
 
 use axum::Json;
 use axum::extract::State;
@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use plangrep_core::api::JobView;
 use plangrep_core::id::{JobId, ProjectId};
 use plangrep_core::validate::{ExternalId, FieldError};
-use plangrep_proto::orchestrator::{CreateJobRequest, GetJobRequest};
+use plangrep_proto::orchestrator::{CancelJobRequest, CreateJobRequest, GetJobRequest};
 use plangrep_proto::views::job_view;
 use serde::{Deserialize, Serialize};
 
@@ -116,4 +116,28 @@ pub async fn get(
     Ok(Json(JobEnvelope {
         job: job_view(&job).map_err(ApiError::internal)?,
     }))
+}
+
+/// Cancels a non-terminal job (202); a terminal one is 409 `invalid_job_state`.
+pub async fn cancel(
+    State(state): State<AppState>,
+    key: ApiKey,
+    PathId(job_id): PathId<JobId>,
+) -> Result<(StatusCode, Json<JobEnvelope>), ApiError> {
+    key.require("jobs:write")?;
+    let job = state
+        .orchestrator
+        .clone()
+        .cancel_job(CancelJobRequest {
+            org_id: key.org_id.to_string(),
+            job_id: job_id.to_string(),
+        })
+        .await?
+        .into_inner();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(JobEnvelope {
+            job: job_view(&job).map_err(ApiError::internal)?,
+        }),
+    ))
 }

@@ -1,0 +1,412 @@
+//! SPEC §5 end to end: retries with backoff, per-job order, outcome classes, restarts,
+//! manual redelivery, and an independent signature verifier.
+
+use std::time::Duration;
+
+use plangrep_test_support::receiver::{Captured, Receiver, Reply};
+use serde_json::Value;
+
+use crate::helpers::{Options, PATIENCE, TestApp, expect_error, expect_status};
+
+fn body(captured: &Captured) -> Value {
+    serde_json::from_slice(&captured.body).expect("JSON webhook body")
+}
+
+fn sequence(captured: &Captured) -> u64 {
+    body(captured)["data"]["sequence"]
+        .as_u64()
+        .expect("sequence")
+}
+
+fn millis_between(attempts: &[Value], a: usize, b: usize) -> i64 {
+    let at = |i: usize| {
+        chrono::DateTime::parse_from_rfc3339(attempts[i]["startedAt"].as_str().unwrap()).unwrap()
+    };
+    (at(b) - at(a)).num_milliseconds()
+}
+
+#[tokio::test]
+async fn a_failing_receiver_gets_the_event_after_retries_spaced_by_the_backoff_schedule() {
+    let app = TestApp::spawn().await;
+    let mut receiver = Receiver::start().await;
+    receiver.script([Reply::Status(500), Reply::Status(500)]);
+    let (_org, key) = app.create_customer().await;
+    let (job_id, _secret) = app.create_job_with_webhook(&key, &receiver.url()).await;
+
+    let attempts: Vec<Captured> = vec![
+        receiver.next(PATIENCE).await,
+        receiver.next(PATIENCE).await,
+        receiver.next(PATIENCE).await,
+    ];
+    let ids: Vec<String> = attempts.iter().map(|c| c.header("webhook-id")).collect();
+    assert!(
+        ids.iter().all(|id| id == &ids[0]),
+        "retries keep the webhook-id: {ids:?}"
+    );
+    assert!(attempts.iter().all(|c| sequence(c) == 1));
+    assert_eq!(
+        sequence(&receiver.next(PATIENCE).await),
+        2,
+        "event 2 follows once 1 landed"
+    );
+
+    let delivery = app
+        .wait_for_delivery(&key, &job_id, 1, "event 1 succeeded", |d| {
+            d["state"] == "succeeded"
+        })
+        .await;
+    let log = delivery["attempts"].as_array().unwrap();
+    let codes: Vec<&Value> = log.iter().map(|a| &a["statusCode"]).collect();
+    assert_eq!(
+        codes,
+        [&Value::from(500), &Value::from(500), &Value::from(204)]
+    );
+    let triggers: Vec<&str> = log.iter().map(|a| a["trigger"].as_str().unwrap()).collect();
+    assert_eq!(triggers, ["initial", "retry", "retry"]);
+    // Test schedule: 100 ms, then ×2; jitter only ever adds. Never earlier than scheduled.
+    assert!(
+        millis_between(log, 0, 1) >= 100,
+        "first retry came early: {log:?}"
+    );
+    assert!(
+        millis_between(log, 1, 2) >= 200,
+        "second retry came early: {log:?}"
+    );
+    assert_eq!(delivery["nextAttemptAt"], Value::Null);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn event_three_is_held_until_event_two_lands() {
+    let app = TestApp::spawn().await;
+    let mut receiver = Receiver::start().await;
+    receiver.script([Reply::Status(204), Reply::Status(500), Reply::Status(503)]);
+    let (_org, key) = app.create_customer().await;
+    let (job_id, _secret) = app.create_job_with_webhook(&key, &receiver.url()).await;
+    plangrep_test_support::eventually("the job to await uploads", PATIENCE, || async {
+        let job = app.get_json(&format!("/jobs/{job_id}"), &key).await;
+        (job["job"]["status"] == "awaiting_uploads").then_some(())
+    })
+    .await;
+    let cancelled = app
+        .api(
+            reqwest::Method::POST,
+            &format!("/jobs/{job_id}/cancel"),
+            &key,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_status(cancelled, 202).await["job"]["status"],
+        "cancelled"
+    );
+
+    let mut sequences = Vec::new();
+    for _ in 0..5 {
+        sequences.push(sequence(&receiver.next(PATIENCE).await));
+    }
+    assert_eq!(sequences, [1, 2, 2, 2, 3]);
+    let last = app
+        .wait_for_delivery(&key, &job_id, 3, "event 3 delivered", |d| {
+            d["state"] == "succeeded"
+        })
+        .await;
+    assert_eq!(last["jobStatus"], "cancelled");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_410_stops_every_delivery_of_the_job() {
+    let app = TestApp::spawn().await;
+    let mut receiver = Receiver::start().await;
+    receiver.script([Reply::Status(410)]);
+    let (_org, key) = app.create_customer().await;
+    let (job_id, _secret) = app.create_job_with_webhook(&key, &receiver.url()).await;
+
+    let first = receiver.next(PATIENCE).await;
+    assert_eq!(sequence(&first), 1);
+    let second = app
+        .wait_for_delivery(&key, &job_id, 2, "event 2 stopped", |d| {
+            d["state"] == "stopped"
+        })
+        .await;
+    assert_eq!(
+        second["attempts"].as_array().unwrap().len(),
+        0,
+        "never sent"
+    );
+    let deliveries = app.deliveries(&key, &job_id).await;
+    assert_eq!(deliveries[0]["state"], "stopped");
+    assert_eq!(deliveries[0]["attempts"][0]["statusCode"], 410);
+    assert!(receiver.try_next(Duration::ZERO).await.is_none());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn retry_after_on_429_delays_the_next_attempt() {
+    let app = TestApp::spawn().await;
+    let mut receiver = Receiver::start().await;
+    receiver.script([Reply::RetryAfter(429, "1".into())]);
+    let (_org, key) = app.create_customer().await;
+    let (job_id, _secret) = app.create_job_with_webhook(&key, &receiver.url()).await;
+
+    receiver.next(PATIENCE).await;
+    receiver.next(PATIENCE).await;
+    let delivery = app
+        .wait_for_delivery(&key, &job_id, 1, "event 1 succeeded", |d| {
+            d["state"] == "succeeded"
+        })
+        .await;
+    let log = delivery["attempts"].as_array().unwrap();
+    assert_eq!(log[0]["statusCode"], 429);
+    assert!(
+        millis_between(log, 0, 1) >= 1000,
+        "Retry-After ignored: {log:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn redirects_are_recorded_as_failures_and_never_followed() {
+    let app = TestApp::spawn().await;
+    let mut receiver = Receiver::start().await;
+    let elsewhere = receiver.url().replace("/webhooks", "/elsewhere");
+    receiver.script([Reply::Redirect(307, elsewhere)]);
+    let (_org, key) = app.create_customer().await;
+    let (job_id, _secret) = app.create_job_with_webhook(&key, &receiver.url()).await;
+
+    let first = receiver.next(PATIENCE).await;
+    let second = receiver.next(PATIENCE).await;
+    assert_eq!(first.path, "/webhooks");
+    assert_eq!(second.path, "/webhooks", "the redirect was followed");
+    assert_eq!(first.header("webhook-id"), second.header("webhook-id"));
+    let delivery = app
+        .wait_for_delivery(&key, &job_id, 1, "event 1 succeeded", |d| {
+            d["state"] == "succeeded"
+        })
+        .await;
+    assert_eq!(delivery["attempts"][0]["statusCode"], 307);
+    assert_eq!(delivery["attempts"][0]["error"], "redirect_not_followed");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_receiver_that_never_answers_times_out_and_is_retried() {
+    let app =
+        TestApp::spawn_with(Options::default().with("PLANGREP_WEBHOOK_TIMEOUT", "300ms")).await;
+    let receiver = Receiver::start().await;
+    receiver.script([Reply::Hang]);
+    let (_org, key) = app.create_customer().await;
+    let (job_id, _secret) = app.create_job_with_webhook(&key, &receiver.url()).await;
+
+    let delivery = app
+        .wait_for_delivery(&key, &job_id, 1, "event 1 succeeded", |d| {
+            d["state"] == "succeeded"
+        })
+        .await;
+    assert_eq!(delivery["attempts"][0]["error"], "timeout");
+    assert_eq!(delivery["attempts"][0]["statusCode"], Value::Null);
+    assert_eq!(delivery["attempts"][1]["statusCode"], 204);
+    drop(receiver);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_huge_response_body_is_read_only_up_to_the_cap() {
+    let app = TestApp::spawn().await;
+    let mut receiver = Receiver::start().await;
+    receiver.script([Reply::LargeBody(10 * 1024 * 1024)]);
+    let (_org, key) = app.create_customer().await;
+    let (job_id, _secret) = app.create_job_with_webhook(&key, &receiver.url()).await;
+
+    receiver.next(PATIENCE).await;
+    let delivery = app
+        .wait_for_delivery(&key, &job_id, 1, "event 1 succeeded", |d| {
+            d["state"] == "succeeded"
+        })
+        .await;
+    let snippet = delivery["attempts"][0]["responseSnippet"].as_str().unwrap();
+    assert_eq!(snippet.len(), 4 * 1024, "the kept snippet is capped");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_delivery_that_gave_up_is_revived_by_redeliver_with_the_same_webhook_id() {
+    let app =
+        TestApp::spawn_with(Options::default().with("PLANGREP_WEBHOOK_MAX_ATTEMPTS", "2")).await;
+    let mut receiver = Receiver::start().await;
+    receiver.script([Reply::Status(500), Reply::Status(500)]);
+    let (_org, key) = app.create_customer().await;
+    let (job_id, _secret) = app.create_job_with_webhook(&key, &receiver.url()).await;
+
+    let failed_id = receiver.next(PATIENCE).await.header("webhook-id");
+    receiver.next(PATIENCE).await;
+    let dead = app
+        .wait_for_delivery(&key, &job_id, 1, "event 1 failed", |d| {
+            d["state"] == "failed"
+        })
+        .await;
+    // Giving up on event 1 releases event 2.
+    assert_eq!(sequence(&receiver.next(PATIENCE).await), 2);
+
+    let delivery_id = dead["id"].as_str().unwrap();
+    let (_other_org, other_key) = app.create_customer().await;
+    let foreign = app
+        .api(
+            reqwest::Method::POST,
+            &format!("/webhook-deliveries/{delivery_id}/redeliver"),
+            &other_key,
+        )
+        .send()
+        .await
+        .unwrap();
+    expect_error(foreign, 404, "not_found").await;
+
+    let redeliver = app
+        .api(
+            reqwest::Method::POST,
+            &format!("/webhook-deliveries/{delivery_id}/redeliver"),
+            &key,
+        )
+        .send()
+        .await
+        .unwrap();
+    expect_status(redeliver, 202).await;
+    let revived = receiver.next(PATIENCE).await;
+    assert_eq!(revived.header("webhook-id"), failed_id);
+    let delivery = app
+        .wait_for_delivery(&key, &job_id, 1, "event 1 redelivered", |d| {
+            d["state"] == "succeeded"
+        })
+        .await;
+    assert_eq!(delivery["attempts"][2]["trigger"], "manual");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn deliveries_scheduled_before_a_graceful_restart_complete_after_it() {
+    restart_scenario(false).await;
+}
+
+#[tokio::test]
+async fn deliveries_in_flight_during_a_crash_complete_after_a_restart() {
+    restart_scenario(true).await;
+}
+
+/// The receiver hangs on the first attempt (in flight when the dispatcher stops) and fails
+/// the second; a fresh dispatcher must still deliver both events, with the same ids.
+async fn restart_scenario(crash: bool) {
+    let mut app =
+        TestApp::spawn_with(Options::default().with("PLANGREP_WEBHOOK_TIMEOUT", "1s")).await;
+    let mut receiver = Receiver::start().await;
+    receiver.script([Reply::Hang]);
+    let (_org, key) = app.create_customer().await;
+    let (job_id, _secret) = app.create_job_with_webhook(&key, &receiver.url()).await;
+
+    let in_flight = receiver.next(PATIENCE).await;
+    app.restart_dispatcher(crash).await;
+
+    let mut seen = vec![in_flight];
+    loop {
+        let next = receiver.next(PATIENCE).await;
+        let done = sequence(&next) == 2;
+        seen.push(next);
+        if done {
+            break;
+        }
+    }
+    let first_id = seen[0].header("webhook-id");
+    assert!(
+        seen.iter()
+            .filter(|c| sequence(c) == 1)
+            .all(|c| c.header("webhook-id") == first_id)
+    );
+    for sequence_number in [1, 2] {
+        app.wait_for_delivery(&key, &job_id, sequence_number, "delivered", |d| {
+            d["state"] == "succeeded"
+        })
+        .await;
+    }
+    drop(receiver);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_python_standardwebhooks_library_verifies_a_delivery() {
+    let app = TestApp::spawn().await;
+    let mut receiver = Receiver::start().await;
+    let (_org, key) = app.create_customer().await;
+    let (_job_id, secret) = app.create_job_with_webhook(&key, &receiver.url()).await;
+    let delivery = receiver.next(PATIENCE).await;
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = std::process::Command::new(root.join("scripts/python-env.sh"))
+        .output()
+        .expect("scripts/python-env.sh runs");
+    assert!(
+        python.status.success(),
+        "{}",
+        String::from_utf8_lossy(&python.stderr)
+    );
+    let python = String::from_utf8(python.stdout).unwrap().trim().to_owned();
+    let script = r#"
+import json, sys
+from standardwebhooks import Webhook
+secret, headers, body = sys.argv[1], json.loads(sys.argv[2]), sys.stdin.buffer.read()
+payload = Webhook(secret).verify(body, headers)
+print(payload["data"]["job"]["status"])
+"#;
+    let headers = serde_json::json!({
+        "webhook-id": delivery.header("webhook-id"),
+        "webhook-timestamp": delivery.header("webhook-timestamp"),
+        "webhook-signature": delivery.header("webhook-signature"),
+    });
+    let mut child = std::process::Command::new(python)
+        .args(["-c", script, &secret, &headers.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python starts");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&delivery.body)
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "verification failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "provisioning"
+    );
+
+    // And a tampered body is rejected by the same library (the check can fail).
+    let mut child = std::process::Command::new(
+        String::from_utf8(
+            std::process::Command::new(root.join("scripts/python-env.sh"))
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim(),
+    )
+    .args(["-c", script, &secret, &headers.to_string()])
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let mut tampered = delivery.body.to_vec();
+    tampered.push(b' ');
+    child.stdin.take().unwrap().write_all(&tampered).unwrap();
+    assert!(!child.wait().unwrap().success());
+    app.stop().await;
+}
