@@ -26,6 +26,8 @@ pub struct Options {
     pub allow_insecure_webhooks: bool,
     /// Extra settings (SPEC §7 names) layered over the test defaults.
     pub settings: Vec<(&'static str, String)>,
+    /// Leave the dispatcher stopped until `start_dispatcher` (it has never run).
+    pub defer_dispatcher: bool,
 }
 
 impl Default for Options {
@@ -33,6 +35,7 @@ impl Default for Options {
         Self {
             allow_insecure_webhooks: true,
             settings: Vec::new(),
+            defer_dispatcher: false,
         }
     }
 }
@@ -222,8 +225,14 @@ impl TestApp {
                 .expect("orchestrator runs");
         }));
 
-        let (dispatcher, dispatcher_addr) =
-            DispatcherProcess::start(base.clone(), "127.0.0.1:0".parse().unwrap()).await;
+        let (dispatcher, dispatcher_addr) = if options.defer_dispatcher {
+            // Reserve an address for the dispatcher that will start later.
+            (None, listener().await.local_addr().expect("addr"))
+        } else {
+            let (process, addr) =
+                DispatcherProcess::start(base.clone(), "127.0.0.1:0".parse().unwrap()).await;
+            (Some(process), addr)
+        };
         base.set("PLANGREP_DISPATCHER_ADDR", dispatcher_addr.to_string());
 
         let gateway = plangrep_api_gateway::App::build(
@@ -248,12 +257,20 @@ impl TestApp {
             http: reqwest::Client::new(),
             database,
             settings: base,
-            dispatcher: Some(dispatcher),
+            dispatcher,
             shutdown,
             tasks,
             _broker: broker,
             storage,
         }
+    }
+
+    /// Starts the dispatcher of an app spawned with `defer_dispatcher`.
+    pub async fn start_dispatcher(&mut self) {
+        assert!(self.dispatcher.is_none(), "the dispatcher already runs");
+        let (process, _) =
+            DispatcherProcess::start(self.settings.clone(), self.dispatcher_addr).await;
+        self.dispatcher = Some(process);
     }
 
     /// Stops (gracefully, or by crashing it) the dispatcher and starts a new one on the

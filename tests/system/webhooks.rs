@@ -333,23 +333,50 @@ async fn restart_scenario(crash: bool) {
 }
 
 #[tokio::test]
-async fn the_python_standardwebhooks_library_verifies_a_delivery() {
-    let app = TestApp::spawn().await;
+async fn events_published_before_the_dispatcher_ever_started_are_delivered() {
+    let mut app = TestApp::spawn_with(Options {
+        defer_dispatcher: true,
+        ..Options::default()
+    })
+    .await;
     let mut receiver = Receiver::start().await;
     let (_org, key) = app.create_customer().await;
-    let (_job_id, secret) = app.create_job_with_webhook(&key, &receiver.url()).await;
-    let delivery = receiver.next(PATIENCE).await;
+    let (job_id, _secret) = app.create_job_with_webhook(&key, &receiver.url()).await;
+    plangrep_test_support::eventually("the job to await uploads", PATIENCE, || async {
+        let job = app.get_json(&format!("/jobs/{job_id}"), &key).await;
+        (job["job"]["status"] == "awaiting_uploads").then_some(())
+    })
+    .await;
 
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let python = std::process::Command::new(root.join("scripts/python-env.sh"))
+    app.start_dispatcher().await;
+    assert_eq!(sequence(&receiver.next(PATIENCE).await), 1);
+    assert_eq!(sequence(&receiver.next(PATIENCE).await), 2);
+    app.stop().await;
+}
+
+/// A Python interpreter with the `standardwebhooks` package (installed on first use).
+fn python_with_standardwebhooks() -> String {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/python-env.sh");
+    let output = std::process::Command::new(script)
         .output()
         .expect("scripts/python-env.sh runs");
     assert!(
-        python.status.success(),
+        output.status.success(),
         "{}",
-        String::from_utf8_lossy(&python.stderr)
+        String::from_utf8_lossy(&output.stderr)
     );
-    let python = String::from_utf8(python.stdout).unwrap().trim().to_owned();
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// Runs the Python library's `Webhook(secret).verify(body, headers)`; returns the payload's
+/// job status on success, `None` when verification fails.
+fn verify_with_python(
+    python: &str,
+    secret: &str,
+    delivery: &Captured,
+    body: &[u8],
+) -> Option<String> {
+    use std::io::Write;
     let script = r#"
 import json, sys
 from standardwebhooks import Webhook
@@ -363,50 +390,39 @@ print(payload["data"]["job"]["status"])
         "webhook-signature": delivery.header("webhook-signature"),
     });
     let mut child = std::process::Command::new(python)
-        .args(["-c", script, &secret, &headers.to_string()])
+        .args(["-c", script, secret, &headers.to_string()])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("python starts");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&delivery.body)
-        .unwrap();
+    child.stdin.take().unwrap().write_all(body).unwrap();
     let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "verification failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&output.stdout).trim(),
-        "provisioning"
-    );
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
 
-    // And a tampered body is rejected by the same library (the check can fail).
-    let mut child = std::process::Command::new(
-        String::from_utf8(
-            std::process::Command::new(root.join("scripts/python-env.sh"))
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .unwrap()
-        .trim(),
-    )
-    .args(["-c", script, &secret, &headers.to_string()])
-    .stdin(std::process::Stdio::piped())
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null())
-    .spawn()
-    .unwrap();
+#[tokio::test]
+async fn the_python_standardwebhooks_library_verifies_a_delivery() {
+    let app = TestApp::spawn().await;
+    let mut receiver = Receiver::start().await;
+    let (_org, key) = app.create_customer().await;
+    let (_job_id, secret) = app.create_job_with_webhook(&key, &receiver.url()).await;
+    let delivery = receiver.next(PATIENCE).await;
+    let python = python_with_standardwebhooks();
+
+    assert_eq!(
+        verify_with_python(&python, &secret, &delivery, &delivery.body).as_deref(),
+        Some("provisioning")
+    );
+    // The same library rejects a tampered body, so the check above can fail.
     let mut tampered = delivery.body.to_vec();
     tampered.push(b' ');
-    child.stdin.take().unwrap().write_all(&tampered).unwrap();
-    assert!(!child.wait().unwrap().success());
+    assert_eq!(
+        verify_with_python(&python, &secret, &delivery, &tampered),
+        None
+    );
     app.stop().await;
 }

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use plangrep_messaging::topology::{DISPATCHER_EVENTS, ORCHESTRATOR_PIPELINE};
 use plangrep_messaging::{OutgoingMessage, Publisher, Topology};
 use sqlx::postgres::{PgConnectOptions, PgListener};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -93,6 +94,13 @@ impl Relay {
         listener.listen("plangrep_outbox").await?;
         let connection = plangrep_messaging::connect(&self.amqp_url).await?;
         let publisher = Publisher::open(&connection, &self.topology).await?;
+        // Declare every consumer's queue before publishing, so events published before a
+        // consumer's first start wait in its queue instead of being unroutable.
+        let channel = connection.create_channel().await?;
+        for queue in [DISPATCHER_EVENTS, ORCHESTRATOR_PIPELINE] {
+            self.topology.declare_work_queue(&channel, &queue).await?;
+        }
+        let _ = channel.close(200, "declared".into()).await;
         let outcome = loop {
             if let Err(error) = self.publish_pending(&publisher).await {
                 break Err(error);
@@ -127,6 +135,9 @@ impl Relay {
                         routing_key: row.routing_key.clone(),
                         payload: row.payload.clone(),
                         traceparent: row.traceparent.clone(),
+                        // Job events must reach the dispatcher; a missing queue is an error
+                        // (the row stays unpublished), never a silently dropped webhook.
+                        mandatory: row.routing_key.starts_with("job."),
                     })
                     .await?;
             }

@@ -18,6 +18,9 @@ pub struct OutgoingMessage {
     pub payload: Vec<u8>,
     /// W3C `traceparent`, carried in the headers when present.
     pub traceparent: Option<String>,
+    /// Whether the message must reach at least one queue; if none is bound, the broker
+    /// returns it and `publish` fails (so the caller keeps it and retries).
+    pub mandatory: bool,
 }
 
 /// Why a message may not have reached the broker; the caller retries it.
@@ -27,6 +30,8 @@ pub enum PublishError {
     Broker(#[from] lapin::Error),
     #[error("the broker refused the message (nack)")]
     Nacked,
+    #[error("no queue is bound for routing key {0}")]
+    Unroutable(String),
 }
 
 /// A confirm-mode channel bound to the events exchange.
@@ -64,7 +69,7 @@ impl Publisher {
             .with_delivery_mode(2) // persistent
             .with_headers(headers);
         let options = BasicPublishOptions {
-            mandatory: true,
+            mandatory: message.mandatory,
             ..BasicPublishOptions::default()
         };
         let confirmation = self
@@ -81,10 +86,7 @@ impl Publisher {
         match confirmation {
             Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
             Confirmation::Ack(Some(_returned)) => {
-                // No queue is bound for this routing key: nobody subscribes to it (for
-                // example `project.status_changed.ready`). Retrying would not change that.
-                tracing::debug!(routing_key = %message.routing_key, "published message had no route");
-                Ok(())
+                Err(PublishError::Unroutable(message.routing_key.clone()))
             }
             Confirmation::Nack(_) => Err(PublishError::Nacked),
         }
