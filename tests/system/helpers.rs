@@ -51,6 +51,8 @@ impl Options {
 /// A webhook dispatcher running on its own runtime and thread, so a test can stop it
 /// gracefully or crash it (drop every task mid-flight) and start a new one.
 pub struct DispatcherProcess {
+    /// The ops HTTP address (`/healthz`, `/readyz`, `/metrics`).
+    pub http_addr: std::net::SocketAddr,
     shutdown: CancellationToken,
     crash: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -82,7 +84,7 @@ impl DispatcherProcess {
                     .await
                     .expect("dispatcher starts");
                 addr_tx
-                    .send(app.grpc_addr())
+                    .send((app.grpc_addr(), app.http_addr()))
                     .expect("test waits for the address");
                 tokio::select! {
                     result = app.run_until_stopped(token) => result.expect("dispatcher runs"),
@@ -93,9 +95,10 @@ impl DispatcherProcess {
             });
             runtime.shutdown_background();
         });
-        let addr = addr_rx.await.expect("dispatcher started");
+        let (addr, http_addr) = addr_rx.await.expect("dispatcher started");
         (
             Self {
+                http_addr,
                 shutdown,
                 crash: Some(crash_tx),
                 thread: Some(thread),
@@ -271,6 +274,13 @@ impl TestApp {
         let (process, _) =
             DispatcherProcess::start(self.settings.clone(), self.dispatcher_addr).await;
         self.dispatcher = Some(process);
+    }
+
+    /// Starts one more dispatcher replica (own listeners, same database and queue).
+    pub async fn start_replica(&self) -> DispatcherProcess {
+        DispatcherProcess::start(self.settings.clone(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .0
     }
 
     /// Stops (gracefully, or by crashing it) the dispatcher and starts a new one on the

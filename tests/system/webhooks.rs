@@ -426,3 +426,82 @@ async fn the_python_standardwebhooks_library_verifies_a_delivery() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_dispatcher_exports_attempt_latency_backlog_and_failure_metrics() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start().await;
+    receiver.script([Reply::Status(500)]);
+    let (_org, key) = app.create_customer().await;
+    let (job_id, _secret) = app.create_job_with_webhook(&key, &receiver.url()).await;
+    app.wait_for_delivery(&key, &job_id, 2, "event 2 delivered", |d| {
+        d["state"] == "succeeded"
+    })
+    .await;
+
+    let http_addr = app.dispatcher.as_ref().unwrap().http_addr;
+    let metrics = app
+        .http
+        .get(format!("http://{http_addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "plangrep_webhook_attempts_total{outcome=\"pending\"} 1",
+        "plangrep_webhook_attempts_total{outcome=\"succeeded\"} 2",
+        "plangrep_webhook_delivery_latency_seconds_count 2",
+        "plangrep_webhook_backlog 0",
+        "plangrep_webhook_failed_deliveries 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing from:\n{metrics}"
+        );
+    }
+    drop(receiver);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn two_dispatcher_replicas_deliver_every_event_exactly_once_between_them() {
+    let app = TestApp::spawn().await;
+    let replica = app.start_replica().await;
+    let mut receiver = Receiver::start().await;
+    let (_org, key) = app.create_customer().await;
+    let project = app.create_ready_project(&key, "Replicas").await;
+    let mut jobs = Vec::new();
+    for _ in 0..5 {
+        let created = expect_status(
+            app.post_job(
+                &key,
+                &project,
+                serde_json::json!({ "webhookUrl": receiver.url() }),
+            )
+            .await,
+            202,
+        )
+        .await;
+        jobs.push(created["job"]["id"].as_str().unwrap().to_owned());
+    }
+
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..10 {
+        ids.insert(receiver.next(PATIENCE).await.header("webhook-id"));
+    }
+    assert_eq!(ids.len(), 10, "a webhook-id arrived twice");
+    for job in &jobs {
+        for sequence_number in [1, 2] {
+            let delivery = app
+                .wait_for_delivery(&key, job, sequence_number, "delivered", |d| {
+                    d["state"] == "succeeded"
+                })
+                .await;
+            assert_eq!(delivery["attempts"].as_array().unwrap().len(), 1);
+        }
+    }
+    replica.stop().await;
+    app.stop().await;
+}

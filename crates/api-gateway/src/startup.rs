@@ -79,10 +79,13 @@ fn channel(endpoint: &str) -> Result<Channel, http::uri::InvalidUri> {
 /// The complete HTTP router.
 pub fn router(state: AppState) -> Router {
     let readiness_pool = state.pool.clone();
-    let ops = plangrep_service::ops::router(Arc::new(move || {
-        let pool = readiness_pool.clone();
-        Box::pin(async move { database::is_reachable(&pool).await })
-    }));
+    let ops = plangrep_service::ops::router(
+        Arc::new(move || {
+            let pool = readiness_pool.clone();
+            Box::pin(async move { database::is_reachable(&pool).await })
+        }),
+        None,
+    );
     let api = Router::new()
         .route("/projects", post(projects::create))
         .route("/projects/{project_id}", get(projects::get))

@@ -129,11 +129,14 @@ impl App {
         ));
 
         let readiness_pool = pool.clone();
-        let ops = plangrep_service::ops::router(Arc::new(move || {
-            let pool = readiness_pool.clone();
-            let broker = broker.clone();
-            Box::pin(async move { broker.is_up() && database::is_reachable(&pool).await })
-        }));
+        let ops = plangrep_service::ops::router(
+            Arc::new(move || {
+                let pool = readiness_pool.clone();
+                let broker = broker.clone();
+                Box::pin(async move { broker.is_up() && database::is_reachable(&pool).await })
+            }),
+            None,
+        );
         let http_task = tokio::spawn(plangrep_service::ops::serve(
             http_listener,
             ops,

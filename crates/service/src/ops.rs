@@ -1,6 +1,6 @@
 //! The operations endpoints every service exposes over HTTP: `/healthz` (the process is
-//! alive) and `/readyz` (its dependencies are reachable; load balancers stop routing to
-//! it while they are not).
+//! alive), `/readyz` (its dependencies are reachable; load balancers stop routing to it
+//! while they are not) and, where a service has metrics, `/metrics`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,12 +14,32 @@ use axum::routing::get;
 /// Answers whether the service can serve requests right now.
 pub type ReadinessCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
 
-/// A router with `/healthz` and `/readyz`, to merge into a service's HTTP router.
-pub fn router(readiness: ReadinessCheck) -> Router {
-    Router::new()
+/// Renders the Prometheus text exposition of a service's metrics.
+pub type MetricsRender =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = String> + Send>> + Send + Sync>;
+
+/// A router with `/healthz` and `/readyz` (and `/metrics` when given), to merge into a
+/// service's HTTP router.
+pub fn router(readiness: ReadinessCheck, metrics: Option<MetricsRender>) -> Router {
+    let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .with_state(readiness)
+        .with_state(readiness);
+    match metrics {
+        None => router,
+        Some(render) => router.route(
+            "/metrics",
+            get(move || {
+                let render = render.clone();
+                async move {
+                    (
+                        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+                        render().await,
+                    )
+                }
+            }),
+        ),
+    }
 }
 
 async fn ready(State(readiness): State<ReadinessCheck>) -> (StatusCode, &'static str) {

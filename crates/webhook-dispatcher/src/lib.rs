@@ -5,7 +5,8 @@
 //! claims due deliveries and attempts them through [`sender`] (signing, HTTP,
 //! [`destination`] checks against SSRF) and judges the result with [`outcome`]; the retry
 //! schedule is `plangrep_core::retry`; [`target`] fetches URLs and secrets from the
-//! orchestrator; [`grpc`] serves the delivery log; [`store`] holds the SQL.
+//! orchestrator; [`grpc`] serves the delivery log; [`metrics`] counts what happens;
+//! [`store`] holds the SQL.
 
 #![forbid(unsafe_code)]
 
@@ -13,6 +14,7 @@ pub mod config;
 pub mod destination;
 pub mod grpc;
 pub mod intake;
+pub mod metrics;
 pub mod outcome;
 pub mod scheduler;
 pub mod sender;

@@ -15,6 +15,7 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::DeliveryMetrics;
 use crate::outcome::Verdict;
 use crate::sender::Sender;
 use crate::store::attempts::{self, AttemptRow};
@@ -34,6 +35,8 @@ pub struct Scheduler {
     pub wake: Arc<Notify>,
     /// Backstop poll for scheduled retries and other replicas' changes.
     pub poll_interval: Duration,
+    /// Attempt outcomes and latencies.
+    pub metrics: DeliveryMetrics,
 }
 
 /// Why a worker could not process a delivery now.
@@ -157,6 +160,13 @@ impl Scheduler {
         }
         tx.commit().await?;
 
+        self.metrics.record_attempt(next_state);
+        if next_state == state::SUCCEEDED && trigger != "manual" {
+            let latency = (finished_at - delivery.event_occurred_at)
+                .to_std()
+                .unwrap_or_default();
+            self.metrics.record_first_success(latency);
+        }
         tracing::info!(
             delivery_id = %delivery.id,
             job_id = %delivery.job_id,

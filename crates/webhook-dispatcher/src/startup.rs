@@ -23,6 +23,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::config::Config;
 use crate::grpc::DispatcherService;
 use crate::intake::Intake;
+use crate::metrics::DeliveryMetrics;
 use crate::scheduler::Scheduler;
 use crate::sender::Sender;
 use crate::target::TargetCache;
@@ -94,6 +95,7 @@ impl App {
             retry: config.retry,
             wake: Arc::new(Notify::new()),
             poll_interval: config.poll_interval,
+            metrics: DeliveryMetrics::default(),
         };
         Ok(Self {
             config,
@@ -149,11 +151,20 @@ impl App {
         ));
 
         let readiness_pool = pool.clone();
-        let ops = plangrep_service::ops::router(Arc::new(move || {
-            let pool = readiness_pool.clone();
-            let broker = broker.clone();
-            Box::pin(async move { broker.is_up() && database::is_reachable(&pool).await })
-        }));
+        let metrics_pool = pool.clone();
+        let metrics = scheduler.metrics.clone();
+        let ops = plangrep_service::ops::router(
+            Arc::new(move || {
+                let pool = readiness_pool.clone();
+                let broker = broker.clone();
+                Box::pin(async move { broker.is_up() && database::is_reachable(&pool).await })
+            }),
+            Some(Arc::new(move || {
+                let pool = metrics_pool.clone();
+                let metrics = metrics.clone();
+                Box::pin(async move { metrics.render(&pool).await })
+            })),
+        );
         tasks.spawn(plangrep_service::ops::serve(
             http_listener,
             ops,

@@ -1,0 +1,107 @@
+//! Delivery metrics, exposed on the ops listener at `/metrics` (Prometheus text format):
+//! attempts by outcome, event-to-first-success latency, the scheduled backlog and the
+//! number of dead (failed) deliveries. One registry per dispatcher instance, no globals.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use sqlx::PgPool;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    /// The delivery state after the attempt: succeeded, pending (will retry), failed, stopped.
+    outcome: String,
+}
+
+/// The dispatcher's metrics.
+#[derive(Clone)]
+pub struct DeliveryMetrics {
+    registry: Arc<Registry>,
+    attempts: Family<OutcomeLabels, Counter>,
+    latency: Histogram,
+    backlog: Gauge<i64, AtomicI64>,
+    failed: Gauge<i64, AtomicI64>,
+}
+
+impl Default for DeliveryMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let attempts = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "plangrep_webhook_attempts",
+            "Webhook attempts, by the delivery state they led to",
+            attempts.clone(),
+        );
+        // 50 ms .. ~27 min.
+        let latency = Histogram::new(exponential_buckets(0.05, 2.0, 16));
+        registry.register(
+            "plangrep_webhook_delivery_latency_seconds",
+            "Time from the status change to the first successful delivery",
+            latency.clone(),
+        );
+        let backlog = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "plangrep_webhook_backlog",
+            "Deliveries pending or waiting (scheduled work)",
+            backlog.clone(),
+        );
+        let failed = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "plangrep_webhook_failed_deliveries",
+            "Deliveries that exhausted their retries",
+            failed.clone(),
+        );
+        Self {
+            registry: Arc::new(registry),
+            attempts,
+            latency,
+            backlog,
+            failed,
+        }
+    }
+}
+
+impl DeliveryMetrics {
+    /// Counts one attempt that left its delivery in `state`.
+    pub fn record_attempt(&self, state: &str) {
+        self.attempts
+            .get_or_create(&OutcomeLabels {
+                outcome: state.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Observes the latency of a first successful delivery.
+    pub fn record_first_success(&self, latency: Duration) {
+        self.latency.observe(latency.as_secs_f64());
+    }
+
+    /// Refreshes the table-derived gauges and renders every metric.
+    pub async fn render(&self, pool: &PgPool) -> String {
+        let counts: Result<(i64, i64), sqlx::Error> = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE state IN ('pending', 'waiting')), \
+                    count(*) FILTER (WHERE state = 'failed') FROM deliveries",
+        )
+        .fetch_one(pool)
+        .await;
+        match counts {
+            Ok((backlog, failed)) => {
+                self.backlog.set(backlog);
+                self.failed.set(failed);
+            }
+            Err(error) => tracing::warn!(%error, "metrics: backlog query failed"),
+        }
+        let mut text = String::new();
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            tracing::error!(%error, "metrics encoding failed");
+        }
+        text
+    }
+}
