@@ -276,6 +276,26 @@ impl TestApp {
         self.dispatcher = Some(process);
     }
 
+    /// Starts another gateway replica (fresh pool and clients, same settings) and returns
+    /// its base URL; it stops with the app.
+    pub async fn start_gateway_replica(&mut self) -> String {
+        let gateway = plangrep_api_gateway::App::build(
+            plangrep_api_gateway::Config::from_settings(&self.settings).expect("gateway config"),
+            listener().await,
+        )
+        .await
+        .expect("gateway starts");
+        let url = format!("http://{}", gateway.local_addr());
+        let token = self.shutdown.clone();
+        self.tasks.push(tokio::spawn(async move {
+            gateway
+                .run_until_stopped(token)
+                .await
+                .expect("gateway runs");
+        }));
+        url
+    }
+
     /// Starts one more dispatcher replica (own listeners, same database and queue).
     pub async fn start_replica(&self) -> DispatcherProcess {
         DispatcherProcess::start(self.settings.clone(), "127.0.0.1:0".parse().unwrap())

@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod helpers;
+mod idempotency;
 mod reflection;
 mod walking_skeleton;
 mod webhooks;

@@ -24,6 +24,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub details: Vec<Detail>,
+    /// Replayed from an idempotency record (adds `"idempotent": true`).
+    pub replayed: bool,
 }
 
 /// Marks a response whose body is already in the SPEC error format.
@@ -37,6 +39,7 @@ impl ApiError {
             code,
             message: message.into(),
             details: Vec::new(),
+            replayed: false,
         }
     }
 
@@ -49,6 +52,7 @@ impl ApiError {
         Self {
             code: ErrorCode::InvalidRequest,
             message,
+            replayed: false,
             details: fields
                 .into_iter()
                 .map(|f| Detail {
@@ -96,6 +100,7 @@ impl From<tonic::Status> for ApiError {
             }
             code => Self {
                 code,
+                replayed: crate::idempotency::is_replay(status.metadata()),
                 message: status.message().to_owned(),
                 details: plangrep_proto::status::details(&status)
                     .and_then(|json| serde_json::from_str(&json).ok())
@@ -131,7 +136,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": ErrorBody {
                 code: self.code.as_str(),
                 message: &self.message,
@@ -139,6 +144,9 @@ impl IntoResponse for ApiError {
                 request_id: request_id::current(),
             }
         });
+        if self.replayed {
+            body["idempotent"] = serde_json::Value::Bool(true);
+        }
         let mut response = (status, Json(body)).into_response();
         response.extensions_mut().insert(RenderedError);
         if self.code == ErrorCode::Unauthorized {

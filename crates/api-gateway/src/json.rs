@@ -13,9 +13,15 @@ use crate::error::{ApiError, Detail};
 /// The most a JSON body may weigh (SPEC §1).
 pub const MAX_JSON_BODY: usize = 1024 * 1024;
 
-/// A deserialized JSON request body.
+/// A deserialized JSON request body, with its canonical form (keys sorted, no
+/// insignificant whitespace) for idempotency fingerprints.
 #[derive(Debug, Clone)]
-pub struct ApiJson<T>(pub T);
+pub struct ApiJson<T> {
+    /// The typed body.
+    pub body: T,
+    /// The body re-serialized canonically.
+    pub canonical: String,
+}
 
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
@@ -55,7 +61,7 @@ where
             }
             &bytes
         };
-        parse(bytes).map(ApiJson)
+        parse(bytes)
     }
 }
 
@@ -65,17 +71,18 @@ fn is_json(content_type: &str) -> bool {
 }
 
 /// Deserializes `bytes`, naming the failing field when there is one.
-fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<ApiJson<T>, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|error| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("the body is not valid JSON ({error})"),
+        )
+    })?;
+    // serde_json's map is ordered by key, so this is a canonical rendering.
+    let canonical = value.to_string();
+    let body = serde_path_to_error::deserialize(value).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return ApiError::new(
-                ErrorCode::InvalidRequest,
-                format!("the body is not valid JSON ({inner})"),
-            );
-        }
         let issue = strip_position(&inner.to_string());
         let field =
             unknown_field_name(&issue).unwrap_or(if path == "." { String::new() } else { path });
@@ -86,13 +93,7 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         }
         api_error
     })?;
-    deserializer.end().map_err(|_| {
-        ApiError::new(
-            ErrorCode::InvalidRequest,
-            "unexpected data after the JSON body",
-        )
-    })?;
-    Ok(value)
+    Ok(ApiJson { body, canonical })
 }
 
 fn strip_position(message: &str) -> String {
@@ -134,6 +135,14 @@ mod tests {
         );
         assert!(parse::<Body>(br#"{} {}"#).is_err());
         assert!(parse::<Body>(br#"{}"#).is_ok());
+    }
+
+    #[test]
+    fn the_canonical_form_ignores_key_order_and_whitespace() {
+        let a = parse::<serde_json::Value>(br#"{"b": 1, "a": [true, null]}"#).unwrap();
+        let b = parse::<serde_json::Value>(br#"{"a":[true,null],"b":1}"#).unwrap();
+        assert_eq!(a.canonical, b.canonical);
+        assert_eq!(a.canonical, r#"{"a":[true,null],"b":1}"#);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod config;
 pub mod destination;
 pub mod error;
+pub mod idempotency;
 pub mod json;
 pub mod request_id;
 pub mod routes;

@@ -30,6 +30,8 @@ pub struct Config {
     pub job_ttl: Duration,
     /// Backstop poll of the outbox when no NOTIFY arrives.
     pub outbox_poll_interval: Duration,
+    /// How often expired idempotency records are deleted.
+    pub idempotency_reap_interval: Duration,
 }
 
 impl Config {
@@ -66,6 +68,10 @@ impl Config {
             job_ttl: settings.duration("PLANGREP_JOB_TTL", Duration::from_secs(7 * 86_400))?,
             outbox_poll_interval: settings
                 .duration("PLANGREP_OUTBOX_POLL_INTERVAL", Duration::from_secs(1))?,
+            idempotency_reap_interval: settings.duration(
+                "PLANGREP_IDEMPOTENCY_REAP_INTERVAL",
+                Duration::from_secs(600),
+            )?,
         })
     }
 }

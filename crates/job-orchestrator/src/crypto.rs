@@ -44,40 +44,47 @@ impl SecretsKey {
         ))
     }
 
-    /// Seals `secret` for `job`: `nonce || ciphertext`.
-    pub fn seal(&self, job: JobId, secret: &WebhookSecret) -> Vec<u8> {
+    /// Seals `plaintext` bound to `context` (associated data): `nonce || ciphertext`.
+    pub fn seal_bytes(&self, context: &[u8], plaintext: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).expect("the OS random source is available");
-        let job = job.to_string();
-        let exposed = secret.expose();
         let ciphertext = Aes256Gcm::new(&self.0)
             .encrypt(
                 Nonce::from_slice(&nonce),
                 Payload {
-                    msg: exposed.as_bytes(),
-                    aad: job.as_bytes(),
+                    msg: plaintext,
+                    aad: context,
                 },
             )
-            .expect("AES-GCM encryption of a short message cannot fail");
+            .expect("AES-GCM encryption of an in-memory message cannot fail");
         [nonce.as_slice(), &ciphertext].concat()
     }
 
-    /// Opens a secret sealed by [`Self::seal`] for the same job.
-    pub fn unseal(&self, job: JobId, sealed: &[u8]) -> Result<WebhookSecret, UnsealError> {
+    /// Opens what [`Self::seal_bytes`] sealed with the same `context`.
+    pub fn open_bytes(&self, context: &[u8], sealed: &[u8]) -> Result<Vec<u8>, UnsealError> {
         if sealed.len() <= NONCE_LEN {
             return Err(UnsealError);
         }
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
-        let job = job.to_string();
-        let plaintext = Aes256Gcm::new(&self.0)
+        Aes256Gcm::new(&self.0)
             .decrypt(
                 Nonce::from_slice(nonce),
                 Payload {
                     msg: ciphertext,
-                    aad: job.as_bytes(),
+                    aad: context,
                 },
             )
-            .map_err(|_| UnsealError)?;
+            .map_err(|_| UnsealError)
+    }
+
+    /// Seals a webhook secret for `job`.
+    pub fn seal(&self, job: JobId, secret: &WebhookSecret) -> Vec<u8> {
+        self.seal_bytes(job.to_string().as_bytes(), secret.expose().as_bytes())
+    }
+
+    /// Opens a secret sealed by [`Self::seal`] for the same job.
+    pub fn unseal(&self, job: JobId, sealed: &[u8]) -> Result<WebhookSecret, UnsealError> {
+        let plaintext = self.open_bytes(job.to_string().as_bytes(), sealed)?;
         let text = String::from_utf8(plaintext).map_err(|_| UnsealError)?;
         WebhookSecret::parse(&text).map_err(|_| UnsealError)
     }

@@ -19,6 +19,10 @@ pub enum Error {
     InvalidJobState(plangrep_core::JobStatus),
     #[error("the job changed concurrently")]
     Conflict,
+    #[error("this Idempotency-Key was used with a different request")]
+    IdempotencyKeyReused,
+    #[error("a request with this Idempotency-Key is still in progress")]
+    IdempotencyInProgress,
     #[error("database unavailable")]
     DatabaseUnavailable(#[source] sqlx::Error),
     #[error("database error")]
@@ -45,6 +49,18 @@ impl Error {
     /// Whether retrying the same work later can succeed (the dependency was down).
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::DatabaseUnavailable(_) | Error::Conflict)
+    }
+
+    /// Whether this is the client's doing (a 4xx): stored and replayed under idempotency.
+    pub fn is_client_error(&self) -> bool {
+        matches!(
+            self,
+            Error::NotFound(_)
+                | Error::InvalidField(_)
+                | Error::ProjectNotReady
+                | Error::ProjectNameTaken
+                | Error::InvalidJobState(_)
+        )
     }
 }
 
@@ -74,6 +90,16 @@ impl From<Error> for tonic::Status {
             Error::Conflict => (
                 ErrorCode::Unavailable,
                 "the resource changed concurrently; retry".to_owned(),
+                None,
+            ),
+            Error::IdempotencyKeyReused => (
+                ErrorCode::IdempotencyKeyReused,
+                "this Idempotency-Key was already used with a different request".to_owned(),
+                None,
+            ),
+            Error::IdempotencyInProgress => (
+                ErrorCode::IdempotencyRequestInProgress,
+                "a request with this Idempotency-Key is still in progress; retry later".to_owned(),
                 None,
             ),
             Error::DatabaseUnavailable(_) => (

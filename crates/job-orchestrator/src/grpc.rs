@@ -1,5 +1,6 @@
 //! The `plangrep.orchestrator.v1.JobOrchestrator` gRPC service: a thin transport over the
-//! store and the lifecycle. Errors map to `tonic::Status` in one place ([`crate::error`]).
+//! store and the lifecycle. Mutations run through [`idempotency::run`] (one transaction,
+//! replayable); errors map to `tonic::Status` in one place ([`crate::error`]).
 
 use std::time::Duration;
 
@@ -13,11 +14,12 @@ use plangrep_proto::orchestrator::{
     CreateProjectResponse, GetJobRequest, GetProjectRequest, GetWebhookTargetRequest, Job, Project,
     WebhookTarget,
 };
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tonic::{Request, Response, Status};
 
 use crate::crypto::SecretsKey;
 use crate::error::Error;
+use crate::idempotency::{self, Key};
 use crate::lifecycle;
 use crate::store;
 use crate::store::jobs::{self, JobRow};
@@ -31,6 +33,10 @@ pub struct OrchestratorService {
     job_ttl: Duration,
 }
 
+fn parse_org(raw: &str) -> Result<OrgId, Error> {
+    raw.parse().map_err(|_| Error::NotFound("organization"))
+}
+
 impl OrchestratorService {
     /// A service over `pool`.
     pub fn new(pool: PgPool, secrets_key: SecretsKey, job_ttl: Duration) -> Self {
@@ -40,51 +46,64 @@ impl OrchestratorService {
             job_ttl,
         }
     }
+}
 
-    #[tracing::instrument(skip_all, fields(org_id = %org_id))]
-    async fn create_project(&self, org_id: OrgId, name: ProjectName) -> Result<ProjectRow, Error> {
-        let now = store::now();
-        let row = ProjectRow {
-            id: ProjectId::generate().to_string(),
-            org_id: org_id.to_string(),
-            name: name.as_str().to_owned(),
-            status: ProjectStatus::Provisioning.as_str().to_owned(),
-            version: 1,
-            created_at: now,
-            updated_at: now,
-        };
-        let mut tx = self.pool.begin().await?;
-        projects::insert(&mut tx, &row).await?;
-        lifecycle::record_project_created(&mut tx, &row).await?;
-        tx.commit().await?;
-        Ok(row)
-    }
+/// Inserts a `provisioning` project and announces it.
+async fn create_project(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    name: ProjectName,
+) -> Result<CreateProjectResponse, Error> {
+    let now = store::now();
+    let row = ProjectRow {
+        id: ProjectId::generate().to_string(),
+        org_id: org_id.to_string(),
+        name: name.as_str().to_owned(),
+        status: ProjectStatus::Provisioning.as_str().to_owned(),
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    projects::insert(conn, &row).await?;
+    lifecycle::record_project_created(conn, &row).await?;
+    tracing::info!(project_id = %row.id, "project created");
+    Ok(CreateProjectResponse {
+        project: Some(row.to_proto()),
+    })
+}
 
-    #[tracing::instrument(skip_all, fields(org_id = %org_id, project_id = %project_id))]
+/// What a new job is made of, validated.
+struct NewJob {
+    org_id: OrgId,
+    project_id: ProjectId,
+    external_id: Option<ExternalId>,
+    webhook_url: Option<String>,
+}
+
+impl OrchestratorService {
+    /// Inserts a `provisioning` job (with its sealed secret) and announces it.
     async fn create_job(
         &self,
-        org_id: OrgId,
-        project_id: ProjectId,
-        external_id: Option<ExternalId>,
-        webhook_url: Option<String>,
-    ) -> Result<(JobRow, Option<WebhookSecret>), Error> {
-        let mut tx = self.pool.begin().await?;
-        let project = projects::get(&mut tx, &org_id.to_string(), &project_id.to_string()).await?;
+        conn: &mut PgConnection,
+        new: NewJob,
+    ) -> Result<CreateJobResponse, Error> {
+        let project =
+            projects::get(conn, &new.org_id.to_string(), &new.project_id.to_string()).await?;
         if project.status()? != ProjectStatus::Ready {
             return Err(Error::ProjectNotReady);
         }
         let job_id = JobId::generate();
-        let secret = webhook_url.as_ref().map(|_| WebhookSecret::generate());
+        let secret = new.webhook_url.as_ref().map(|_| WebhookSecret::generate());
         let now = store::now();
         let row = JobRow {
             id: job_id.to_string(),
-            org_id: org_id.to_string(),
+            org_id: new.org_id.to_string(),
             project_id: project.id,
-            external_id: external_id.map(|e| e.as_str().to_owned()),
+            external_id: new.external_id.map(|e| e.as_str().to_owned()),
             status: JobStatus::Provisioning.as_str().to_owned(),
             version: 1,
             last_sequence: 1,
-            webhook_url,
+            webhook_url: new.webhook_url,
             webhook_secret_sealed: secret.as_ref().map(|s| self.secrets_key.seal(job_id, s)),
             page_count: 0,
             successful_page_count: 0,
@@ -98,41 +117,30 @@ impl OrchestratorService {
             completed_at: None,
             expires_at: now + self.job_ttl,
         };
-        jobs::insert(&mut tx, &row).await?;
-        lifecycle::record_job_created(&mut tx, &row).await?;
-        tx.commit().await?;
+        jobs::insert(conn, &row).await?;
+        lifecycle::record_job_created(conn, &row).await?;
         tracing::info!(job_id = %row.id, "job created");
-        Ok((row, secret))
+        Ok(CreateJobResponse {
+            job: Some(row.to_proto()),
+            webhook_signing_secret: secret.map(|s| s.expose()),
+        })
     }
 }
 
-impl OrchestratorService {
-    /// Cancels a job of `org_id`. A concurrent status change (version race) is retried a
-    /// few times; a terminal job is `InvalidJobState`.
-    #[tracing::instrument(skip_all, fields(job_id = %job_id))]
-    async fn cancel_job(&self, org_id: &str, job_id: &str) -> Result<JobRow, Error> {
-        let mut attempts_left = 3;
-        loop {
-            let mut tx = self.pool.begin().await?;
-            jobs::get(&mut tx, org_id, job_id).await?;
-            match lifecycle::apply_job_event(&mut tx, job_id, None, JobEvent::CancelRequested).await
-            {
-                Ok(Some(row)) => {
-                    tx.commit().await?;
-                    tracing::info!("job cancelled");
-                    return Ok(row);
-                }
-                // `None` only happens with an expected status; treat it like a lost race.
-                Ok(None) | Err(Error::Conflict) if attempts_left > 0 => attempts_left -= 1,
-                Ok(None) => return Err(Error::Conflict),
-                Err(error) => return Err(error),
-            }
-        }
-    }
-}
-
-fn parse_org(raw: &str) -> Result<OrgId, Error> {
-    raw.parse().map_err(|_| Error::NotFound("organization"))
+/// Cancels a non-terminal job. The row is locked first, so a pipeline stage moving the
+/// job at the same moment loses its version check instead of this request.
+async fn cancel_job(conn: &mut PgConnection, org_id: &str, job_id: &str) -> Result<Job, Error> {
+    sqlx::query("SELECT 1 FROM jobs WHERE id = $1 AND org_id = $2 FOR UPDATE")
+        .bind(job_id)
+        .bind(org_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(Error::NotFound("job"))?;
+    let row = lifecycle::apply_job_event(conn, job_id, None, JobEvent::CancelRequested)
+        .await?
+        .ok_or(Error::Conflict)?;
+    tracing::info!(job_id, "job cancelled");
+    Ok(row.to_proto())
 }
 
 #[tonic::async_trait]
@@ -144,10 +152,12 @@ impl JobOrchestrator for OrchestratorService {
         let request = request.into_inner();
         let org_id = parse_org(&request.org_id)?;
         let name = ProjectName::parse(&request.name).map_err(Error::from)?;
-        let row = OrchestratorService::create_project(self, org_id, name).await?;
-        Ok(Response::new(CreateProjectResponse {
-            project: Some(row.to_proto()),
-        }))
+        let key = Key::from_request(&request.org_id, request.idempotency);
+        let outcome = idempotency::run(&self.pool, &self.secrets_key, key, async |conn| {
+            create_project(conn, org_id, name).await
+        })
+        .await?;
+        Ok(outcome.into_response())
     }
 
     async fn get_project(
@@ -165,31 +175,28 @@ impl JobOrchestrator for OrchestratorService {
         request: Request<CreateJobRequest>,
     ) -> Result<Response<CreateJobResponse>, Status> {
         let request = request.into_inner();
-        let org_id = parse_org(&request.org_id)?;
-        let project_id: ProjectId = request
-            .project_id
-            .parse()
-            .map_err(|_| Error::NotFound("project"))?;
         // The gateway validated these; re-checking the cheap invariants keeps the table
         // clean whoever the caller is.
-        let external_id = request
-            .external_id
-            .as_deref()
-            .map(ExternalId::parse)
-            .transpose()
-            .map_err(Error::from)?;
-        let (row, secret) = OrchestratorService::create_job(
-            self,
-            org_id,
-            project_id,
-            external_id,
-            request.webhook_url,
-        )
+        let new = NewJob {
+            org_id: parse_org(&request.org_id)?,
+            project_id: request
+                .project_id
+                .parse()
+                .map_err(|_| Error::NotFound("project"))?,
+            external_id: request
+                .external_id
+                .as_deref()
+                .map(ExternalId::parse)
+                .transpose()
+                .map_err(Error::from)?,
+            webhook_url: request.webhook_url,
+        };
+        let key = Key::from_request(&request.org_id, request.idempotency);
+        let outcome = idempotency::run(&self.pool, &self.secrets_key, key, async |conn| {
+            self.create_job(conn, new).await
+        })
         .await?;
-        Ok(Response::new(CreateJobResponse {
-            job: Some(row.to_proto()),
-            webhook_signing_secret: secret.map(|s| s.expose()),
-        }))
+        Ok(outcome.into_response())
     }
 
     async fn get_job(&self, request: Request<GetJobRequest>) -> Result<Response<Job>, Status> {
@@ -204,8 +211,13 @@ impl JobOrchestrator for OrchestratorService {
         request: Request<CancelJobRequest>,
     ) -> Result<Response<Job>, Status> {
         let request = request.into_inner();
-        let row = OrchestratorService::cancel_job(self, &request.org_id, &request.job_id).await?;
-        Ok(Response::new(row.to_proto()))
+        let key = Key::from_request(&request.org_id, request.idempotency);
+        let (org_id, job_id) = (request.org_id, request.job_id);
+        let outcome = idempotency::run(&self.pool, &self.secrets_key, key, async |conn| {
+            cancel_job(conn, &org_id, &job_id).await
+        })
+        .await?;
+        Ok(outcome.into_response())
     }
 
     async fn get_webhook_target(

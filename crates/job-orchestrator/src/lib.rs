@@ -12,6 +12,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod grpc;
+pub mod idempotency;
 pub mod lifecycle;
 pub mod pipeline;
 pub mod relay;

@@ -109,6 +109,11 @@ impl App {
             poll_interval: config.outbox_poll_interval,
         };
         let relay_task = tokio::spawn(relay.relay_loop(shutdown.clone()));
+        let reaper_task = tokio::spawn(crate::idempotency::reaper_loop(
+            pool.clone(),
+            config.idempotency_reap_interval,
+            shutdown.clone(),
+        ));
 
         let pipeline = Pipeline::new(pool.clone(), config.storage_root.clone());
         let consumer = ConsumerConfig {
@@ -160,7 +165,7 @@ impl App {
             .await;
 
         shutdown.cancel();
-        let _ = tokio::join!(relay_task, pipeline_task, http_task);
+        let _ = tokio::join!(relay_task, reaper_task, pipeline_task, http_task);
         pool.close().await;
         grpc_result?;
         Ok(())

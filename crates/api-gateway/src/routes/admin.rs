@@ -85,7 +85,7 @@ fn bounded_name(field: &'static str, value: Option<&str>) -> Result<String, Fiel
 pub async fn create_org(
     _: Admin,
     State(state): State<AppState>,
-    ApiJson(body): ApiJson<CreateOrgBody>,
+    ApiJson { body, .. }: ApiJson<CreateOrgBody>,
 ) -> Result<(StatusCode, Json<OrgEnvelope>), ApiError> {
     let name = bounded_name("name", body.name.as_deref())?;
     let org: OrgView = sqlx::query_as(
@@ -138,7 +138,7 @@ pub async fn create_key(
     _: Admin,
     State(state): State<AppState>,
     PathId(org_id): PathId<OrgId>,
-    ApiJson(body): ApiJson<CreateKeyBody>,
+    ApiJson { body, .. }: ApiJson<CreateKeyBody>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     let mut invalid = Vec::new();
     let label = bounded_name("label", body.label.as_deref())

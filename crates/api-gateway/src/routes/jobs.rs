@@ -14,6 +14,7 @@ use super::PathId;
 use crate::auth::ApiKey;
 use crate::destination;
 use crate::error::ApiError;
+use crate::idempotency::{IdempotencyKey, is_replay};
 use crate::json::ApiJson;
 use crate::startup::AppState;
 
@@ -32,12 +33,16 @@ pub struct CreatedJob {
     job: JobView,
     #[serde(skip_serializing_if = "Option::is_none")]
     webhook_signing_secret: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    idempotent: bool,
 }
 
-/// `{"job": …}`.
+/// `{"job": …}` (+ `"idempotent": true` on a replay).
 #[derive(Debug, Serialize)]
 pub struct JobEnvelope {
     job: JobView,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    idempotent: bool,
 }
 
 /// Creates a job in a ready project.
@@ -45,7 +50,8 @@ pub async fn create(
     State(state): State<AppState>,
     key: ApiKey,
     PathId(project_id): PathId<ProjectId>,
-    ApiJson(body): ApiJson<CreateJobBody>,
+    idempotency: IdempotencyKey,
+    ApiJson { body, canonical }: ApiJson<CreateJobBody>,
 ) -> Result<(StatusCode, Json<CreatedJob>), ApiError> {
     key.require("jobs:write")?;
     let mut invalid: Vec<FieldError> = Vec::new();
@@ -82,9 +88,11 @@ pub async fn create(
             project_id: project_id.to_string(),
             external_id: external_id.map(|e| e.as_str().to_owned()),
             webhook_url: webhook_url.map(|u| u.as_str().to_owned()),
+            idempotency: idempotency.scope(&canonical),
         })
-        .await?
-        .into_inner();
+        .await?;
+    let idempotent = is_replay(response.metadata());
+    let response = response.into_inner();
     let job = response
         .job
         .ok_or_else(|| ApiError::internal("CreateJob returned no job"))?;
@@ -93,6 +101,7 @@ pub async fn create(
         Json(CreatedJob {
             job: job_view(&job).map_err(ApiError::internal)?,
             webhook_signing_secret: response.webhook_signing_secret,
+            idempotent,
         }),
     ))
 }
@@ -115,6 +124,7 @@ pub async fn get(
         .into_inner();
     Ok(Json(JobEnvelope {
         job: job_view(&job).map_err(ApiError::internal)?,
+        idempotent: false,
     }))
 }
 
@@ -123,21 +133,25 @@ pub async fn cancel(
     State(state): State<AppState>,
     key: ApiKey,
     PathId(job_id): PathId<JobId>,
+    idempotency: IdempotencyKey,
 ) -> Result<(StatusCode, Json<JobEnvelope>), ApiError> {
     key.require("jobs:write")?;
-    let job = state
+    let response = state
         .orchestrator
         .clone()
         .cancel_job(CancelJobRequest {
             org_id: key.org_id.to_string(),
             job_id: job_id.to_string(),
+            idempotency: idempotency.scope(""),
         })
-        .await?
-        .into_inner();
+        .await?;
+    let idempotent = is_replay(response.metadata());
+    let job = response.into_inner();
     Ok((
         StatusCode::ACCEPTED,
         Json(JobEnvelope {
             job: job_view(&job).map_err(ApiError::internal)?,
+            idempotent,
         }),
     ))
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::PathId;
 use crate::auth::ApiKey;
 use crate::error::ApiError;
+use crate::idempotency::{IdempotencyKey, is_replay};
 use crate::json::ApiJson;
 use crate::startup::AppState;
 
@@ -23,17 +24,20 @@ pub struct CreateProjectBody {
     name: Option<String>,
 }
 
-/// `{"project": …}`.
+/// `{"project": …}` (+ `"idempotent": true` on a replay).
 #[derive(Debug, Serialize)]
 pub struct ProjectEnvelope {
     project: ProjectView,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    idempotent: bool,
 }
 
 /// Creates a project (`provisioning`, `ready` within seconds).
 pub async fn create(
     State(state): State<AppState>,
     key: ApiKey,
-    ApiJson(body): ApiJson<CreateProjectBody>,
+    idempotency: IdempotencyKey,
+    ApiJson { body, canonical }: ApiJson<CreateProjectBody>,
 ) -> Result<(StatusCode, Json<ProjectEnvelope>), ApiError> {
     key.require("jobs:write")?;
     let name = ProjectName::parse(body.name.as_deref().unwrap_or(""))?;
@@ -43,9 +47,11 @@ pub async fn create(
         .create_project(CreateProjectRequest {
             org_id: key.org_id.to_string(),
             name: name.as_str().to_owned(),
+            idempotency: idempotency.scope(&canonical),
         })
-        .await?
-        .into_inner();
+        .await?;
+    let idempotent = is_replay(response.metadata());
+    let response = response.into_inner();
     let project = response
         .project
         .ok_or_else(|| ApiError::internal("CreateProject returned no project"))?;
@@ -53,6 +59,7 @@ pub async fn create(
         StatusCode::ACCEPTED,
         Json(ProjectEnvelope {
             project: project_view(&project).map_err(ApiError::internal)?,
+            idempotent,
         }),
     ))
 }
@@ -75,5 +82,6 @@ pub async fn get(
         .into_inner();
     Ok(Json(ProjectEnvelope {
         project: project_view(&project).map_err(ApiError::internal)?,
+        idempotent: false,
     }))
 }
