@@ -6,5 +6,6 @@ mod bad_input;
 mod helpers;
 mod idempotency;
 mod reflection;
+mod resources;
 mod walking_skeleton;
 mod webhooks;

@@ -14,6 +14,7 @@ pub mod destination;
 pub mod error;
 pub mod idempotency;
 pub mod json;
+pub mod query;
 pub mod request_id;
 pub mod routes;
 pub mod startup;

@@ -87,11 +87,16 @@ pub fn router(state: AppState) -> Router {
         None,
     );
     let api = Router::new()
-        .route("/projects", post(projects::create))
+        .route("/projects", post(projects::create).get(projects::list))
         .route("/projects/{project_id}", get(projects::get))
-        .route("/projects/{project_id}/jobs", post(jobs::create))
+        .route(
+            "/projects/{project_id}/jobs",
+            post(jobs::create).get(jobs::list),
+        )
         .route("/jobs/{job_id}", get(jobs::get))
+        .route("/jobs/{job_id}/events", get(jobs::events))
         .route("/jobs/{job_id}/cancel", post(jobs::cancel))
+        .route("/jobs/{job_id}/resume", post(jobs::resume))
         .route("/jobs/{job_id}/webhook-deliveries", get(deliveries::list))
         .route(
             "/webhook-deliveries/{delivery_id}/redeliver",
@@ -99,7 +104,9 @@ pub fn router(state: AppState) -> Router {
         );
     let admin = Router::new()
         .route("/orgs", post(admin::create_org))
+        .route("/orgs/{org_id}", get(admin::get_org))
         .route("/orgs/{org_id}/api-keys", post(admin::create_key))
+        .route("/orgs/{org_id}/credits", post(admin::grant_credits))
         .route("/api-keys/{key_id}/revoke", post(admin::revoke_key));
     Router::new()
         .nest("/api/open/v1", api)

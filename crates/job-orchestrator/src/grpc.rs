@@ -5,15 +5,19 @@
 use std::time::Duration;
 
 use plangrep_core::id::{JobId, OrgId, ProjectId};
+use plangrep_core::pagination::Cursor;
 use plangrep_core::validate::{ExternalId, ProjectName};
 use plangrep_core::webhook::WebhookSecret;
 use plangrep_core::{JobEvent, JobStatus, ProjectStatus};
 use plangrep_proto::orchestrator::job_orchestrator_server::JobOrchestrator;
 use plangrep_proto::orchestrator::{
     CancelJobRequest, CreateJobRequest, CreateJobResponse, CreateProjectRequest,
-    CreateProjectResponse, GetJobRequest, GetProjectRequest, GetWebhookTargetRequest, Job, Project,
-    WebhookTarget,
+    CreateProjectResponse, CreditBalance, GetCreditBalanceRequest, GetJobRequest,
+    GetProjectRequest, GetWebhookTargetRequest, GrantCreditsRequest, Job, ListJobEventsRequest,
+    ListJobEventsResponse, ListJobsRequest, ListJobsResponse, ListProjectsRequest,
+    ListProjectsResponse, PageInfo, PageRequest, Project, ResumeJobRequest, WebhookTarget,
 };
+use plangrep_proto::time::to_timestamp;
 use sqlx::{PgConnection, PgPool};
 use tonic::{Request, Response, Status};
 
@@ -127,15 +131,65 @@ impl OrchestratorService {
     }
 }
 
-/// Cancels a non-terminal job. The row is locked first, so a pipeline stage moving the
-/// job at the same moment loses its version check instead of this request.
-async fn cancel_job(conn: &mut PgConnection, org_id: &str, job_id: &str) -> Result<Job, Error> {
+/// Resumes a job blocked on credits (→ preflighting); any other status is a 409.
+async fn resume_job(conn: &mut PgConnection, org_id: &str, job_id: &str) -> Result<Job, Error> {
+    lock_job(conn, org_id, job_id).await?;
+    let row = lifecycle::apply_job_event(conn, job_id, None, JobEvent::Resumed)
+        .await?
+        .ok_or(Error::Conflict)?;
+    tracing::info!(job_id, "job resumed");
+    Ok(row.to_proto())
+}
+
+/// Locks a job of `org_id` for the rest of the transaction (or `NotFound`).
+async fn lock_job(conn: &mut PgConnection, org_id: &str, job_id: &str) -> Result<(), Error> {
     sqlx::query("SELECT 1 FROM jobs WHERE id = $1 AND org_id = $2 FOR UPDATE")
         .bind(job_id)
         .bind(org_id)
         .fetch_optional(&mut *conn)
         .await?
         .ok_or(Error::NotFound("job"))?;
+    Ok(())
+}
+
+/// Splits `rows` (fetched with one extra) into a page and its `PageInfo`.
+fn paginate<T>(
+    mut rows: Vec<T>,
+    limit: u32,
+    cursor_of: impl Fn(&T) -> Cursor,
+) -> (Vec<T>, PageInfo) {
+    let has_more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next_cursor = if has_more {
+        rows.last().map(|last| cursor_of(last).encode())
+    } else {
+        None
+    };
+    (
+        rows,
+        PageInfo {
+            next_cursor,
+            has_more,
+        },
+    )
+}
+
+/// The validated limit and cursor of a page request.
+fn page_bounds(page: Option<PageRequest>) -> Result<(u32, Option<Cursor>), Error> {
+    let page = page.unwrap_or_default();
+    let limit = if page.limit == 0 {
+        plangrep_core::pagination::DEFAULT_LIMIT
+    } else {
+        page.limit.min(plangrep_core::pagination::MAX_LIMIT)
+    };
+    let cursor = page.cursor.as_deref().map(Cursor::decode).transpose()?;
+    Ok((limit, cursor))
+}
+
+/// Cancels a non-terminal job. The row is locked first, so a pipeline stage moving the
+/// job at the same moment loses its version check instead of this request.
+async fn cancel_job(conn: &mut PgConnection, org_id: &str, job_id: &str) -> Result<Job, Error> {
+    lock_job(conn, org_id, job_id).await?;
     let row = lifecycle::apply_job_event(conn, job_id, None, JobEvent::CancelRequested)
         .await?
         .ok_or(Error::Conflict)?;
@@ -197,6 +251,119 @@ impl JobOrchestrator for OrchestratorService {
         })
         .await?;
         Ok(outcome.into_response())
+    }
+
+    async fn list_projects(
+        &self,
+        request: Request<ListProjectsRequest>,
+    ) -> Result<Response<ListProjectsResponse>, Status> {
+        let request = request.into_inner();
+        let (limit, cursor) = page_bounds(request.page)?;
+        let mut conn = self.pool.acquire().await.map_err(Error::from)?;
+        let rows = projects::list(&mut conn, &request.org_id, limit, cursor.as_ref()).await?;
+        let (rows, page) = paginate(rows, limit, |row| Cursor {
+            created_at: row.created_at,
+            id: row.id.clone(),
+        });
+        Ok(Response::new(ListProjectsResponse {
+            projects: rows.iter().map(ProjectRow::to_proto).collect(),
+            page: Some(page),
+        }))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<ListJobsRequest>,
+    ) -> Result<Response<ListJobsResponse>, Status> {
+        let request = request.into_inner();
+        let (limit, cursor) = page_bounds(request.page)?;
+        let mut conn = self.pool.acquire().await.map_err(Error::from)?;
+        projects::get(&mut conn, &request.org_id, &request.project_id).await?;
+        let filter = jobs::JobFilter {
+            status: request.status,
+            external_id: request.external_id,
+        };
+        let rows = jobs::list(
+            &mut conn,
+            &request.project_id,
+            &filter,
+            limit,
+            cursor.as_ref(),
+        )
+        .await?;
+        let (rows, page) = paginate(rows, limit, |row| Cursor {
+            created_at: row.created_at,
+            id: row.id.clone(),
+        });
+        Ok(Response::new(ListJobsResponse {
+            jobs: rows.iter().map(JobRow::to_proto).collect(),
+            page: Some(page),
+        }))
+    }
+
+    async fn list_job_events(
+        &self,
+        request: Request<ListJobEventsRequest>,
+    ) -> Result<Response<ListJobEventsResponse>, Status> {
+        let request = request.into_inner();
+        let mut conn = self.pool.acquire().await.map_err(Error::from)?;
+        jobs::get(&mut conn, &request.org_id, &request.job_id).await?;
+        let events = jobs::events(&mut conn, &request.job_id).await?;
+        Ok(Response::new(ListJobEventsResponse {
+            events: events
+                .into_iter()
+                .map(|event| plangrep_proto::orchestrator::JobEvent {
+                    id: event.id,
+                    sequence: u32::try_from(event.sequence).unwrap_or_default(),
+                    status: event.status,
+                    previous_status: event.previous_status,
+                    occurred_at: Some(to_timestamp(event.occurred_at)),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn resume_job(
+        &self,
+        request: Request<ResumeJobRequest>,
+    ) -> Result<Response<Job>, Status> {
+        let request = request.into_inner();
+        let key = Key::from_request(&request.org_id, request.idempotency);
+        let (org_id, job_id) = (request.org_id, request.job_id);
+        let outcome = idempotency::run(&self.pool, &self.secrets_key, key, async |conn| {
+            resume_job(conn, &org_id, &job_id).await
+        })
+        .await?;
+        Ok(outcome.into_response())
+    }
+
+    async fn grant_credits(
+        &self,
+        request: Request<GrantCreditsRequest>,
+    ) -> Result<Response<CreditBalance>, Status> {
+        let request = request.into_inner();
+        let mut tx = self.pool.begin().await.map_err(Error::from)?;
+        let balance =
+            crate::store::credits::grant(&mut tx, &request.org_id, request.amount, &request.reason)
+                .await?;
+        tx.commit().await.map_err(Error::from)?;
+        Ok(Response::new(CreditBalance {
+            org_id: request.org_id,
+            balance,
+        }))
+    }
+
+    async fn get_credit_balance(
+        &self,
+        request: Request<GetCreditBalanceRequest>,
+    ) -> Result<Response<CreditBalance>, Status> {
+        let request = request.into_inner();
+        let mut conn = self.pool.acquire().await.map_err(Error::from)?;
+        let balance = crate::store::credits::balance(&mut conn, &request.org_id).await?;
+        Ok(Response::new(CreditBalance {
+            org_id: request.org_id,
+            balance,
+        }))
     }
 
     async fn get_job(&self, request: Request<GetJobRequest>) -> Result<Response<Job>, Status> {

@@ -1,4 +1,4 @@
-//! The admin API (SPEC §6), for operators and tests: organizations and API keys. Guarded
+//! The admin API (SPEC §6), for operators and tests: organizations, API keys and credits. Guarded
 //! by `PLANGREP_ADMIN_TOKEN` (compared in constant time); absent when no token is set.
 
 use axum::Json;
@@ -10,6 +10,7 @@ use plangrep_core::ErrorCode;
 use plangrep_core::api::timestamp;
 use plangrep_core::id::{ApiKeyId, OrgId};
 use plangrep_core::validate::FieldError;
+use plangrep_proto::orchestrator::{GetCreditBalanceRequest, GrantCreditsRequest};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
@@ -213,4 +214,107 @@ pub async fn revoke_key(
     .await?;
     let key = key.ok_or_else(|| ApiError::not_found("API key"))?;
     Ok(Json(KeyEnvelope { key }))
+}
+
+/// An organization with its credit balance.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrgWithBalance {
+    #[serde(flatten)]
+    org: OrgView,
+    credit_balance: i64,
+}
+
+/// `{"org": {…, "creditBalance"}}`.
+#[derive(Debug, Serialize)]
+pub struct OrgBalanceEnvelope {
+    org: OrgWithBalance,
+}
+
+async fn find_org(state: &AppState, org_id: OrgId) -> Result<OrgView, ApiError> {
+    let org: Option<OrgView> =
+        sqlx::query_as("SELECT id, name, created_at FROM orgs WHERE id = $1")
+            .bind(org_id.to_string())
+            .fetch_optional(&state.pool)
+            .await?;
+    org.ok_or_else(|| ApiError::not_found("organization"))
+}
+
+/// Reads an organization and its credit balance.
+pub async fn get_org(
+    _: Admin,
+    State(state): State<AppState>,
+    PathId(org_id): PathId<OrgId>,
+) -> Result<Json<OrgBalanceEnvelope>, ApiError> {
+    let org = find_org(&state, org_id).await?;
+    let balance = state
+        .orchestrator
+        .clone()
+        .get_credit_balance(GetCreditBalanceRequest {
+            org_id: org_id.to_string(),
+        })
+        .await?
+        .into_inner();
+    Ok(Json(OrgBalanceEnvelope {
+        org: OrgWithBalance {
+            org,
+            credit_balance: balance.balance,
+        },
+    }))
+}
+
+/// Body of `POST /admin/v1/orgs/{orgId}/credits`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantBody {
+    amount: Option<i64>,
+    reason: Option<String>,
+}
+
+/// `{"orgId", "balance"}`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BalanceView {
+    org_id: String,
+    balance: i64,
+}
+
+/// Grants (or, negative, corrects) credits; answers the new balance.
+pub async fn grant_credits(
+    _: Admin,
+    State(state): State<AppState>,
+    PathId(org_id): PathId<OrgId>,
+    ApiJson { body, .. }: ApiJson<GrantBody>,
+) -> Result<Json<BalanceView>, ApiError> {
+    let mut invalid = Vec::new();
+    let amount = body
+        .amount
+        .filter(|a| *a != 0 && a.unsigned_abs() <= 1_000_000_000_000);
+    if amount.is_none() {
+        invalid.push(FieldError::new(
+            "amount",
+            "must be a non-zero integer of at most 10^12 in absolute value",
+        ));
+    }
+    let reason = bounded_name("reason", body.reason.as_deref())
+        .map_err(|e| invalid.push(e))
+        .ok();
+    let (Some(amount), Some(reason)) = (amount, reason) else {
+        return Err(ApiError::invalid_fields(invalid));
+    };
+    find_org(&state, org_id).await?;
+    let balance = state
+        .orchestrator
+        .clone()
+        .grant_credits(GrantCreditsRequest {
+            org_id: org_id.to_string(),
+            amount,
+            reason,
+        })
+        .await?
+        .into_inner();
+    Ok(Json(BalanceView {
+        org_id: balance.org_id,
+        balance: balance.balance,
+    }))
 }

@@ -1,12 +1,17 @@
-//! `POST /projects/{projectId}/jobs`, `GET /jobs/{jobId}`, `POST /jobs/{jobId}/cancel`.
+//! Jobs: create, read, list per project, status history, cancel and resume.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use plangrep_core::JobStatus;
 use plangrep_core::api::JobView;
 use plangrep_core::id::{JobId, ProjectId};
 use plangrep_core::validate::{ExternalId, FieldError};
-use plangrep_proto::orchestrator::{CancelJobRequest, CreateJobRequest, GetJobRequest};
+use plangrep_proto::orchestrator::{
+    CancelJobRequest, CreateJobRequest, GetJobRequest, ListJobEventsRequest, ListJobsRequest,
+    ResumeJobRequest,
+};
+use plangrep_proto::time::from_timestamp;
 use plangrep_proto::views::job_view;
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +21,7 @@ use crate::destination;
 use crate::error::ApiError;
 use crate::idempotency::{IdempotencyKey, is_replay};
 use crate::json::ApiJson;
+use crate::query::{ApiQuery, PageQuery};
 use crate::startup::AppState;
 
 /// Body of `POST /projects/{projectId}/jobs`; every field optional, unknown ones refused.
@@ -128,23 +134,46 @@ pub async fn get(
     }))
 }
 
-/// Cancels a non-terminal job (202); a terminal one is 409 `invalid_job_state`.
-pub async fn cancel(
-    State(state): State<AppState>,
+/// Which user-requested transition to apply.
+enum Transition {
+    Cancel,
+    Resume,
+}
+
+async fn transition(
+    state: AppState,
     key: ApiKey,
-    PathId(job_id): PathId<JobId>,
+    job_id: JobId,
     idempotency: IdempotencyKey,
+    transition: Transition,
 ) -> Result<(StatusCode, Json<JobEnvelope>), ApiError> {
     key.require("jobs:write")?;
-    let response = state
-        .orchestrator
-        .clone()
-        .cancel_job(CancelJobRequest {
-            org_id: key.org_id.to_string(),
-            job_id: job_id.to_string(),
-            idempotency: idempotency.scope(""),
-        })
-        .await?;
+    let (org_id, job_id, idempotency) = (
+        key.org_id.to_string(),
+        job_id.to_string(),
+        idempotency.scope(""),
+    );
+    let mut orchestrator = state.orchestrator.clone();
+    let response = match transition {
+        Transition::Cancel => {
+            orchestrator
+                .cancel_job(CancelJobRequest {
+                    org_id,
+                    job_id,
+                    idempotency,
+                })
+                .await?
+        }
+        Transition::Resume => {
+            orchestrator
+                .resume_job(ResumeJobRequest {
+                    org_id,
+                    job_id,
+                    idempotency,
+                })
+                .await?
+        }
+    };
     let idempotent = is_replay(response.metadata());
     let job = response.into_inner();
     Ok((
@@ -154,4 +183,144 @@ pub async fn cancel(
             idempotent,
         }),
     ))
+}
+
+/// Cancels a non-terminal job (202); a terminal one is 409 `invalid_job_state`.
+pub async fn cancel(
+    State(state): State<AppState>,
+    key: ApiKey,
+    PathId(job_id): PathId<JobId>,
+    idempotency: IdempotencyKey,
+) -> Result<(StatusCode, Json<JobEnvelope>), ApiError> {
+    transition(state, key, job_id, idempotency, Transition::Cancel).await
+}
+
+/// Resumes a job blocked on credits (202); any other status is 409 `invalid_job_state`.
+pub async fn resume(
+    State(state): State<AppState>,
+    key: ApiKey,
+    PathId(job_id): PathId<JobId>,
+    idempotency: IdempotencyKey,
+) -> Result<(StatusCode, Json<JobEnvelope>), ApiError> {
+    transition(state, key, job_id, idempotency, Transition::Resume).await
+}
+
+/// `?limit=&cursor=&status=&externalId=` of a job list.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JobListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+    status: Option<String>,
+    external_id: Option<String>,
+}
+
+/// `{"jobs": […], "nextCursor", "hasMore"}`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobList {
+    jobs: Vec<JobView>,
+    next_cursor: Option<String>,
+    has_more: bool,
+}
+
+/// Lists a project's jobs, newest first, optionally filtered.
+pub async fn list(
+    State(state): State<AppState>,
+    key: ApiKey,
+    PathId(project_id): PathId<ProjectId>,
+    ApiQuery(query): ApiQuery<JobListQuery>,
+) -> Result<Json<JobList>, ApiError> {
+    key.require("jobs:read")?;
+    let page = PageQuery {
+        limit: query.limit,
+        cursor: query.cursor,
+    }
+    .to_request()?;
+    let mut invalid = Vec::new();
+    if let Some(status) = &query.status
+        && status.parse::<JobStatus>().is_err()
+    {
+        invalid.push(FieldError::new("status", "is not a job status"));
+    }
+    if let Some(external_id) = &query.external_id
+        && let Err(error) = ExternalId::parse(external_id)
+    {
+        invalid.push(error);
+    }
+    if !invalid.is_empty() {
+        return Err(ApiError::invalid_fields(invalid));
+    }
+    let response = state
+        .orchestrator
+        .clone()
+        .list_jobs(ListJobsRequest {
+            org_id: key.org_id.to_string(),
+            project_id: project_id.to_string(),
+            page: Some(page),
+            status: query.status,
+            external_id: query.external_id,
+        })
+        .await?
+        .into_inner();
+    let page = response.page.unwrap_or_default();
+    Ok(Json(JobList {
+        jobs: response
+            .jobs
+            .iter()
+            .map(job_view)
+            .collect::<Result<_, _>>()
+            .map_err(ApiError::internal)?,
+        next_cursor: page.next_cursor,
+        has_more: page.has_more,
+    }))
+}
+
+/// One entry of a job's status history.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobEventView {
+    id: String,
+    sequence: u32,
+    status: String,
+    previous_status: Option<String>,
+    #[serde(with = "plangrep_core::api::timestamp::option")]
+    occurred_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// `{"events": […]}`.
+#[derive(Debug, Serialize)]
+pub struct JobEventList {
+    events: Vec<JobEventView>,
+}
+
+/// The job's status history, oldest first.
+pub async fn events(
+    State(state): State<AppState>,
+    key: ApiKey,
+    PathId(job_id): PathId<JobId>,
+) -> Result<Json<JobEventList>, ApiError> {
+    key.require("jobs:read")?;
+    let response = state
+        .orchestrator
+        .clone()
+        .list_job_events(ListJobEventsRequest {
+            org_id: key.org_id.to_string(),
+            job_id: job_id.to_string(),
+        })
+        .await?
+        .into_inner();
+    Ok(Json(JobEventList {
+        events: response
+            .events
+            .into_iter()
+            .map(|event| JobEventView {
+                id: event.id,
+                sequence: event.sequence,
+                status: event.status,
+                previous_status: event.previous_status,
+                occurred_at: event.occurred_at.as_ref().and_then(from_timestamp),
+            })
+            .collect(),
+    }))
 }

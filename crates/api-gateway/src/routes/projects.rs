@@ -1,4 +1,4 @@
-//! `POST /projects`, `GET /projects/{projectId}`.
+//! `POST /projects`, `GET /projects`, `GET /projects/{projectId}`.
 
 use axum::Json;
 use axum::extract::State;
@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use plangrep_core::api::ProjectView;
 use plangrep_core::id::ProjectId;
 use plangrep_core::validate::ProjectName;
-use plangrep_proto::orchestrator::{CreateProjectRequest, GetProjectRequest};
+use plangrep_proto::orchestrator::{CreateProjectRequest, GetProjectRequest, ListProjectsRequest};
 use plangrep_proto::views::project_view;
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +15,7 @@ use crate::auth::ApiKey;
 use crate::error::ApiError;
 use crate::idempotency::{IdempotencyKey, is_replay};
 use crate::json::ApiJson;
+use crate::query::{ApiQuery, PageQuery};
 use crate::startup::AppState;
 
 /// Body of `POST /projects`.
@@ -83,5 +84,43 @@ pub async fn get(
     Ok(Json(ProjectEnvelope {
         project: project_view(&project).map_err(ApiError::internal)?,
         idempotent: false,
+    }))
+}
+
+/// `{"projects": […], "nextCursor", "hasMore"}`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectList {
+    projects: Vec<ProjectView>,
+    next_cursor: Option<String>,
+    has_more: bool,
+}
+
+/// Lists the organization's projects, newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    key: ApiKey,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<ProjectList>, ApiError> {
+    key.require("jobs:read")?;
+    let response = state
+        .orchestrator
+        .clone()
+        .list_projects(ListProjectsRequest {
+            org_id: key.org_id.to_string(),
+            page: Some(query.to_request()?),
+        })
+        .await?
+        .into_inner();
+    let page = response.page.unwrap_or_default();
+    Ok(Json(ProjectList {
+        projects: response
+            .projects
+            .iter()
+            .map(project_view)
+            .collect::<Result<_, _>>()
+            .map_err(ApiError::internal)?,
+        next_cursor: page.next_cursor,
+        has_more: page.has_more,
     }))
 }

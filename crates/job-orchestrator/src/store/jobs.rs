@@ -125,3 +125,57 @@ pub async fn get_any(conn: &mut PgConnection, id: &str) -> Result<Option<JobRow>
         .fetch_optional(conn)
         .await?)
 }
+
+/// Filters of a job list.
+#[derive(Debug, Default)]
+pub struct JobFilter {
+    pub status: Option<String>,
+    pub external_id: Option<String>,
+}
+
+/// A page of a project's jobs, newest first, after `cursor`; one extra row tells whether
+/// more follow.
+pub async fn list(
+    conn: &mut PgConnection,
+    project_id: &str,
+    filter: &JobFilter,
+    limit: u32,
+    cursor: Option<&plangrep_core::pagination::Cursor>,
+) -> Result<Vec<JobRow>, Error> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM jobs WHERE project_id = $1 \
+           AND ($2::text IS NULL OR status = $2) \
+           AND ($3::text IS NULL OR external_id = $3) \
+           AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5)) \
+         ORDER BY created_at DESC, id DESC LIMIT $6",
+    )
+    .bind(project_id)
+    .bind(&filter.status)
+    .bind(&filter.external_id)
+    .bind(cursor.map(|c| c.created_at))
+    .bind(cursor.map(|c| c.id.clone()))
+    .bind(i64::from(limit) + 1)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// A row of `job_events`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobEventRow {
+    pub id: String,
+    pub sequence: i32,
+    pub status: String,
+    pub previous_status: Option<String>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// The status history of a job, oldest first.
+pub async fn events(conn: &mut PgConnection, job_id: &str) -> Result<Vec<JobEventRow>, Error> {
+    Ok(sqlx::query_as(
+        "SELECT id, sequence, status, previous_status, occurred_at FROM job_events \
+         WHERE job_id = $1 ORDER BY sequence",
+    )
+    .bind(job_id)
+    .fetch_all(conn)
+    .await?)
+}

@@ -2,6 +2,7 @@
 //! directly; every status change goes through [`lifecycle`](crate::lifecycle), which is the
 //! only writer of `jobs.status`.
 
+pub mod credits;
 pub mod jobs;
 pub mod outbox;
 pub mod projects;

@@ -96,3 +96,24 @@ pub async fn update_status(
     .fetch_optional(conn)
     .await?)
 }
+
+/// A page of `org_id`'s projects, newest first, after `cursor`; one extra row tells
+/// whether more follow.
+pub async fn list(
+    conn: &mut PgConnection,
+    org_id: &str,
+    limit: u32,
+    cursor: Option<&plangrep_core::pagination::Cursor>,
+) -> Result<Vec<ProjectRow>, Error> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM projects WHERE org_id = $1 \
+           AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3)) \
+         ORDER BY created_at DESC, id DESC LIMIT $4",
+    )
+    .bind(org_id)
+    .bind(cursor.map(|c| c.created_at))
+    .bind(cursor.map(|c| c.id.clone()))
+    .bind(i64::from(limit) + 1)
+    .fetch_all(conn)
+    .await?)
+}
