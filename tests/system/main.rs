@@ -5,6 +5,7 @@
 mod bad_input;
 mod helpers;
 mod idempotency;
+mod limits;
 mod reflection;
 mod resources;
 mod walking_skeleton;

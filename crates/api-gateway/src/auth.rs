@@ -11,6 +11,7 @@ use plangrep_core::id::OrgId;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
+use crate::rate_limit::{self, DecisionSlot};
 use crate::startup::AppState;
 
 /// Every plaintext key starts with this.
@@ -110,6 +111,13 @@ impl FromRequestParts<AppState> for ApiKey {
             return Err(unauthorized("the API key has expired"));
         }
         let org_id = row.org_id.parse().map_err(ApiError::internal)?;
+        let decision = state.rate_limiter.check(&row.id, std::time::Instant::now());
+        if let Some(slot) = parts.extensions.get::<DecisionSlot>() {
+            slot.set(decision);
+        }
+        if !decision.allowed {
+            return Err(rate_limit::refused(&decision));
+        }
         Ok(Self {
             org_id,
             key_id: row.id,

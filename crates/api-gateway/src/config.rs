@@ -22,6 +22,10 @@ pub struct Config {
     pub dispatcher_endpoint: String,
     /// Which webhook destinations are accepted.
     pub destination_policy: DestinationPolicy,
+    /// Sustained requests per second per API key.
+    pub rate_limit_per_second: f64,
+    /// Burst size per API key.
+    pub rate_limit_burst: u32,
 }
 
 impl std::fmt::Debug for Config {
@@ -68,6 +72,19 @@ impl Config {
                 &settings.string("PLANGREP_DISPATCHER_ADDR", "127.0.0.1:50052"),
             ),
             destination_policy,
+            rate_limit_per_second: positive(
+                settings.parse("PLANGREP_RATE_LIMIT_PER_SECOND", 50.0)?,
+                "PLANGREP_RATE_LIMIT_PER_SECOND",
+            )?,
+            rate_limit_burst: settings.parse("PLANGREP_RATE_LIMIT_BURST", 100u32)?.max(1),
         })
+    }
+}
+
+fn positive(value: f64, name: &str) -> Result<f64, SettingError> {
+    if value.is_finite() && value > 0.0 {
+        Ok(value)
+    } else {
+        Err(SettingError::new(name, "must be a positive number"))
     }
 }

@@ -112,12 +112,11 @@ impl From<tonic::Status> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        match error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                tracing::warn!(%error, "database unavailable");
-                Self::unavailable()
-            }
-            error => Self::internal(error),
+        if plangrep_service::database::is_unavailable(&error) {
+            tracing::warn!(%error, "database unavailable");
+            Self::unavailable()
+        } else {
+            Self::internal(error)
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod error;
 pub mod idempotency;
 pub mod json;
 pub mod query;
+pub mod rate_limit;
 pub mod request_id;
 pub mod routes;
 pub mod startup;

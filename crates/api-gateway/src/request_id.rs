@@ -78,10 +78,9 @@ fn normalise(response: Response) -> Response {
         StatusCode::UNSUPPORTED_MEDIA_TYPE => {
             ApiError::new(ErrorCode::UnsupportedMediaType, "send application/json")
         }
-        status if status.is_server_error() => ApiError::internal(format!("unrendered {status}")),
-        status if status.is_client_error() => {
-            ApiError::new(ErrorCode::InvalidRequest, "the request is invalid")
-        }
+        // A caught panic.
+        StatusCode::INTERNAL_SERVER_ERROR => ApiError::internal("a handler panicked"),
+        // Anything else (e.g. `/readyz` answering 503) is meant as it is.
         _ => return response,
     };
     error.into_response()

@@ -22,6 +22,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::config::Config;
 use crate::json::MAX_JSON_BODY;
+use crate::rate_limit::{self, RateLimiter};
 use crate::request_id;
 use crate::routes::{admin, deliveries, jobs, projects};
 
@@ -55,6 +56,8 @@ pub struct AppState {
     pub dispatcher: WebhookDispatcherClient<Channel>,
     /// Validated configuration.
     pub config: Arc<Config>,
+    /// Token buckets per API key (and per peer for unauthenticated requests).
+    pub rate_limiter: Arc<RateLimiter>,
 }
 
 /// Database connection options of the gateway's schema.
@@ -101,7 +104,11 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/webhook-deliveries/{delivery_id}/redeliver",
             post(deliveries::redeliver),
-        );
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            state.rate_limiter.clone(),
+            rate_limit::middleware,
+        ));
     let admin = Router::new()
         .route("/orgs", post(admin::create_org))
         .route("/orgs/{org_id}", get(admin::get_org))
@@ -134,6 +141,10 @@ impl App {
             pool: pool.clone(),
             orchestrator: JobOrchestratorClient::new(channel(&config.orchestrator_endpoint)?),
             dispatcher: WebhookDispatcherClient::new(channel(&config.dispatcher_endpoint)?),
+            rate_limiter: Arc::new(RateLimiter::new(
+                config.rate_limit_per_second,
+                config.rate_limit_burst,
+            )),
             config: Arc::new(config),
         };
         Ok(Self {
@@ -151,7 +162,14 @@ impl App {
     /// Serves until `shutdown` is cancelled.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
         tracing::info!(addr = %self.local_addr(), "api-gateway serving");
-        plangrep_service::ops::serve(self.listener, self.router, shutdown).await?;
+        // Connect info lets the rate limiter key unauthenticated requests by peer address.
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
         self.pool.close().await;
         Ok(())
     }

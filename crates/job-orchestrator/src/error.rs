@@ -33,10 +33,10 @@ pub enum Error {
 
 impl From<sqlx::Error> for Error {
     fn from(error: sqlx::Error) -> Self {
+        if plangrep_service::database::is_unavailable(&error) {
+            return Error::DatabaseUnavailable(error);
+        }
         match &error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                Error::DatabaseUnavailable(error)
-            }
             sqlx::Error::Database(db) if db.constraint() == Some("projects_org_name_key") => {
                 Error::ProjectNameTaken
             }

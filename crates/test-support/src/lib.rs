@@ -6,8 +6,10 @@
 //!   afterwards;
 //! - [`receiver`]: a real HTTP receiver on loopback that captures webhook requests and
 //!   answers from a script;
+//! - [`proxy`]: a TCP proxy a test can cut, to take a real dependency away;
 //! - [`eventually`]: a bounded poll for state that converges asynchronously.
 
+pub mod proxy;
 pub mod receiver;
 
 use std::future::Future;

@@ -82,14 +82,11 @@ fn to_proto(row: DeliveryRow, attempts: Vec<AttemptRow>) -> Delivery {
 }
 
 fn database_status(error: sqlx::Error) -> Status {
-    match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-            status(ErrorCode::Unavailable, "the database is unavailable", None)
-        }
-        error => {
-            tracing::error!(?error, "database error");
-            status(ErrorCode::Internal, "internal error", None)
-        }
+    if plangrep_service::database::is_unavailable(&error) {
+        status(ErrorCode::Unavailable, "the database is unavailable", None)
+    } else {
+        tracing::error!(?error, "database error");
+        status(ErrorCode::Internal, "internal error", None)
     }
 }
 
