@@ -6,6 +6,7 @@ mod bad_input;
 mod helpers;
 mod idempotency;
 mod limits;
+mod openapi;
 mod reflection;
 mod resources;
 mod walking_skeleton;

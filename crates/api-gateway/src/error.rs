@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::request_id;
 
 /// One rejected field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Detail {
     pub field: String,
     pub issue: String,
@@ -121,13 +121,27 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-#[derive(Serialize)]
+/// The body of every error response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorResponse {
+    error: ErrorBody,
+    /// Present (true) when replayed from an earlier request with the same Idempotency-Key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idempotent: Option<bool>,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct ErrorBody<'a> {
-    code: &'a str,
-    message: &'a str,
-    #[serde(skip_serializing_if = "<[Detail]>::is_empty")]
-    details: &'a [Detail],
+struct ErrorBody {
+    /// Stable snake_case code to branch on.
+    code: String,
+    /// Human-readable; may change.
+    message: String,
+    /// The rejected fields, for `invalid_request`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<Vec<Detail>>,
+    /// Also in the `x-request-id` header.
     request_id: String,
 }
 
@@ -135,17 +149,15 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut body = serde_json::json!({
-            "error": ErrorBody {
-                code: self.code.as_str(),
-                message: &self.message,
-                details: &self.details,
+        let body = ErrorResponse {
+            error: ErrorBody {
+                code: self.code.as_str().to_owned(),
+                message: self.message,
+                details: Some(self.details).filter(|d| !d.is_empty()),
                 request_id: request_id::current(),
-            }
-        });
-        if self.replayed {
-            body["idempotent"] = serde_json::Value::Bool(true);
-        }
+            },
+            idempotent: self.replayed.then_some(true),
+        };
         let mut response = (status, Json(body)).into_response();
         response.extensions_mut().insert(RenderedError);
         if self.code == ErrorCode::Unauthorized {

@@ -78,6 +78,18 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<ApiJson<T>, ApiError> {
             format!("the body is not valid JSON ({error})"),
         )
     })?;
+    // `null` means "no body", like an empty one; anything else must be an object (serde
+    // would otherwise accept a struct written as an array).
+    let value = match value {
+        serde_json::Value::Null => serde_json::Value::Object(serde_json::Map::new()),
+        value @ serde_json::Value::Object(_) => value,
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "the body must be a JSON object",
+            ));
+        }
+    };
     // serde_json's map is ordered by key, so this is a canonical rendering.
     let canonical = value.to_string();
     let body = serde_path_to_error::deserialize(value).map_err(|error| {
@@ -103,8 +115,11 @@ fn strip_position(message: &str) -> String {
     }
 }
 
+/// The field named by serde's "unknown field `x`" or "missing field `x`".
 fn unknown_field_name(issue: &str) -> Option<String> {
-    let rest = issue.strip_prefix("unknown field `")?;
+    let rest = issue
+        .strip_prefix("unknown field `")
+        .or_else(|| issue.strip_prefix("missing field `"))?;
     Some(rest[..rest.find('`')?].to_owned())
 }
 
@@ -135,6 +150,10 @@ mod tests {
         );
         assert!(parse::<Body>(br#"{} {}"#).is_err());
         assert!(parse::<Body>(br#"{}"#).is_ok());
+        assert!(parse::<Body>(b"null").is_ok(), "null is no body");
+        for not_an_object in [&b"[null]"[..], b"[]", b"\"x\"", b"1", b"true"] {
+            assert!(parse::<Body>(not_an_object).is_err(), "{not_an_object:?}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod destination;
 pub mod error;
 pub mod idempotency;
 pub mod json;
+pub mod openapi;
 pub mod query;
 pub mod rate_limit;
 pub mod request_id;

@@ -44,10 +44,15 @@ where
 }
 
 /// `?limit=&cursor=` of every list.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
+    /// Page size, 1 to 500 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
+    /// The `nextCursor` of the previous page.
+    #[param(max_length = 200)]
     pub cursor: Option<String>,
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::get;
 use plangrep_proto::dispatcher::webhook_dispatcher_client::WebhookDispatcherClient;
 use plangrep_proto::orchestrator::job_orchestrator_client::JobOrchestratorClient;
 use plangrep_service::database;
@@ -19,9 +19,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::Config;
 use crate::json::MAX_JSON_BODY;
+use crate::openapi;
 use crate::rate_limit::{self, RateLimiter};
 use crate::request_id;
 use crate::routes::{admin, deliveries, jobs, projects};
@@ -79,7 +83,8 @@ fn channel(endpoint: &str) -> Result<Channel, http::uri::InvalidUri> {
         .connect_lazy())
 }
 
-/// The complete HTTP router.
+/// The complete HTTP router: the public API (rate limited), the admin API, the OpenAPI
+/// document and reference page generated from the same handlers, and the ops endpoints.
 pub fn router(state: AppState) -> Router {
     let readiness_pool = state.pool.clone();
     let ops = plangrep_service::ops::router(
@@ -89,36 +94,38 @@ pub fn router(state: AppState) -> Router {
         }),
         None,
     );
-    let api = Router::new()
-        .route("/projects", post(projects::create).get(projects::list))
-        .route("/projects/{project_id}", get(projects::get))
-        .route(
-            "/projects/{project_id}/jobs",
-            post(jobs::create).get(jobs::list),
-        )
-        .route("/jobs/{job_id}", get(jobs::get))
-        .route("/jobs/{job_id}/events", get(jobs::events))
-        .route("/jobs/{job_id}/cancel", post(jobs::cancel))
-        .route("/jobs/{job_id}/resume", post(jobs::resume))
-        .route("/jobs/{job_id}/webhook-deliveries", get(deliveries::list))
-        .route(
-            "/webhook-deliveries/{delivery_id}/redeliver",
-            post(deliveries::redeliver),
-        )
+    let api = OpenApiRouter::new()
+        .routes(routes!(projects::create, projects::list))
+        .routes(routes!(projects::get))
+        .routes(routes!(jobs::create, jobs::list))
+        .routes(routes!(jobs::get))
+        .routes(routes!(jobs::events))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(jobs::resume))
+        .routes(routes!(deliveries::list))
+        .routes(routes!(deliveries::redeliver))
         .layer(axum::middleware::from_fn_with_state(
             state.rate_limiter.clone(),
             rate_limit::middleware,
         ));
-    let admin = Router::new()
-        .route("/orgs", post(admin::create_org))
-        .route("/orgs/{org_id}", get(admin::get_org))
-        .route("/orgs/{org_id}/api-keys", post(admin::create_key))
-        .route("/orgs/{org_id}/credits", post(admin::grant_credits))
-        .route("/api-keys/{key_id}/revoke", post(admin::revoke_key));
-    Router::new()
-        .nest("/api/open/v1", api)
-        .nest("/admin/v1", admin)
+    let admin = OpenApiRouter::new()
+        .routes(routes!(admin::create_org))
+        .routes(routes!(admin::get_org))
+        .routes(routes!(admin::create_key))
+        .routes(routes!(admin::grant_credits))
+        .routes(routes!(admin::revoke_key));
+    let (routes, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(api)
+        .merge(admin)
         .with_state(state)
+        .split_for_parts();
+    let doc = Arc::new(openapi::finish(doc));
+    let docs = Router::new()
+        .route("/openapi.json", get(openapi::document))
+        .route("/docs", get(openapi::reference))
+        .with_state(doc);
+    routes
+        .merge(docs)
         .merge(ops)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(CatchPanicLayer::new())

@@ -63,6 +63,7 @@ pub mod timestamp {
 
 /// A project as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ProjectView {
     pub id: String,
@@ -76,6 +77,7 @@ pub struct ProjectView {
 
 /// A job's fixed limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct JobLimitsView {
     pub max_files: u32,
@@ -85,6 +87,7 @@ pub struct JobLimitsView {
 
 /// One uploaded file of a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct JobFileView {
     pub id: String,
@@ -100,6 +103,7 @@ pub struct JobFileView {
 
 /// Credits reserved and debited for a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct JobBillingView {
     pub credits_reserved: i64,
@@ -108,6 +112,7 @@ pub struct JobBillingView {
 
 /// Why a job or a file failed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct JobErrorView {
     pub code: String,
@@ -116,6 +121,7 @@ pub struct JobErrorView {
 
 /// A job as the API and its webhooks show it (SPEC §4 "Job object").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct JobView {
     pub id: String,
@@ -142,6 +148,7 @@ pub struct JobView {
 
 /// The body of a `job.status_changed` webhook.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WebhookPayload {
     /// Always `job.status_changed`.
     #[serde(rename = "type")]
@@ -155,6 +162,7 @@ pub struct WebhookPayload {
 
 /// `data` of a [`WebhookPayload`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookData {
     pub job: JobView,

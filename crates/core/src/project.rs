@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Where a project is in its (short) lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ProjectStatus {
     Provisioning,

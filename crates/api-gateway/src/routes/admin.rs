@@ -49,14 +49,14 @@ impl FromRequestParts<AppState> for Admin {
 }
 
 /// Body of `POST /admin/v1/orgs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrgBody {
     name: Option<String>,
 }
 
 /// An organization.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrgView {
     id: String,
@@ -66,7 +66,7 @@ pub struct OrgView {
 }
 
 /// `{"org": …}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrgEnvelope {
     org: OrgView,
 }
@@ -83,6 +83,15 @@ fn bounded_name(field: &'static str, value: Option<&str>) -> Result<String, Fiel
 }
 
 /// Creates an organization.
+#[utoipa::path(
+    operation_id = "createOrg",
+    post,
+    path = "/admin/v1/orgs",
+    tag = "admin",
+    summary = "Create an organization",
+    request_body = CreateOrgBody,
+    responses((status = 201, description = "The organization", body = OrgEnvelope))
+)]
 pub async fn create_org(
     _: Admin,
     State(state): State<AppState>,
@@ -101,7 +110,7 @@ pub async fn create_org(
 }
 
 /// Body of `POST /admin/v1/orgs/{orgId}/api-keys`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateKeyBody {
     label: Option<String>,
@@ -111,7 +120,7 @@ pub struct CreateKeyBody {
 }
 
 /// An API key's metadata (never its plaintext or hash).
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyView {
     id: String,
@@ -127,7 +136,7 @@ pub struct KeyView {
 }
 
 /// `{"key": …, "plaintextKey": …}`: the plaintext is shown this once.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedKey {
     key: KeyView,
@@ -135,6 +144,16 @@ pub struct CreatedKey {
 }
 
 /// Mints an API key for an organization.
+#[utoipa::path(
+    operation_id = "createApiKey",
+    post,
+    path = "/admin/v1/orgs/{org_id}/api-keys",
+    tag = "admin",
+    summary = "Mint an API key (the plaintext is shown once)",
+    request_body = CreateKeyBody,
+    params(("org_id" = String, Path, description = "An `org_` id")),
+    responses((status = 201, description = "The key and its plaintext", body = CreatedKey))
+)]
 pub async fn create_key(
     _: Admin,
     State(state): State<AppState>,
@@ -193,12 +212,21 @@ pub async fn create_key(
 }
 
 /// `{"key": …}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyEnvelope {
     key: KeyView,
 }
 
 /// Revokes a key; its next request is a 401. Revoking twice keeps the first time.
+#[utoipa::path(
+    operation_id = "revokeApiKey",
+    post,
+    path = "/admin/v1/api-keys/{key_id}/revoke",
+    tag = "admin",
+    summary = "Revoke an API key",
+    params(("key_id" = String, Path, description = "A `key_` id")),
+    responses((status = 200, description = "The revoked key", body = KeyEnvelope))
+)]
 pub async fn revoke_key(
     _: Admin,
     State(state): State<AppState>,
@@ -217,7 +245,7 @@ pub async fn revoke_key(
 }
 
 /// An organization with its credit balance.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrgWithBalance {
     #[serde(flatten)]
@@ -226,7 +254,7 @@ pub struct OrgWithBalance {
 }
 
 /// `{"org": {…, "creditBalance"}}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrgBalanceEnvelope {
     org: OrgWithBalance,
 }
@@ -241,6 +269,15 @@ async fn find_org(state: &AppState, org_id: OrgId) -> Result<OrgView, ApiError> 
 }
 
 /// Reads an organization and its credit balance.
+#[utoipa::path(
+    operation_id = "getOrg",
+    get,
+    path = "/admin/v1/orgs/{org_id}",
+    tag = "admin",
+    summary = "Read an organization and its credit balance",
+    params(("org_id" = String, Path, description = "An `org_` id")),
+    responses((status = 200, description = "The organization", body = OrgBalanceEnvelope))
+)]
 pub async fn get_org(
     _: Admin,
     State(state): State<AppState>,
@@ -264,7 +301,7 @@ pub async fn get_org(
 }
 
 /// Body of `POST /admin/v1/orgs/{orgId}/credits`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrantBody {
     amount: Option<i64>,
@@ -272,7 +309,7 @@ pub struct GrantBody {
 }
 
 /// `{"orgId", "balance"}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BalanceView {
     org_id: String,
@@ -280,6 +317,16 @@ pub struct BalanceView {
 }
 
 /// Grants (or, negative, corrects) credits; answers the new balance.
+#[utoipa::path(
+    operation_id = "grantCredits",
+    post,
+    path = "/admin/v1/orgs/{org_id}/credits",
+    tag = "admin",
+    summary = "Grant (or correct) credits",
+    request_body = GrantBody,
+    params(("org_id" = String, Path, description = "An `org_` id")),
+    responses((status = 200, description = "The new balance", body = BalanceView))
+)]
 pub async fn grant_credits(
     _: Admin,
     State(state): State<AppState>,

@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::startup::AppState;
 
 /// One attempt of a delivery.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AttemptView {
     number: u32,
@@ -32,7 +32,7 @@ pub struct AttemptView {
 }
 
 /// One delivery with its attempts.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryView {
     id: String,
@@ -75,18 +75,27 @@ impl From<dispatcher::Delivery> for DeliveryView {
 }
 
 /// `{"deliveries": […]}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeliveryList {
     deliveries: Vec<DeliveryView>,
 }
 
 /// `{"delivery": …}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeliveryEnvelope {
     delivery: DeliveryView,
 }
 
 /// Every delivery of a job, oldest event first.
+#[utoipa::path(
+    operation_id = "listWebhookDeliveries",
+    get,
+    path = "/api/open/v1/jobs/{job_id}/webhook-deliveries",
+    tag = "webhooks",
+    summary = "The job's webhook deliveries and their attempts",
+    params(("job_id" = String, Path, description = "A `job_` id")),
+    responses((status = 200, description = "Every delivery, oldest event first", body = DeliveryList))
+)]
 pub async fn list(
     State(state): State<AppState>,
     key: ApiKey,
@@ -117,6 +126,15 @@ pub async fn list(
 }
 
 /// Schedules a fresh attempt of a delivery now (same `webhook-id`).
+#[utoipa::path(
+    operation_id = "redeliverWebhook",
+    post,
+    path = "/api/open/v1/webhook-deliveries/{delivery_id}/redeliver",
+    tag = "webhooks",
+    summary = "Send a delivery again now (same webhook-id)",
+    params(("delivery_id" = String, Path, description = "A `dlv_` id")),
+    responses((status = 202, description = "The delivery, pending", body = DeliveryEnvelope))
+)]
 pub async fn redeliver(
     State(state): State<AppState>,
     key: ApiKey,

@@ -25,15 +25,23 @@ use crate::query::{ApiQuery, PageQuery};
 use crate::startup::AppState;
 
 /// Body of `POST /projects/{projectId}/jobs`; every field optional, unknown ones refused.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateJobBody {
+    /// The customer's own reference, echoed back (not unique).
+    #[schema(
+        min_length = 1,
+        max_length = 180,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     external_id: Option<String>,
+    /// Absolute `https` URL of a public host; receives every status change, signed.
+    #[schema(format = "uri", max_length = 2048, pattern = "^https://")]
     webhook_url: Option<String>,
 }
 
 /// `{"job": …, "webhookSigningSecret"?: …}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedJob {
     job: JobView,
@@ -44,7 +52,7 @@ pub struct CreatedJob {
 }
 
 /// `{"job": …}` (+ `"idempotent": true` on a replay).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobEnvelope {
     job: JobView,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -52,6 +60,16 @@ pub struct JobEnvelope {
 }
 
 /// Creates a job in a ready project.
+#[utoipa::path(
+    operation_id = "createJob",
+    post,
+    path = "/api/open/v1/projects/{project_id}/jobs",
+    tag = "jobs",
+    summary = "Create a job in a ready project",
+    request_body(content = Option<CreateJobBody>, description = "Every field is optional; `{}` and an empty body are valid"),
+    params(("project_id" = String, Path, description = "A `proj_` id"), crate::openapi::IdempotencyHeader),
+    responses((status = 202, description = "The job, provisioning; the signing secret when a webhookUrl was given", body = CreatedJob))
+)]
 pub async fn create(
     State(state): State<AppState>,
     key: ApiKey,
@@ -113,6 +131,15 @@ pub async fn create(
 }
 
 /// Reads a job.
+#[utoipa::path(
+    operation_id = "getJob",
+    get,
+    path = "/api/open/v1/jobs/{job_id}",
+    tag = "jobs",
+    summary = "Read a job",
+    params(("job_id" = String, Path, description = "A `job_` id")),
+    responses((status = 200, description = "The job", body = JobEnvelope))
+)]
 pub async fn get(
     State(state): State<AppState>,
     key: ApiKey,
@@ -186,6 +213,15 @@ async fn transition(
 }
 
 /// Cancels a non-terminal job (202); a terminal one is 409 `invalid_job_state`.
+#[utoipa::path(
+    operation_id = "cancelJob",
+    post,
+    path = "/api/open/v1/jobs/{job_id}/cancel",
+    tag = "jobs",
+    summary = "Cancel a non-terminal job",
+    params(("job_id" = String, Path, description = "A `job_` id"), crate::openapi::IdempotencyHeader),
+    responses((status = 202, description = "The cancelled job", body = JobEnvelope))
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     key: ApiKey,
@@ -196,6 +232,15 @@ pub async fn cancel(
 }
 
 /// Resumes a job blocked on credits (202); any other status is 409 `invalid_job_state`.
+#[utoipa::path(
+    operation_id = "resumeJob",
+    post,
+    path = "/api/open/v1/jobs/{job_id}/resume",
+    tag = "jobs",
+    summary = "Resume a job blocked on credits",
+    params(("job_id" = String, Path, description = "A `job_` id"), crate::openapi::IdempotencyHeader),
+    responses((status = 202, description = "The job, preflighting again", body = JobEnvelope))
+)]
 pub async fn resume(
     State(state): State<AppState>,
     key: ApiKey,
@@ -206,17 +251,30 @@ pub async fn resume(
 }
 
 /// `?limit=&cursor=&status=&externalId=` of a job list.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct JobListQuery {
+    /// Page size, 1 to 500 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     limit: Option<String>,
+    /// The `nextCursor` of the previous page.
+    #[param(max_length = 200)]
     cursor: Option<String>,
+    /// Only jobs in this status.
+    #[param(value_type = Option<plangrep_core::JobStatus>)]
     status: Option<String>,
+    /// Only jobs with this external id.
+    #[param(
+        min_length = 1,
+        max_length = 180,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     external_id: Option<String>,
 }
 
 /// `{"jobs": […], "nextCursor", "hasMore"}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobList {
     jobs: Vec<JobView>,
@@ -225,6 +283,15 @@ pub struct JobList {
 }
 
 /// Lists a project's jobs, newest first, optionally filtered.
+#[utoipa::path(
+    operation_id = "listJobs",
+    get,
+    path = "/api/open/v1/projects/{project_id}/jobs",
+    tag = "jobs",
+    summary = "List a project's jobs, newest first",
+    params(("project_id" = String, Path, description = "A `proj_` id"), JobListQuery),
+    responses((status = 200, description = "A page of jobs", body = JobList))
+)]
 pub async fn list(
     State(state): State<AppState>,
     key: ApiKey,
@@ -277,7 +344,7 @@ pub async fn list(
 }
 
 /// One entry of a job's status history.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobEventView {
     id: String,
@@ -289,12 +356,21 @@ pub struct JobEventView {
 }
 
 /// `{"events": […]}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobEventList {
     events: Vec<JobEventView>,
 }
 
 /// The job's status history, oldest first.
+#[utoipa::path(
+    operation_id = "listJobEvents",
+    get,
+    path = "/api/open/v1/jobs/{job_id}/events",
+    tag = "jobs",
+    summary = "The job's status history, oldest first",
+    params(("job_id" = String, Path, description = "A `job_` id")),
+    responses((status = 200, description = "Every status change", body = JobEventList))
+)]
 pub async fn events(
     State(state): State<AppState>,
     key: ApiKey,

@@ -19,14 +19,20 @@ use crate::query::{ApiQuery, PageQuery};
 use crate::startup::AppState;
 
 /// Body of `POST /projects`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateProjectBody {
-    name: Option<String>,
+    /// 1 to 180 characters, unique within the organization.
+    #[schema(
+        min_length = 1,
+        max_length = 180,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
+    name: String,
 }
 
 /// `{"project": …}` (+ `"idempotent": true` on a replay).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProjectEnvelope {
     project: ProjectView,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -34,6 +40,16 @@ pub struct ProjectEnvelope {
 }
 
 /// Creates a project (`provisioning`, `ready` within seconds).
+#[utoipa::path(
+    operation_id = "createProject",
+    post,
+    path = "/api/open/v1/projects",
+    tag = "projects",
+    summary = "Create a project",
+    request_body = CreateProjectBody,
+    params(crate::openapi::IdempotencyHeader),
+    responses((status = 202, description = "The project, provisioning", body = ProjectEnvelope))
+)]
 pub async fn create(
     State(state): State<AppState>,
     key: ApiKey,
@@ -41,7 +57,7 @@ pub async fn create(
     ApiJson { body, canonical }: ApiJson<CreateProjectBody>,
 ) -> Result<(StatusCode, Json<ProjectEnvelope>), ApiError> {
     key.require("jobs:write")?;
-    let name = ProjectName::parse(body.name.as_deref().unwrap_or(""))?;
+    let name = ProjectName::parse(&body.name)?;
     let response = state
         .orchestrator
         .clone()
@@ -66,6 +82,15 @@ pub async fn create(
 }
 
 /// Reads a project.
+#[utoipa::path(
+    operation_id = "getProject",
+    get,
+    path = "/api/open/v1/projects/{project_id}",
+    tag = "projects",
+    summary = "Read a project",
+    params(("project_id" = String, Path, description = "A `proj_` id")),
+    responses((status = 200, description = "The project", body = ProjectEnvelope))
+)]
 pub async fn get(
     State(state): State<AppState>,
     key: ApiKey,
@@ -88,7 +113,7 @@ pub async fn get(
 }
 
 /// `{"projects": […], "nextCursor", "hasMore"}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProjectList {
     projects: Vec<ProjectView>,
@@ -97,6 +122,15 @@ pub struct ProjectList {
 }
 
 /// Lists the organization's projects, newest first.
+#[utoipa::path(
+    operation_id = "listProjects",
+    get,
+    path = "/api/open/v1/projects",
+    tag = "projects",
+    summary = "List projects, newest first",
+    params(crate::query::PageQuery),
+    responses((status = 200, description = "A page of projects", body = ProjectList))
+)]
 pub async fn list(
     State(state): State<AppState>,
     key: ApiKey,
