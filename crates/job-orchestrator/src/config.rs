@@ -86,3 +86,35 @@ fn storage_root(url: &str) -> Result<PathBuf, SettingError> {
     }
     Ok(PathBuf::from(path))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outside_dev_mode_a_secrets_key_is_required_and_validated() {
+        let error = Config::from_settings(&Settings::default()).unwrap_err();
+        assert_eq!(error.name, "PLANGREP_SECRETS_KEY");
+        let short = Settings::from_pairs([("PLANGREP_SECRETS_KEY", "c2hvcnQ=")]);
+        assert_eq!(Config::from_settings(&short).unwrap_err().name, "PLANGREP_SECRETS_KEY");
+        let dev = Settings::from_pairs([("PLANGREP_DEV_MODE", "true")]);
+        assert!(Config::from_settings(&dev).is_ok());
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let base = [("PLANGREP_DEV_MODE", "true")];
+        for (name, value) in [
+            ("PLANGREP_JOB_TTL", "forever"),
+            ("PLANGREP_ORCHESTRATOR_ADDR", "nowhere"),
+            ("PLANGREP_STORAGE_URL", "s3://bucket"),
+            ("PLANGREP_DEV_MODE", "maybe"),
+        ] {
+            let mut settings = Settings::from_pairs(base);
+            settings.set(name, value);
+            let error = Config::from_settings(&settings).unwrap_err();
+            assert_eq!(error.name, name);
+            assert!(error.to_string().starts_with(&format!("invalid {name}: ")));
+        }
+    }
+}
