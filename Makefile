@@ -54,4 +54,4 @@ images: ## build the three service images
 	done
 
 bench: ## benchmarks (criterion), printing ratios against a baseline measured in the same run
-	$(CARGO) bench --workspace --locked
+	$(CARGO) bench --locked -p plangrep-core --bench core

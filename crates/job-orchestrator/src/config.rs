@@ -96,7 +96,10 @@ mod tests {
         let error = Config::from_settings(&Settings::default()).unwrap_err();
         assert_eq!(error.name, "PLANGREP_SECRETS_KEY");
         let short = Settings::from_pairs([("PLANGREP_SECRETS_KEY", "c2hvcnQ=")]);
-        assert_eq!(Config::from_settings(&short).unwrap_err().name, "PLANGREP_SECRETS_KEY");
+        assert_eq!(
+            Config::from_settings(&short).unwrap_err().name,
+            "PLANGREP_SECRETS_KEY"
+        );
         let dev = Settings::from_pairs([("PLANGREP_DEV_MODE", "true")]);
         assert!(Config::from_settings(&dev).is_ok());
     }
