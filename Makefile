@@ -53,5 +53,5 @@ images: ## build the three service images
 		docker build -f deploy/docker/Dockerfile --build-arg SERVICE=$$service -t plangrep/$$service:dev . ; \
 	done
 
-bench: ## benchmarks (criterion), printing ratios against a baseline measured in the same run
+bench: ## benchmarks of the pure hot paths, printing ratios against a baseline measured in the same run
 	$(CARGO) bench --locked -p plangrep-core --bench core
