@@ -279,8 +279,14 @@ impl TestApp {
     /// Starts another gateway replica (fresh pool and clients, same settings) and returns
     /// its base URL; it stops with the app.
     pub async fn start_gateway_replica(&mut self) -> String {
+        self.start_gateway(self.settings.clone()).await
+    }
+
+    /// Starts a gateway with `settings` (e.g. pointed at a cut proxy) and returns its base
+    /// URL; it stops with the app.
+    pub async fn start_gateway(&mut self, settings: Settings) -> String {
         let gateway = plangrep_api_gateway::App::build(
-            plangrep_api_gateway::Config::from_settings(&self.settings).expect("gateway config"),
+            plangrep_api_gateway::Config::from_settings(&settings).expect("gateway config"),
             listener().await,
         )
         .await
@@ -502,4 +508,19 @@ impl TestApp {
         })
         .await
     }
+}
+
+/// A Python interpreter with the test-only packages (`scripts/python-env.sh` installs them
+/// on first use).
+pub fn python_tools() -> std::path::PathBuf {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/python-env.sh");
+    let output = std::process::Command::new(script)
+        .output()
+        .expect("scripts/python-env.sh runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::path::PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
 }

@@ -83,7 +83,7 @@ async fn bodies_over_one_mebibyte_are_413() {
 
 #[tokio::test]
 async fn an_unreachable_orchestrator_is_a_fast_503() {
-    let app = TestApp::spawn().await;
+    let mut app = TestApp::spawn().await;
     let (_org, key) = app.create_customer().await;
     // A gateway whose orchestrator address has nobody listening.
     let mut settings = app.settings.clone();
@@ -93,15 +93,7 @@ async fn an_unreachable_orchestrator_is_a_fast_503() {
         closed.local_addr().unwrap().to_string(),
     );
     drop(closed);
-    let gateway = plangrep_api_gateway::App::build(
-        plangrep_api_gateway::Config::from_settings(&settings).unwrap(),
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    )
-    .await
-    .unwrap();
-    let url = format!("http://{}", gateway.local_addr());
-    let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(gateway.run_until_stopped(stop.clone()));
+    let url = app.start_gateway(settings).await;
 
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(15))
@@ -115,8 +107,6 @@ async fn an_unreachable_orchestrator_is_a_fast_503() {
         .await
         .expect("an answer, not a hang");
     expect_error(response, 503, "unavailable").await;
-    stop.cancel();
-    task.await.unwrap().unwrap();
     expect_status(
         app.api(reqwest::Method::GET, "/projects", &key)
             .send()
@@ -131,7 +121,7 @@ async fn an_unreachable_orchestrator_is_a_fast_503() {
 #[tokio::test]
 async fn a_database_outage_is_a_fast_503_and_readiness_flips_until_it_is_back() {
     use plangrep_test_support::proxy::TcpProxy;
-    let app = TestApp::spawn().await;
+    let mut app = TestApp::spawn().await;
     let (_org, key) = app.create_customer().await;
     // A gateway that reaches PostgreSQL through a proxy the test can cut.
     let proxy = TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
@@ -141,15 +131,7 @@ async fn a_database_outage_is_a_fast_503_and_readiness_flips_until_it_is_back() 
         .url()
         .replace("127.0.0.1:5432", &proxy.addr().to_string());
     settings.set("DATABASE_URL", proxied);
-    let gateway = plangrep_api_gateway::App::build(
-        plangrep_api_gateway::Config::from_settings(&settings).unwrap(),
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    )
-    .await
-    .unwrap();
-    let url = format!("http://{}", gateway.local_addr());
-    let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(gateway.run_until_stopped(stop.clone()));
+    let url = app.start_gateway(settings).await;
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(15))
         .build()
@@ -195,7 +177,5 @@ async fn a_database_outage_is_a_fast_503_and_readiness_flips_until_it_is_back() 
         || async { (list().await.ok()?.status() == 200).then_some(()) },
     )
     .await;
-    stop.cancel();
-    task.await.unwrap().unwrap();
     app.stop().await;
 }

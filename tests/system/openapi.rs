@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, python_tools};
 
 /// Every operation the gateway serves, as `METHOD path`.
 const OPERATIONS: [&str; 16] = [
@@ -91,20 +91,6 @@ async fn the_document_lists_every_route_and_the_reference_page_renders_it() {
         println!("{}", serde_json::to_string_pretty(&doc).unwrap());
     }
     app.stop().await;
-}
-
-/// A Python interpreter with schemathesis (installed on first use).
-fn python_tools() -> std::path::PathBuf {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/python-env.sh");
-    let output = std::process::Command::new(script)
-        .output()
-        .expect("scripts/python-env.sh runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    std::path::PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
 }
 
 #[tokio::test]

@@ -354,24 +354,10 @@ async fn events_published_before_the_dispatcher_ever_started_are_delivered() {
     app.stop().await;
 }
 
-/// A Python interpreter with the `standardwebhooks` package (installed on first use).
-fn python_with_standardwebhooks() -> String {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/python-env.sh");
-    let output = std::process::Command::new(script)
-        .output()
-        .expect("scripts/python-env.sh runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
-
 /// Runs the Python library's `Webhook(secret).verify(body, headers)`; returns the payload's
 /// job status on success, `None` when verification fails.
 fn verify_with_python(
-    python: &str,
+    python: &std::path::Path,
     secret: &str,
     delivery: &Captured,
     body: &[u8],
@@ -411,7 +397,7 @@ async fn the_python_standardwebhooks_library_verifies_a_delivery() {
     let (_org, key) = app.create_customer().await;
     let (_job_id, secret) = app.create_job_with_webhook(&key, &receiver.url()).await;
     let delivery = receiver.next(PATIENCE).await;
-    let python = python_with_standardwebhooks();
+    let python = crate::helpers::python_tools();
 
     assert_eq!(
         verify_with_python(&python, &secret, &delivery, &delivery.body).as_deref(),

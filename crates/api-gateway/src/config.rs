@@ -59,10 +59,7 @@ impl Config {
             DestinationPolicy::PublicHttpsOnly
         };
         Ok(Self {
-            database_url: settings.string(
-                "DATABASE_URL",
-                "postgres://postgres@127.0.0.1:5432/plangrep",
-            ),
+            database_url: settings.database_url(),
             addr: settings.socket_addr("PLANGREP_GATEWAY_ADDR", "0.0.0.0:8080")?,
             admin_token,
             orchestrator_endpoint: grpc_endpoint(

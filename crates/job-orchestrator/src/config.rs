@@ -53,11 +53,8 @@ impl Config {
             }
         };
         Ok(Self {
-            database_url: settings.string(
-                "DATABASE_URL",
-                "postgres://postgres@127.0.0.1:5432/plangrep",
-            ),
-            amqp_url: settings.string("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+            database_url: settings.database_url(),
+            amqp_url: settings.amqp_url(),
             amqp_prefix: settings.string("PLANGREP_AMQP_PREFIX", ""),
             grpc_addr: settings.socket_addr("PLANGREP_ORCHESTRATOR_ADDR", "0.0.0.0:50051")?,
             http_addr: settings.socket_addr("PLANGREP_ORCHESTRATOR_HTTP_ADDR", "0.0.0.0:9091")?,

@@ -90,6 +90,19 @@ impl Settings {
             .filter(|v| !v.is_empty())
     }
 
+    /// `DATABASE_URL`, defaulting to the local development server (SPEC §7).
+    pub fn database_url(&self) -> String {
+        self.string(
+            "DATABASE_URL",
+            "postgres://postgres@127.0.0.1:5432/plangrep",
+        )
+    }
+
+    /// `AMQP_URL`, defaulting to the local development broker (SPEC §7).
+    pub fn amqp_url(&self) -> String {
+        self.string("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
+    }
+
     /// A string, or `default`.
     pub fn string(&self, name: &str, default: &str) -> String {
         self.raw(name).unwrap_or(default).to_owned()

@@ -85,27 +85,35 @@ impl TestDatabase {
     }
 }
 
+/// Runs async clean-up from `Drop`, which may itself run inside a runtime: on a separate
+/// thread with its own runtime, waiting for it to finish.
+fn block_on_cleanup<F>(cleanup: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let _ = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(cleanup);
+    })
+    .join();
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let name = self.name.clone();
-        // Drop runs inside a runtime; use a separate thread with its own runtime.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                if let Ok(mut admin) = PgConnection::connect(&admin_database_url()).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                    )))
-                    .execute(&mut admin)
-                    .await;
-                    let _ = admin.close().await;
-                }
-            });
-        })
-        .join();
+        block_on_cleanup(async move {
+            if let Ok(mut admin) = PgConnection::connect(&admin_database_url()).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                )))
+                .execute(&mut admin)
+                .await;
+                let _ = admin.close().await;
+            }
+        });
     }
 }
 
@@ -121,21 +129,14 @@ impl Drop for BrokerCleanup {
     fn drop(&mut self) {
         let topology = self.topology.clone();
         let queues = self.queues.clone();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                if let Ok(connection) = plangrep_messaging::connect(&amqp_url()).await {
-                    if let Ok(channel) = connection.create_channel().await {
-                        let _ = topology.delete(&channel, &queues).await;
-                    }
-                    let _ = connection.close(200, "bye".into()).await;
+        block_on_cleanup(async move {
+            if let Ok(connection) = plangrep_messaging::connect(&amqp_url()).await {
+                if let Ok(channel) = connection.create_channel().await {
+                    let _ = topology.delete(&channel, &queues).await;
                 }
-            });
-        })
-        .join();
+                let _ = connection.close(200, "bye".into()).await;
+            }
+        });
     }
 }
 
