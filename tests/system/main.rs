@@ -9,5 +9,6 @@ mod limits;
 mod openapi;
 mod reflection;
 mod resources;
+mod trace_context;
 mod walking_skeleton;
 mod webhooks;

@@ -41,16 +41,22 @@ fn choose(request: &Request) -> String {
 /// The outermost middleware.
 pub async fn middleware(request: Request, next: Next) -> Response {
     let id = choose(&request);
-    REQUEST_ID
-        .scope(id.clone(), async move {
-            let response = next.run(request).await;
-            let mut response = normalise(response);
-            if let Ok(value) = HeaderValue::from_str(&id) {
-                response.headers_mut().insert(HEADER, value);
-            }
-            response
-        })
-        .await
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %id,
+        trace_id = %plangrep_telemetry::trace::current().map(|c| c.trace_id()).unwrap_or_default(),
+    );
+    let handled = REQUEST_ID.scope(id.clone(), async move {
+        let response = next.run(request).await;
+        let mut response = normalise(response);
+        if let Ok(value) = HeaderValue::from_str(&id) {
+            response.headers_mut().insert(HEADER, value);
+        }
+        response
+    });
+    tracing::Instrument::instrument(handled, span).await
 }
 
 /// Rewrites framework-generated error responses into our format.

@@ -11,12 +11,14 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use plangrep_proto::dispatcher::webhook_dispatcher_client::WebhookDispatcherClient;
 use plangrep_proto::orchestrator::job_orchestrator_client::JobOrchestratorClient;
+use plangrep_proto::trace::PropagateTrace;
 use plangrep_service::database;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
@@ -54,10 +56,10 @@ pub enum StartupError {
 pub struct AppState {
     /// The gateway's own tables (orgs, keys).
     pub pool: PgPool,
-    /// The orchestrator's gRPC client (cheap to clone).
-    pub orchestrator: JobOrchestratorClient<Channel>,
-    /// The dispatcher's gRPC client (cheap to clone).
-    pub dispatcher: WebhookDispatcherClient<Channel>,
+    /// The orchestrator's gRPC client (cheap to clone; propagates the trace).
+    pub orchestrator: JobOrchestratorClient<InterceptedService<Channel, PropagateTrace>>,
+    /// The dispatcher's gRPC client (cheap to clone; propagates the trace).
+    pub dispatcher: WebhookDispatcherClient<InterceptedService<Channel, PropagateTrace>>,
     /// Validated configuration.
     pub config: Arc<Config>,
     /// Token buckets per API key (and per peer for unauthenticated requests).
@@ -130,6 +132,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(CatchPanicLayer::new())
         .layer(axum::middleware::from_fn(request_id::middleware))
+        .layer(plangrep_telemetry::trace::TraceLayer)
 }
 
 /// A built, not yet running gateway.
@@ -146,8 +149,14 @@ impl App {
         let pool = database::lazy_pool(connect_options(&config)?, 20);
         let state = AppState {
             pool: pool.clone(),
-            orchestrator: JobOrchestratorClient::new(channel(&config.orchestrator_endpoint)?),
-            dispatcher: WebhookDispatcherClient::new(channel(&config.dispatcher_endpoint)?),
+            orchestrator: JobOrchestratorClient::with_interceptor(
+                channel(&config.orchestrator_endpoint)?,
+                PropagateTrace,
+            ),
+            dispatcher: WebhookDispatcherClient::with_interceptor(
+                channel(&config.dispatcher_endpoint)?,
+                PropagateTrace,
+            ),
             rate_limiter: Arc::new(RateLimiter::new(
                 config.rate_limit_per_second,
                 config.rate_limit_burst,

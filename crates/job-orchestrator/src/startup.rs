@@ -157,6 +157,7 @@ impl App {
             OrchestratorService::new(pool.clone(), config.secrets_key.clone(), config.job_ttl);
         tracing::info!(grpc = %grpc_listener.local_addr()?, "job-orchestrator serving");
         let grpc_result = tonic::transport::Server::builder()
+            .layer(plangrep_telemetry::trace::TraceLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

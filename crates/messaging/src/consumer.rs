@@ -18,6 +18,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
 };
 use lapin::types::FieldTable;
+use plangrep_telemetry::trace::{TRACEPARENT, TraceContext};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -35,6 +36,8 @@ pub struct Incoming {
     pub payload: Vec<u8>,
     /// Whether the broker delivered it before.
     pub redelivered: bool,
+    /// The W3C `traceparent` header, when the publisher set one.
+    pub traceparent: Option<String>,
 }
 
 /// How a handler failed.
@@ -190,7 +193,37 @@ where
         routing_key: delivery.routing_key.to_string(),
         payload: delivery.data.clone(),
         redelivered: delivery.redelivered,
+        traceparent: delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|headers| headers.inner().get(TRACEPARENT))
+            .and_then(|value| match value {
+                lapin::types::AMQPValue::LongString(text) => Some(text.to_string()),
+                _ => None,
+            }),
     };
+    // Every log line and every event this message causes continues the publisher's trace.
+    let context = TraceContext::continue_from(incoming.traceparent.as_deref());
+    let span = tracing::info_span!("message", routing_key = %incoming.routing_key, trace_id = %context.trace_id());
+    plangrep_telemetry::trace::scope(
+        context,
+        tracing::Instrument::instrument(settle(delivery, incoming, handler, shutdown), span),
+    )
+    .await;
+}
+
+/// Runs the handler until it succeeds (ack), fails permanently (reject) or shutdown
+/// interrupts a retry (requeue).
+async fn settle<H, Fut>(
+    delivery: Delivery,
+    incoming: Incoming,
+    handler: H,
+    shutdown: CancellationToken,
+) where
+    H: Fn(Incoming) -> Fut,
+    Fut: Future<Output = Result<(), HandleError>>,
+{
     let mut delay = RECONNECT_MIN;
     loop {
         match handler(incoming.clone()).await {

@@ -7,6 +7,7 @@
 pub mod reflection;
 pub mod status;
 pub mod time;
+pub mod trace;
 pub mod views;
 
 #[allow(clippy::all, missing_docs)]

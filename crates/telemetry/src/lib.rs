@@ -1,7 +1,11 @@
-//! `plangrep-telemetry`: structured logging for every service.
+//! `plangrep-telemetry`: structured logging and trace-context propagation for every
+//! service.
 //!
 //! `LOG_FORMAT=text|json` picks the format, `RUST_LOG` the filter (default `info`).
 //! Logs go to stderr so stdout stays free for command output (`make run` prints there).
+//! [`trace`] carries the W3C `traceparent` across HTTP, gRPC, the outbox and AMQP.
+
+pub mod trace;
 
 use tracing_subscriber::EnvFilter;
 

@@ -72,6 +72,7 @@ impl Intake {
             job_status: event.status.clone(),
             payload: serde_json::to_vec(&payload).map_err(|e| permanent(e.to_string()))?,
             event_occurred_at: occurred_at,
+            traceparent: plangrep_telemetry::trace::next_hop(),
         };
         let inserted = deliveries::insert_if_new(&self.pool, &new, store::now())
             .await

@@ -167,7 +167,13 @@ impl Scheduler {
                 .unwrap_or_default();
             self.metrics.record_first_success(latency);
         }
+        let trace_id = delivery
+            .traceparent
+            .as_deref()
+            .and_then(plangrep_telemetry::trace::TraceContext::parse)
+            .map(|context| context.trace_id());
         tracing::info!(
+            trace_id = trace_id.as_deref().unwrap_or_default(),
             delivery_id = %delivery.id,
             job_id = %delivery.job_id,
             sequence = delivery.sequence,

@@ -180,6 +180,7 @@ impl App {
         let service = DispatcherService::new(pool.clone(), scheduler.wake.clone());
         tracing::info!(grpc = %grpc_listener.local_addr()?, "webhook-dispatcher serving");
         let grpc_result = tonic::transport::Server::builder()
+            .layer(plangrep_telemetry::trace::TraceLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -53,6 +53,7 @@ fn event(job_id: &str, sequence: u32, webhook: Option<&str>) -> Incoming {
         routing_key: "job.status_changed.awaiting_uploads".to_owned(),
         payload: message.encode_to_vec(),
         redelivered: false,
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()),
     }
 }
 

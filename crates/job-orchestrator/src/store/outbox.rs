@@ -13,19 +13,23 @@ pub struct PendingMessage {
     pub traceparent: Option<String>,
 }
 
-/// Appends a message to the outbox inside the caller's transaction.
+/// Appends a message to the outbox inside the caller's transaction, continuing the
+/// current trace (the relay puts it in the message's `traceparent` header).
 pub async fn append(
     tx: &mut PgConnection,
     event_id: &str,
     routing_key: &str,
     payload: &[u8],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO outbox (event_id, routing_key, payload) VALUES ($1, $2, $3)")
-        .bind(event_id)
-        .bind(routing_key)
-        .bind(payload)
-        .execute(tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO outbox (event_id, routing_key, payload, traceparent) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(event_id)
+    .bind(routing_key)
+    .bind(payload)
+    .bind(plangrep_telemetry::trace::next_hop())
+    .execute(tx)
+    .await?;
     Ok(())
 }
 

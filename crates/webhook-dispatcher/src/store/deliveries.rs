@@ -39,6 +39,7 @@ pub struct DeliveryRow {
     pub event_occurred_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub traceparent: Option<String>,
 }
 
 /// A delivery to record for a newly received event.
@@ -52,6 +53,7 @@ pub struct NewDelivery {
     pub job_status: String,
     pub payload: Vec<u8>,
     pub event_occurred_at: DateTime<Utc>,
+    pub traceparent: Option<String>,
 }
 
 /// Records a delivery unless its event is already recorded (a redelivered message).
@@ -65,7 +67,7 @@ pub async fn insert_if_new(
 ) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
         "INSERT INTO deliveries (id, event_id, org_id, job_id, sequence, job_status, payload, \
-           state, next_attempt_at, event_occurred_at, created_at, updated_at) \
+           state, next_attempt_at, event_occurred_at, created_at, updated_at, traceparent) \
          SELECT $1, $2, $3, $4, $5, $6, $7, \
            CASE \
              WHEN EXISTS (SELECT 1 FROM deliveries s WHERE s.job_id = $4 AND s.state = 'stopped') \
@@ -75,7 +77,7 @@ pub async fn insert_if_new(
                THEN 'pending' \
              ELSE 'waiting' \
            END, \
-           $9, $8, $9, $9 \
+           $9, $8, $9, $9, $10 \
          ON CONFLICT DO NOTHING",
     )
     .bind(&new.id)
@@ -87,6 +89,7 @@ pub async fn insert_if_new(
     .bind(&new.payload)
     .bind(new.event_occurred_at)
     .bind(now)
+    .bind(&new.traceparent)
     .execute(pool)
     .await?;
     Ok(inserted.rows_affected() == 1)
