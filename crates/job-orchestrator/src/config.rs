@@ -30,8 +30,10 @@ pub struct Config {
     pub job_ttl: Duration,
     /// Backstop poll of the outbox when no NOTIFY arrives.
     pub outbox_poll_interval: Duration,
-    /// How often expired idempotency records are deleted.
-    pub idempotency_reap_interval: Duration,
+    /// How often expired idempotency records and old outbox rows are deleted.
+    pub housekeeping_interval: Duration,
+    /// How long published outbox rows are kept (for inspection and replays).
+    pub outbox_retention: Duration,
 }
 
 impl Config {
@@ -65,10 +67,10 @@ impl Config {
             job_ttl: settings.duration("PLANGREP_JOB_TTL", Duration::from_secs(7 * 86_400))?,
             outbox_poll_interval: settings
                 .duration("PLANGREP_OUTBOX_POLL_INTERVAL", Duration::from_secs(1))?,
-            idempotency_reap_interval: settings.duration(
-                "PLANGREP_IDEMPOTENCY_REAP_INTERVAL",
-                Duration::from_secs(600),
-            )?,
+            housekeeping_interval: settings
+                .duration("PLANGREP_HOUSEKEEPING_INTERVAL", Duration::from_secs(600))?,
+            outbox_retention: settings
+                .duration("PLANGREP_OUTBOX_RETENTION", Duration::from_secs(7 * 86_400))?,
         })
     }
 }

@@ -263,22 +263,3 @@ pub async fn reap_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
         }
     }
 }
-
-/// Reaps expired records every `interval` until `shutdown`.
-pub async fn reaper_loop(
-    pool: PgPool,
-    interval: std::time::Duration,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    loop {
-        match reap_expired(&pool).await {
-            Ok(0) => {}
-            Ok(count) => tracing::info!(count, "expired idempotency records reaped"),
-            Err(error) => tracing::warn!(%error, "idempotency reaper failed"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-    }
-}

@@ -4,7 +4,8 @@
 //!
 //! Layout: [`config`] and [`startup`] wire the service; [`grpc`] is the transport;
 //! [`store`] holds the SQL, [`lifecycle`] is the only writer of statuses; [`relay`]
-//! publishes the outbox; [`pipeline`] is the set of stages that consume our own events.
+//! publishes the outbox; [`pipeline`] is the set of stages that consume our own events;
+//! [`idempotency`] stores replayable responses; [`housekeeping`] deletes what expired.
 
 #![forbid(unsafe_code)]
 
@@ -12,6 +13,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod grpc;
+pub mod housekeeping;
 pub mod idempotency;
 pub mod lifecycle;
 pub mod pipeline;

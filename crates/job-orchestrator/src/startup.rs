@@ -109,9 +109,10 @@ impl App {
             poll_interval: config.outbox_poll_interval,
         };
         let relay_task = tokio::spawn(relay.relay_loop(shutdown.clone()));
-        let reaper_task = tokio::spawn(crate::idempotency::reaper_loop(
+        let housekeeping_task = tokio::spawn(crate::housekeeping::housekeeping_loop(
             pool.clone(),
-            config.idempotency_reap_interval,
+            config.housekeeping_interval,
+            config.outbox_retention,
             shutdown.clone(),
         ));
 
@@ -166,7 +167,7 @@ impl App {
             .await;
 
         shutdown.cancel();
-        let _ = tokio::join!(relay_task, reaper_task, pipeline_task, http_task);
+        let _ = tokio::join!(relay_task, housekeeping_task, pipeline_task, http_task);
         pool.close().await;
         grpc_result?;
         Ok(())

@@ -59,3 +59,27 @@ pub async fn mark_published(
         .await?;
     Ok(())
 }
+
+/// Deletes rows published more than `retention` ago, in batches; returns how many.
+pub async fn prune_published(
+    pool: &sqlx::PgPool,
+    retention: std::time::Duration,
+) -> Result<u64, sqlx::Error> {
+    let cutoff =
+        chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    let mut total = 0;
+    loop {
+        let deleted = sqlx::query(
+            "DELETE FROM outbox WHERE id IN ( \
+               SELECT id FROM outbox WHERE published_at < $1 ORDER BY id LIMIT 1000)",
+        )
+        .bind(cutoff)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        total += deleted;
+        if deleted < 1000 {
+            return Ok(total);
+        }
+    }
+}
