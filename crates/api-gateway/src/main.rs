@@ -20,7 +20,11 @@ async fn main() -> ExitCode {
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse(std::env::args().skip(1)).map_err(anyhow::Error::msg)?;
     let settings = Settings::load(cli.config_file.as_deref())?;
-    plangrep_telemetry::init("api-gateway", settings.raw("LOG_FORMAT"))?;
+    plangrep_telemetry::init(
+        "api-gateway",
+        settings.raw("LOG_FORMAT"),
+        settings.raw("OTEL_EXPORTER_OTLP_ENDPOINT"),
+    )?;
     let config = Config::from_settings(&settings)?;
     match cli.command {
         Command::Migrate => startup::migrate(&config).await?,

@@ -15,7 +15,13 @@ use tracing_subscriber::EnvFilter;
 pub struct InvalidLogFormat(pub String);
 
 /// Installs the global tracing subscriber for a service. Call once, first thing in `main`.
-pub fn init(service_name: &str, log_format: Option<&str>) -> Result<(), InvalidLogFormat> {
+/// `otlp_endpoint` is `OTEL_EXPORTER_OTLP_ENDPOINT`: span export is not built in yet (see
+/// docs/adr/0005), so a configured endpoint is reported instead of silently ignored.
+pub fn init(
+    service_name: &str,
+    log_format: Option<&str>,
+    otlp_endpoint: Option<&str>,
+) -> Result<(), InvalidLogFormat> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -26,5 +32,12 @@ pub fn init(service_name: &str, log_format: Option<&str>) -> Result<(), InvalidL
         other => return Err(InvalidLogFormat(other.to_owned())),
     };
     tracing::debug!(service = service_name, "logging initialised");
+    if let Some(endpoint) = otlp_endpoint {
+        tracing::warn!(
+            endpoint,
+            "OTEL_EXPORTER_OTLP_ENDPOINT is set but this build does not export spans yet; \
+             trace ids are propagated and logged"
+        );
+    }
     Ok(())
 }
