@@ -136,6 +136,22 @@ impl Drop for DispatcherProcess {
     }
 }
 
+/// An extra gateway started by a test.
+pub struct GatewayReplica {
+    /// Its base URL.
+    pub url: String,
+    stop: CancellationToken,
+    stopped: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl GatewayReplica {
+    /// Stops it gracefully and waits until it has.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.stopped.await;
+    }
+}
+
 /// A running platform.
 pub struct TestApp {
     /// Base URL of the gateway, e.g. `http://127.0.0.1:40123`.
@@ -278,13 +294,13 @@ impl TestApp {
 
     /// Starts another gateway replica (fresh pool and clients, same settings) and returns
     /// its base URL; it stops with the app.
-    pub async fn start_gateway_replica(&mut self) -> String {
+    pub async fn start_gateway_replica(&mut self) -> GatewayReplica {
         self.start_gateway(self.settings.clone()).await
     }
 
-    /// Starts a gateway with `settings` (e.g. pointed at a cut proxy) and returns its base
-    /// URL; it stops with the app.
-    pub async fn start_gateway(&mut self, settings: Settings) -> String {
+    /// Starts a gateway with `settings` (e.g. pointed at a cut proxy); it stops with the
+    /// app, or earlier with [`GatewayReplica::stop`].
+    pub async fn start_gateway(&mut self, settings: Settings) -> GatewayReplica {
         let gateway = plangrep_api_gateway::App::build(
             plangrep_api_gateway::Config::from_settings(&settings).expect("gateway config"),
             listener().await,
@@ -292,14 +308,17 @@ impl TestApp {
         .await
         .expect("gateway starts");
         let url = format!("http://{}", gateway.local_addr());
-        let token = self.shutdown.clone();
+        let stop = self.shutdown.child_token();
+        let token = stop.clone();
+        let (stopped_tx, stopped) = tokio::sync::oneshot::channel();
         self.tasks.push(tokio::spawn(async move {
             gateway
                 .run_until_stopped(token)
                 .await
                 .expect("gateway runs");
+            let _ = stopped_tx.send(());
         }));
-        url
+        GatewayReplica { url, stop, stopped }
     }
 
     /// Starts one more dispatcher replica (own listeners, same database and queue).

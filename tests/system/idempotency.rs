@@ -30,28 +30,39 @@ fn create_job(
 }
 
 #[tokio::test]
-async fn a_replayed_create_returns_the_same_job_and_secret_from_any_gateway_replica() {
+async fn a_replay_after_a_gateway_restart_returns_the_same_job_and_secret() {
     let mut app = TestApp::spawn().await;
     let (_org, key) = app.create_customer().await;
     let project = app.create_ready_project(&key, "Idempotent").await;
     let body = json!({ "externalId": "PO-7", "webhookUrl": "https://93.184.216.34/hook" });
 
+    // The first request goes through a gateway that is then stopped ("the response was
+    // lost"); the retry reaches a freshly started one.
+    let before_restart = app.start_gateway_replica().await;
     let first = expect_status(
-        create_job(&app, &app.base_url, &key, &project, "create-po-7", &body)
-            .send()
-            .await
-            .unwrap(),
+        create_job(
+            &app,
+            &before_restart.url,
+            &key,
+            &project,
+            "create-po-7",
+            &body,
+        )
+        .send()
+        .await
+        .unwrap(),
         202,
     )
     .await;
     assert!(first.get("idempotent").is_none());
     // The same body with other key order and spacing is the same request.
     let reordered = json!({ "webhookUrl": "https://93.184.216.34/hook", "externalId": "PO-7" });
-    let other_gateway = app.start_gateway_replica().await;
+    before_restart.stop().await;
+    let after_restart = app.start_gateway_replica().await;
     let replay = expect_status(
         create_job(
             &app,
-            &other_gateway,
+            &after_restart.url,
             &key,
             &project,
             "create-po-7",

@@ -93,7 +93,7 @@ async fn an_unreachable_orchestrator_is_a_fast_503() {
         closed.local_addr().unwrap().to_string(),
     );
     drop(closed);
-    let url = app.start_gateway(settings).await;
+    let url = app.start_gateway(settings).await.url;
 
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(15))
@@ -131,7 +131,7 @@ async fn a_database_outage_is_a_fast_503_and_readiness_flips_until_it_is_back() 
         .url()
         .replace("127.0.0.1:5432", &proxy.addr().to_string());
     settings.set("DATABASE_URL", proxied);
-    let url = app.start_gateway(settings).await;
+    let url = app.start_gateway(settings).await.url;
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(15))
         .build()
