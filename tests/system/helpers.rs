@@ -483,7 +483,8 @@ pub async fn expect_error(response: reqwest::Response, status: u16, code: &str) 
 impl TestApp {
     /// A job with a webhook to `url` in a fresh ready project; returns `(job_id, secret)`.
     pub async fn create_job_with_webhook(&self, key: &str, url: &str) -> (String, String) {
-        let project = self.create_ready_project(key, "Webhooks").await;
+        let name = format!("Webhooks {}", plangrep_test_support::random_token());
+        let project = self.create_ready_project(key, &name).await;
         let created = expect_status(
             self.post_job(key, &project, json!({ "webhookUrl": url }))
                 .await,

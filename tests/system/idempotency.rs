@@ -210,3 +210,30 @@ async fn malformed_idempotency_keys_are_400() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_not_ready_project_answer_is_not_replayed_to_the_retry() {
+    let app = TestApp::spawn().await;
+    let (_org, key) = app.create_customer().await;
+    let project = app.create_ready_project(&key, "Not yet").await;
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(app.database.url())
+        .await
+        .unwrap();
+    let set_status = |status: &'static str| {
+        sqlx::query("UPDATE orchestrator.projects SET status = $1 WHERE id = $2")
+            .bind(status)
+            .bind(project.clone())
+    };
+    set_status("provisioning").execute(&mut db).await.unwrap();
+    let send = || create_job(&app, &app.base_url, &key, &project, "early", &json!({})).send();
+    expect_error(send().await.unwrap(), 409, "project_not_ready").await;
+
+    set_status("ready").execute(&mut db).await.unwrap();
+    let created = expect_status(send().await.unwrap(), 202).await;
+    assert!(
+        created.get("idempotent").is_none(),
+        "a fresh answer, not a replay"
+    );
+    assert_eq!(jobs_in_db(&app).await, 1);
+    app.stop().await;
+}

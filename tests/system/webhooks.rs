@@ -491,3 +491,115 @@ async fn two_dispatcher_replicas_deliver_every_event_exactly_once_between_them()
     replica.stop().await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_revived_delivery_gets_a_fresh_retry_budget() {
+    let app =
+        TestApp::spawn_with(Options::default().with("PLANGREP_WEBHOOK_MAX_ATTEMPTS", "2")).await;
+    let receiver = Receiver::start().await;
+    receiver.script([Reply::Status(500), Reply::Status(500)]);
+    let (_org, key) = app.create_customer().await;
+    let (job_id, _secret) = app.create_job_with_webhook(&key, &receiver.url()).await;
+    let dead = app
+        .wait_for_delivery(&key, &job_id, 1, "event 1 failed", |d| {
+            d["state"] == "failed"
+        })
+        .await;
+    app.wait_for_delivery(&key, &job_id, 2, "event 2 delivered", |d| {
+        d["state"] == "succeeded"
+    })
+    .await;
+
+    // The revival fails once more, then lands: a new window with its own two attempts.
+    receiver.script([Reply::Status(500)]);
+    let delivery_id = dead["id"].as_str().unwrap();
+    let redeliver = app
+        .api(
+            reqwest::Method::POST,
+            &format!("/webhook-deliveries/{delivery_id}/redeliver"),
+            &key,
+        )
+        .send()
+        .await
+        .unwrap();
+    expect_status(redeliver, 202).await;
+    let revived = app
+        .wait_for_delivery(&key, &job_id, 1, "event 1 revived", |d| {
+            d["state"] == "succeeded"
+        })
+        .await;
+    let triggers: Vec<&str> = revived["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["trigger"].as_str().unwrap())
+        .collect();
+    assert_eq!(triggers, ["initial", "retry", "manual", "retry"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_whose_target_is_broken_does_not_hold_up_other_jobs() {
+    // One worker: the broken delivery is the oldest, so it is claimed first every time.
+    let mut app = TestApp::spawn_with(Options {
+        defer_dispatcher: true,
+        ..Options::default().with("PLANGREP_DISPATCHER_WORKERS", "1")
+    })
+    .await;
+    let mut receiver = Receiver::start().await;
+    let (_org, key) = app.create_customer().await;
+    let (broken_job, _) = app.create_job_with_webhook(&key, &receiver.url()).await;
+    let (healthy_job, _) = app.create_job_with_webhook(&key, &receiver.url()).await;
+    // The broken job's sealed secret no longer opens (e.g. a wrong PLANGREP_SECRETS_KEY).
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(app.database.url())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE orchestrator.jobs SET webhook_secret_sealed = '\\x00112233445566778899aabbccddeeff' WHERE id = $1")
+        .bind(&broken_job)
+        .execute(&mut db)
+        .await
+        .unwrap();
+
+    app.start_dispatcher().await;
+    for _ in 0..2 {
+        let delivered = body(&receiver.next(PATIENCE).await);
+        assert_eq!(delivered["data"]["job"]["id"], healthy_job.as_str());
+    }
+    let postponed = app
+        .wait_for_delivery(&key, &broken_job, 1, "the broken delivery postponed", |d| {
+            d["nextAttemptAt"].is_string()
+        })
+        .await;
+    assert_eq!(postponed["state"], "pending");
+    assert_eq!(
+        postponed["attempts"],
+        serde_json::json!([]),
+        "nothing was sent unsigned"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn redelivering_while_an_attempt_is_in_flight_is_a_fast_409() {
+    let app = TestApp::spawn_with(Options::default().with("PLANGREP_WEBHOOK_TIMEOUT", "5s")).await;
+    let mut receiver = Receiver::start().await;
+    receiver.script([Reply::Hang]);
+    let (_org, key) = app.create_customer().await;
+    let (job_id, _secret) = app.create_job_with_webhook(&key, &receiver.url()).await;
+    receiver.next(PATIENCE).await;
+    let in_flight = app.deliveries(&key, &job_id).await;
+    let delivery_id = in_flight[0]["id"].as_str().unwrap();
+
+    let response = app
+        .api(
+            reqwest::Method::POST,
+            &format!("/webhook-deliveries/{delivery_id}/redeliver"),
+            &key,
+        )
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, 409, "delivery_in_progress").await;
+    drop(receiver);
+    app.stop().await;
+}

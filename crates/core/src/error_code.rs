@@ -19,6 +19,7 @@ pub enum ErrorCode {
     NoFiles,
     ResultNotAvailable,
     IdempotencyRequestInProgress,
+    DeliveryInProgress,
     PayloadTooLarge,
     JobLimitExceeded,
     UnsupportedMediaType,
@@ -30,7 +31,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for exhaustive tests and documentation.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::InvalidRequest,
         ErrorCode::ChecksumMismatch,
         ErrorCode::Unauthorized,
@@ -43,6 +44,7 @@ impl ErrorCode {
         ErrorCode::NoFiles,
         ErrorCode::ResultNotAvailable,
         ErrorCode::IdempotencyRequestInProgress,
+        ErrorCode::DeliveryInProgress,
         ErrorCode::PayloadTooLarge,
         ErrorCode::JobLimitExceeded,
         ErrorCode::UnsupportedMediaType,
@@ -67,6 +69,7 @@ impl ErrorCode {
             ErrorCode::NoFiles => "no_files",
             ErrorCode::ResultNotAvailable => "result_not_available",
             ErrorCode::IdempotencyRequestInProgress => "idempotency_request_in_progress",
+            ErrorCode::DeliveryInProgress => "delivery_in_progress",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::JobLimitExceeded => "job_limit_exceeded",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
@@ -90,7 +93,8 @@ impl ErrorCode {
             | ErrorCode::InvalidJobState
             | ErrorCode::NoFiles
             | ErrorCode::ResultNotAvailable
-            | ErrorCode::IdempotencyRequestInProgress => 409,
+            | ErrorCode::IdempotencyRequestInProgress
+            | ErrorCode::DeliveryInProgress => 409,
             ErrorCode::PayloadTooLarge | ErrorCode::JobLimitExceeded => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::IdempotencyKeyReused => 422,

@@ -54,6 +54,11 @@ impl Cursor {
         let raw = String::from_utf8(raw).map_err(|_| invalid())?;
         let (micros, id) = raw.split_once('|').ok_or_else(invalid)?;
         let micros: i64 = micros.parse().map_err(|_| invalid())?;
+        // Only instants we could have issued (the database cannot even store most of
+        // chrono's range).
+        if !(0..=253_402_300_799_000_000).contains(&micros) {
+            return Err(invalid());
+        }
         let created_at = DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?;
         let well_formed_id = !id.is_empty()
             && id.len() <= 64
@@ -90,11 +95,15 @@ mod tests {
         };
         assert_eq!(Cursor::decode(&cursor.encode()), Ok(cursor));
         let sql = URL_SAFE_NO_PAD.encode("1|x' OR 1=1 --");
+        let ancient = URL_SAFE_NO_PAD.encode("-300000000000000000|proj_x");
+        let future = URL_SAFE_NO_PAD.encode("999999999999999999|proj_x");
         for bad in [
             "",
             "!!!",
             "bm90LWEtY3Vyc29y",
             sql.as_str(),
+            ancient.as_str(),
+            future.as_str(),
             &"A".repeat(300),
         ] {
             assert_eq!(Cursor::decode(bad).unwrap_err().field, "cursor", "{bad}");

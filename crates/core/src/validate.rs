@@ -193,6 +193,10 @@ fn is_public_ipv6(ip: Ipv6Addr) -> bool {
             && !ip.is_loopback()
             && is_public_ipv4(embedded_v4(segments[6], segments[7]));
     }
+    if segments[..4] == [0; 4] && segments[4] == 0xffff && segments[5] == 0 {
+        // IPv4-translated (::ffff:0:a.b.c.d, RFC 2765).
+        return is_public_ipv4(embedded_v4(segments[6], segments[7]));
+    }
     match segments[0] {
         0x2002 => return is_public_ipv4(embedded_v4(segments[1], segments[2])), // 6to4
         0x0064 if segments[1] == 0xff9b => {
@@ -261,6 +265,7 @@ mod tests {
             "https://[::ffff:169.254.169.254]/",
             "https://[2002:7f00:1::]/",
             "https://[64:ff9b::a00:1]/",
+            "https://[::ffff:0:7f00:1]/",
             "https://localhost/",
             "https://api.localhost./",
             "https://2130706433/",

@@ -51,13 +51,14 @@ impl Error {
         matches!(self, Error::DatabaseUnavailable(_) | Error::Conflict)
     }
 
-    /// Whether this is the client's doing (a 4xx): stored and replayed under idempotency.
-    pub fn is_client_error(&self) -> bool {
+    /// Whether this 4xx is final, so an Idempotency-Key stores and replays it. A
+    /// "not yet" answer (`project_not_ready`) is not: the client is told to retry soon,
+    /// and its retry with the same key must get a fresh answer.
+    pub fn is_replayable(&self) -> bool {
         matches!(
             self,
             Error::NotFound(_)
                 | Error::InvalidField(_)
-                | Error::ProjectNotReady
                 | Error::ProjectNameTaken
                 | Error::InvalidJobState(_)
         )

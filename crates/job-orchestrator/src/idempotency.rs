@@ -125,7 +125,7 @@ where
                 replayed: false,
             })
         }
-        Err(error) if error.is_client_error() => {
+        Err(error) if error.is_replayable() => {
             savepoint.rollback().await.map_err(Error::from)?;
             let status: tonic::Status = error.into();
             if let Some(key) = &key {
@@ -191,6 +191,10 @@ async fn claim<T: Message + Default>(
     .await
     .map_err(in_progress_on_lock_timeout)?;
     if inserted.rows_affected() == 1 {
+        // The short wait is for the key only; the operation itself waits as usual.
+        sqlx::query("SET LOCAL lock_timeout TO DEFAULT")
+            .execute(&mut *tx)
+            .await?;
         return Ok(None);
     }
     let stored: Stored = sqlx::query_as(

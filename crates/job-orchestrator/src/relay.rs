@@ -20,6 +20,7 @@ use crate::store::outbox;
 const RELAY_LOCK_KEY: i64 = 0x706c_616e_6772_6570; // "plangrep"
 const BATCH_SIZE: i64 = 100;
 const RETRY_MIN: Duration = Duration::from_millis(100);
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// Where the relay reads from and publishes to.
@@ -45,6 +46,8 @@ enum RelayError {
     Broker(#[from] lapin::Error),
     #[error(transparent)]
     Publish(#[from] plangrep_messaging::PublishError),
+    #[error("the broker did not confirm a publish in time")]
+    ConfirmTimeout,
 }
 
 impl Relay {
@@ -129,17 +132,20 @@ impl Relay {
                 return Ok(());
             }
             for row in &batch {
-                publisher
-                    .publish(&OutgoingMessage {
-                        message_id: row.event_id.clone(),
-                        routing_key: row.routing_key.clone(),
-                        payload: row.payload.clone(),
-                        traceparent: row.traceparent.clone(),
-                        // Job events must reach the dispatcher; a missing queue is an error
-                        // (the row stays unpublished), never a silently dropped webhook.
-                        mandatory: row.routing_key.starts_with("job."),
-                    })
-                    .await?;
+                let message = OutgoingMessage {
+                    message_id: row.event_id.clone(),
+                    routing_key: row.routing_key.clone(),
+                    payload: row.payload.clone(),
+                    traceparent: row.traceparent.clone(),
+                    // Job events must reach the dispatcher; a missing queue is an error
+                    // (the row stays unpublished), never a silently dropped webhook.
+                    mandatory: row.routing_key.starts_with("job."),
+                };
+                // A broker that blocks publishers (memory or disk alarm) must not hold the
+                // batch transaction, or shutdown, forever: give up and reconnect.
+                tokio::time::timeout(CONFIRM_TIMEOUT, publisher.publish(&message))
+                    .await
+                    .map_err(|_| RelayError::ConfirmTimeout)??;
             }
             let ids: Vec<i64> = batch.iter().map(|row| row.id).collect();
             outbox::mark_published(&mut tx, &ids).await?;

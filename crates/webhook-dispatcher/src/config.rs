@@ -34,6 +34,8 @@ pub struct Config {
     pub workers: usize,
     /// Backstop poll of due deliveries.
     pub poll_interval: Duration,
+    /// How long a delivery waits for a previous event of its job that never arrived.
+    pub missing_predecessor_grace: Duration,
 }
 
 impl Config {
@@ -90,6 +92,8 @@ impl Config {
             workers,
             poll_interval: settings
                 .duration("PLANGREP_DISPATCHER_POLL_INTERVAL", Duration::from_secs(1))?,
+            missing_predecessor_grace: settings
+                .duration("PLANGREP_WEBHOOK_ORDER_GRACE", Duration::from_secs(600))?,
         })
     }
 }

@@ -134,7 +134,14 @@ impl WebhookDispatcher for DispatcherService {
             store::now(),
         )
         .await
-        .map_err(database_status)?
+        .map_err(|error| match &error {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("55P03") => status(
+                ErrorCode::DeliveryInProgress,
+                "an attempt of this delivery is in flight; retry in a few seconds",
+                None,
+            ),
+            _ => database_status(error),
+        })?
         .ok_or_else(not_found)?;
         tracing::info!(delivery_id = %row.id, "manual redelivery requested");
         self.wake.notify_waiters();

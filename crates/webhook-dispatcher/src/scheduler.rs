@@ -37,6 +37,8 @@ pub struct Scheduler {
     pub poll_interval: Duration,
     /// Attempt outcomes and latencies.
     pub metrics: DeliveryMetrics,
+    /// How long a delivery waits for a previous event that was never recorded.
+    pub missing_predecessor_grace: Duration,
 }
 
 /// Why a worker could not process a delivery now.
@@ -78,11 +80,20 @@ impl Scheduler {
     /// Claims and attempts one due delivery. `Ok(false)` when none is due.
     pub async fn try_process_next(&self) -> Result<bool, ScheduleError> {
         let mut tx = self.pool.begin().await?;
-        let Some(delivery) = deliveries::claim_due(&mut tx, store::now()).await? else {
+        let Some(delivery) =
+            deliveries::claim_due(&mut tx, store::now(), self.missing_predecessor_grace).await?
+        else {
             tx.commit().await?;
             return Ok(false);
         };
         let started_at = store::now();
+        if deliveries::stopped_before(&mut tx, &delivery.job_id, delivery.sequence).await? {
+            // The receiver said 410 for an earlier event of this job while this one was
+            // being recorded: honour it without sending.
+            deliveries::stop_job(&mut tx, &delivery.job_id, started_at).await?;
+            tx.commit().await?;
+            return Ok(true);
+        }
         let number = delivery.attempt_count + 1;
         let trigger = match (delivery.manual_requested, delivery.attempt_count) {
             (true, _) => "manual",
@@ -108,9 +119,23 @@ impl Scheduler {
                 duration: Duration::ZERO,
             },
             Err(TargetError::Unavailable(reason)) => {
-                // Not an attempt: nothing was sent. Roll back and let the worker back off.
+                // Not an attempt: nothing was sent. Roll back and let the worker back off
+                // (the orchestrator is down for every job alike).
                 tx.rollback().await?;
                 return Err(ScheduleError::TargetUnavailable(reason));
+            }
+            Err(TargetError::Broken(reason)) => {
+                // Only this job is affected: postpone this delivery (not an attempt) so it
+                // does not stand at the head of the queue in front of everyone else.
+                let retry_at = started_at
+                    + chrono::Duration::from_std(
+                        self.retry.max_interval.min(Duration::from_secs(300)),
+                    )
+                    .unwrap_or_default();
+                deliveries::defer(&mut tx, &delivery.id, retry_at).await?;
+                tx.commit().await?;
+                tracing::error!(delivery_id = %delivery.id, job_id = %delivery.job_id, %reason, "webhook target unusable; delivery postponed");
+                return Ok(true);
             }
         };
 
@@ -204,7 +229,9 @@ impl Scheduler {
             Verdict::Gone => (state::STOPPED, None),
             Verdict::Retry { retry_after } => {
                 let elapsed = (now - window_started_at).to_std().unwrap_or_default();
-                let attempts_made = u32::try_from(number).unwrap_or(u32::MAX);
+                // Attempts within the current window (a manual redelivery opens a new one).
+                let attempts_made =
+                    u32::try_from(number - delivery.window_start_attempt).unwrap_or(u32::MAX);
                 match self
                     .retry
                     .next_attempt_random(attempts_made, elapsed, retry_after)

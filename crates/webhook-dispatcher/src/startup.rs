@@ -96,6 +96,7 @@ impl App {
             wake: Arc::new(Notify::new()),
             poll_interval: config.poll_interval,
             metrics: DeliveryMetrics::default(),
+            missing_predecessor_grace: config.missing_predecessor_grace,
         };
         Ok(Self {
             config,

@@ -29,6 +29,10 @@ pub enum TargetError {
     /// The orchestrator could not answer now; try again later.
     #[error("the orchestrator is unavailable: {0}")]
     Unavailable(String),
+    /// This job's target is broken (a secret that does not open, an internal error): other
+    /// jobs are unaffected, this delivery is retried later.
+    #[error("the job's webhook target is unusable: {0}")]
+    Broken(String),
 }
 
 /// A cached client of `GetWebhookTarget`.
@@ -68,7 +72,7 @@ impl TargetCache {
             Ok(response) => {
                 let response = response.into_inner();
                 let secret = WebhookSecret::parse(&response.signing_secret)
-                    .map_err(|_| TargetError::Unavailable("malformed signing secret".into()))?;
+                    .map_err(|_| TargetError::Broken("malformed signing secret".into()))?;
                 Target {
                     url: response.url,
                     secret,
@@ -77,7 +81,17 @@ impl TargetCache {
             Err(status) if status.code() == tonic::Code::NotFound => {
                 return Err(TargetError::Missing);
             }
-            Err(status) => return Err(TargetError::Unavailable(status.message().to_owned())),
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unavailable
+                        | tonic::Code::DeadlineExceeded
+                        | tonic::Code::Cancelled
+                ) =>
+            {
+                return Err(TargetError::Unavailable(status.message().to_owned()));
+            }
+            Err(status) => return Err(TargetError::Broken(status.message().to_owned())),
         };
         let mut cached = self.cached.lock().expect("not poisoned");
         cached.retain(|_, (_, at)| at.elapsed() < TTL);

@@ -119,3 +119,38 @@ async fn events_without_a_webhook_record_nothing_and_garbage_is_dead_lettered() 
         Err(HandleError::Permanent(_))
     ));
 }
+
+#[tokio::test]
+async fn a_predecessor_that_never_arrives_is_given_up_after_the_grace_period() {
+    use plangrep_webhook_dispatcher::store::deliveries::claim_due;
+    let db = TestDatabase::create().await;
+    let (intake, pool) = intake_on(&db).await;
+    let job = JobId::generate().to_string();
+    intake
+        .handle(event(&job, 2, Some("https://93.184.216.34/hook")))
+        .await
+        .unwrap();
+    let grace = std::time::Duration::from_secs(600);
+
+    let mut tx = pool.begin().await.unwrap();
+    assert!(
+        claim_due(&mut tx, chrono::Utc::now(), grace)
+            .await
+            .unwrap()
+            .is_none(),
+        "event 2 waits for event 1"
+    );
+    tx.rollback().await.unwrap();
+
+    sqlx::query("UPDATE deliveries SET created_at = now() - interval '1 hour'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let claimed = claim_due(&mut tx, chrono::Utc::now(), grace).await.unwrap();
+    assert_eq!(
+        claimed.map(|d| d.sequence),
+        Some(2),
+        "event 1 never came: go on"
+    );
+}

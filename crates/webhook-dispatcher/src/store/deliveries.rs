@@ -2,7 +2,11 @@
 //!
 //! Per-job ordering lives in [`claim_due`]: a delivery is claimable only when it is due
 //! and the job's previous event has finished (succeeded, failed or stopped), so event
-//! N+1 never overtakes event N, whichever replica or worker looks.
+//! N+1 never overtakes event N, whichever replica or worker looks. A previous event that
+//! never arrived at all (dead-lettered upstream) is given up after a grace period, so one
+//! lost message cannot hold a job's later webhooks forever. A previous event that
+//! never arrived at all (dead-lettered upstream) is given up after a grace period, so one
+//! lost message cannot hold a job's later webhooks forever.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
@@ -40,6 +44,7 @@ pub struct DeliveryRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub traceparent: Option<String>,
+    pub window_start_attempt: i32,
 }
 
 /// A delivery to record for a newly received event.
@@ -95,23 +100,29 @@ pub async fn insert_if_new(
     Ok(inserted.rows_affected() == 1)
 }
 
-/// Locks the next due delivery whose predecessor has finished, skipping rows other
-/// workers hold. The lock lasts for the caller's transaction (the whole attempt).
+/// Locks the next due delivery whose predecessor has finished (or never arrived within
+/// `missing_grace`), skipping rows other workers hold. The lock lasts for the caller's
+/// transaction (the whole attempt).
 pub async fn claim_due(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
+    missing_grace: std::time::Duration,
 ) -> Result<Option<DeliveryRow>, sqlx::Error> {
+    let missing_since = now - chrono::Duration::from_std(missing_grace).unwrap_or_default();
     sqlx::query_as(
         "SELECT d.* FROM deliveries d \
          WHERE d.state IN ('pending', 'waiting') AND d.next_attempt_at <= $1 \
-           AND (d.sequence = 1 OR EXISTS ( \
-             SELECT 1 FROM deliveries p WHERE p.job_id = d.job_id AND p.sequence = d.sequence - 1 \
-               AND p.state IN ('succeeded', 'failed', 'stopped'))) \
+           AND (d.sequence = 1 \
+             OR EXISTS (SELECT 1 FROM deliveries p WHERE p.job_id = d.job_id \
+               AND p.sequence = d.sequence - 1 AND p.state IN ('succeeded', 'failed', 'stopped')) \
+             OR (d.created_at <= $2 AND NOT EXISTS (SELECT 1 FROM deliveries p \
+               WHERE p.job_id = d.job_id AND p.sequence = d.sequence - 1))) \
          ORDER BY d.next_attempt_at \
          LIMIT 1 \
          FOR UPDATE OF d SKIP LOCKED",
     )
     .bind(now)
+    .bind(missing_since)
     .fetch_optional(conn)
     .await
 }
@@ -140,6 +151,37 @@ pub async fn record_outcome(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Postpones a delivery without counting an attempt (its target could not be had).
+pub async fn defer(
+    conn: &mut PgConnection,
+    id: &str,
+    until: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE deliveries SET next_attempt_at = $2, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(until)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Whether an earlier delivery of the job was stopped by a 410 (a delivery inserted while
+/// that 410 was being recorded may have missed the stop).
+pub async fn stopped_before(
+    conn: &mut PgConnection,
+    job_id: &str,
+    sequence: i32,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM deliveries WHERE job_id = $1 AND sequence < $2 \
+           AND state = 'stopped')",
+    )
+    .bind(job_id)
+    .bind(sequence)
+    .fetch_one(conn)
+    .await
 }
 
 /// After a 410: every not-yet-finished delivery of the job is stopped too.
@@ -206,7 +248,8 @@ pub async fn get(
 }
 
 /// Schedules a manual redelivery now: the delivery becomes pending with a fresh retry
-/// window, whatever state it was in.
+/// window, whatever state it was in. Fails at once with SQLSTATE 55P03 (NOWAIT) while an
+/// attempt of it is in flight, instead of waiting for that attempt.
 pub async fn request_redelivery(
     pool: &PgPool,
     org_id: &str,
@@ -214,9 +257,12 @@ pub async fn request_redelivery(
     now: DateTime<Utc>,
 ) -> Result<Option<DeliveryRow>, sqlx::Error> {
     sqlx::query_as(
-        "UPDATE deliveries SET state = 'pending', next_attempt_at = $3, window_started_at = $3, \
+        "WITH target AS ( \
+           SELECT id FROM deliveries WHERE org_id = $1 AND id = $2 FOR UPDATE NOWAIT) \
+         UPDATE deliveries d SET state = 'pending', next_attempt_at = $3, \
+           window_started_at = $3, window_start_attempt = d.attempt_count, \
            manual_requested = true, updated_at = $3 \
-         WHERE org_id = $1 AND id = $2 RETURNING *",
+         FROM target WHERE d.id = target.id RETURNING d.*",
     )
     .bind(org_id)
     .bind(id)
