@@ -179,6 +179,7 @@ where
     outcome
 }
 
+/// Turns a delivery into an [`Incoming`] and settles it inside the publisher's trace.
 async fn handle_delivery<H, Fut>(delivery: Delivery, handler: H, shutdown: CancellationToken)
 where
     H: Fn(Incoming) -> Fut,
