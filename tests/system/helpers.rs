@@ -7,6 +7,7 @@ use base64::Engine;
 use plangrep_messaging::Topology;
 use plangrep_messaging::topology::{DISPATCHER_EVENTS, ORCHESTRATOR_PIPELINE};
 use plangrep_service::Settings;
+use plangrep_test_support::proxy::TcpProxy;
 use plangrep_test_support::{BrokerCleanup, TestDatabase, eventually, unique_prefix};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -28,6 +29,8 @@ pub struct Options {
     pub settings: Vec<(&'static str, String)>,
     /// Leave the dispatcher stopped until `start_dispatcher` (it has never run).
     pub defer_dispatcher: bool,
+    /// Route the orchestrator's RabbitMQ connections through a proxy the test can cut.
+    pub proxy_orchestrator_broker: bool,
 }
 
 impl Default for Options {
@@ -36,6 +39,7 @@ impl Default for Options {
             allow_insecure_webhooks: true,
             settings: Vec::new(),
             defer_dispatcher: false,
+            proxy_orchestrator_broker: false,
         }
     }
 }
@@ -168,6 +172,8 @@ pub struct TestApp {
     pub settings: Settings,
     /// The running dispatcher (replaceable by `restart_dispatcher`).
     pub dispatcher: Option<DispatcherProcess>,
+    /// The proxy between the orchestrator and RabbitMQ, when asked for.
+    pub orchestrator_broker: Option<TcpProxy>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     _broker: BrokerCleanup,
@@ -227,8 +233,19 @@ impl TestApp {
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
 
+        let mut orchestrator_settings = base.clone();
+        let orchestrator_broker = if options.proxy_orchestrator_broker {
+            let proxy = TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+            let proxied = plangrep_test_support::amqp_url()
+                .replace("127.0.0.1:5672", &proxy.addr().to_string());
+            orchestrator_settings.set("AMQP_URL", proxied);
+            Some(proxy)
+        } else {
+            None
+        };
         let orchestrator = plangrep_job_orchestrator::App::build(
-            plangrep_job_orchestrator::Config::from_settings(&base).expect("orchestrator config"),
+            plangrep_job_orchestrator::Config::from_settings(&orchestrator_settings)
+                .expect("orchestrator config"),
             listener().await,
             listener().await,
         )
@@ -277,6 +294,7 @@ impl TestApp {
             database,
             settings: base,
             dispatcher,
+            orchestrator_broker,
             shutdown,
             tasks,
             _broker: broker,

@@ -603,3 +603,48 @@ async fn redelivering_while_an_attempt_is_in_flight_is_a_fast_409() {
     drop(receiver);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn status_changes_made_while_the_broker_is_away_are_delivered_when_it_returns() {
+    let app = TestApp::spawn_with(Options {
+        proxy_orchestrator_broker: true,
+        ..Options::default()
+    })
+    .await;
+    let mut receiver = Receiver::start().await;
+    let (_org, key) = app.create_customer().await;
+    let project = app.create_ready_project(&key, "Outage").await;
+
+    let broker = app.orchestrator_broker.as_ref().unwrap();
+    broker.cut();
+    // The API does not need the broker: the change and its event commit together.
+    let created = expect_status(
+        app.post_job(
+            &key,
+            &project,
+            serde_json::json!({ "webhookUrl": receiver.url() }),
+        )
+        .await,
+        202,
+    )
+    .await;
+    let job_id = created["job"]["id"].as_str().unwrap().to_owned();
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(app.database.url())
+        .await
+        .unwrap();
+    let waiting: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM orchestrator.outbox WHERE published_at IS NULL \
+           AND routing_key = 'job.status_changed.provisioning'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(waiting, 1, "the event waits in the outbox");
+
+    broker.restore();
+    assert_eq!(sequence(&receiver.next(PATIENCE).await), 1);
+    let second = receiver.next(PATIENCE).await;
+    assert_eq!(sequence(&second), 2);
+    assert_eq!(body(&second)["data"]["job"]["id"], job_id.as_str());
+    app.stop().await;
+}

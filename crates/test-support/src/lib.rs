@@ -159,3 +159,104 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// A service binary started as a real process (for `main`-level tests: subcommands,
+/// configuration errors, SIGTERM).
+pub mod process {
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::process::{Child, Command};
+
+    /// Runs `binary args…` with `env` to completion; returns (exit code, stderr).
+    pub async fn run(binary: &str, args: &[&str], env: &[(&str, String)]) -> (i32, String) {
+        let output = Command::new(binary)
+            .args(args)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .await
+            .expect("binary runs");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// A running service process with JSON logs on stderr.
+    pub struct ServiceProcess {
+        child: Child,
+        /// Log lines read so far.
+        pub logs: tokio::sync::mpsc::UnboundedReceiver<String>,
+    }
+
+    impl ServiceProcess {
+        /// Starts `binary serve` with `env` (plus `LOG_FORMAT=json`).
+        pub fn start(binary: &str, env: &[(&str, String)]) -> Self {
+            let mut child = Command::new(binary)
+                .arg("serve")
+                .env_clear()
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                .env("LOG_FORMAT", "json")
+                .stderr(Stdio::piped())
+                .stdout(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("binary starts");
+            let stderr = child.stderr.take().expect("piped stderr");
+            let (tx, logs) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            Self { child, logs }
+        }
+
+        /// The first log line containing `needle`, waiting at most `timeout`.
+        pub async fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> String {
+            self.wait_for_logs(&[needle], timeout).await.remove(0)
+        }
+
+        /// Waits (at most `timeout`) until every needle appeared in some log line, in any
+        /// order; returns the matching lines in the needles' order.
+        pub async fn wait_for_logs(&mut self, needles: &[&str], timeout: Duration) -> Vec<String> {
+            let mut found: Vec<Option<String>> = vec![None; needles.len()];
+            tokio::time::timeout(timeout, async {
+                while found.iter().any(Option::is_none) {
+                    let Some(line) = self.logs.recv().await else {
+                        panic!("the process exited before logging all of {needles:?}");
+                    };
+                    for (needle, slot) in needles.iter().zip(found.iter_mut()) {
+                        if slot.is_none() && line.contains(needle) {
+                            *slot = Some(line.clone());
+                        }
+                    }
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("not all of {needles:?} logged within {timeout:?}"));
+            found.into_iter().flatten().collect()
+        }
+
+        /// Sends SIGTERM and returns the exit code, waiting at most `timeout`.
+        pub async fn terminate(mut self, timeout: Duration) -> Option<i32> {
+            let pid = self.child.id().expect("running").to_string();
+            let status = Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .await
+                .expect("kill runs");
+            assert!(status.success());
+            let exit = tokio::time::timeout(timeout, self.child.wait())
+                .await
+                .unwrap_or_else(|_| panic!("no exit within {timeout:?} of SIGTERM"))
+                .expect("wait");
+            exit.code()
+        }
+    }
+}
