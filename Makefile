@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: run test lint fmt fmt-check clippy unit services validate-deploy up down images bench help
+.PHONY: run test lint fmt fmt-check clippy unit services validate-deploy deny up down images bench help
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -41,6 +41,10 @@ validate-deploy: ## validate compose and Kubernetes files offline (needs python3
 	else \
 		echo "validate-deploy: skipped (needs kubectl and python3)"; \
 	fi
+
+deny: ## licenses, banned crates and sources (cargo install cargo-deny --locked)
+	@command -v cargo-deny >/dev/null 2>&1 || { echo "deny: install it with: cargo install cargo-deny --locked"; exit 1; }
+	$(CARGO) deny check bans licenses sources
 
 up: ## the whole stack in Docker (where a Docker engine exists)
 	docker compose -f deploy/compose.yaml up --build
