@@ -53,3 +53,97 @@ async fn migrate_serve_healthcheck_and_sigterm_behave() {
     let (code, _) = run(BINARY, &["healthcheck"], &probe_env).await;
     assert_eq!(code, 1, "nothing answers once it stopped");
 }
+
+mod otlp {
+    //! A minimal OTLP/gRPC trace collector that records what it receives.
+
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use tokio::sync::mpsc;
+
+    struct Collector(mpsc::UnboundedSender<ExportTraceServiceRequest>);
+
+    #[tonic::async_trait]
+    impl TraceService for Collector {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let _ = self.0.send(request.into_inner());
+            Ok(tonic::Response::new(ExportTraceServiceResponse {
+                partial_success: None,
+            }))
+        }
+    }
+
+    /// Starts a collector on loopback; returns its endpoint and what it receives.
+    pub async fn start() -> (String, mpsc::UnboundedReceiver<ExportTraceServiceRequest>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(Collector(tx)))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        (endpoint, rx)
+    }
+}
+
+#[tokio::test]
+async fn spans_are_exported_over_otlp_in_the_callers_trace() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let db = TestDatabase::create().await;
+    let (endpoint, mut exported) = otlp::start().await;
+    let env = vec![
+        ("DATABASE_URL", db.url().to_owned()),
+        ("PLANGREP_GATEWAY_ADDR", "127.0.0.1:0".to_owned()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        ("OTEL_SERVICE_NAME", "gateway-under-test".to_owned()),
+    ];
+    let mut gateway = ServiceProcess::start(BINARY, &env);
+    let line = gateway
+        .wait_for_log("api-gateway serving", Duration::from_secs(30))
+        .await;
+    let log: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let addr = log["addr"].as_str().unwrap().to_owned();
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let response = reqwest::Client::new()
+        .get(format!("http://{addr}/api/open/v1/projects"))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    // SIGTERM flushes the exporter.
+    assert_eq!(gateway.terminate(Duration::from_secs(30)).await, Some(0));
+
+    let mut seen = Vec::new();
+    while let Ok(request) = exported.try_recv() {
+        for resource_spans in request.resource_spans {
+            let service = resource_spans
+                .resource
+                .iter()
+                .flat_map(|r| r.attributes.iter())
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| kv.value.as_ref())
+                .map(|v| format!("{:?}", v.value));
+            for scope in resource_spans.scope_spans {
+                for span in scope.spans {
+                    let id: String = span.trace_id.iter().map(|b| format!("{b:02x}")).collect();
+                    seen.push((service.clone().unwrap_or_default(), id, span.name));
+                }
+            }
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|(service, id, _)| id == trace_id && service.contains("gateway-under-test")),
+        "no exported span in the caller's trace: {seen:?}"
+    );
+}

@@ -205,8 +205,17 @@ where
             }),
     };
     // Every log line and every event this message causes continues the publisher's trace.
-    let context = TraceContext::continue_from(incoming.traceparent.as_deref());
+    let parent = incoming
+        .traceparent
+        .as_deref()
+        .and_then(TraceContext::parse);
+    let context = parent
+        .map(|p| p.child())
+        .unwrap_or_else(TraceContext::new_root);
     let span = tracing::info_span!("message", routing_key = %incoming.routing_key, trace_id = %context.trace_id());
+    if let Some(parent) = parent {
+        parent.attach(&span);
+    }
     plangrep_telemetry::trace::scope(
         context,
         tracing::Instrument::instrument(settle(delivery, incoming, handler, shutdown), span),

@@ -90,14 +90,6 @@ impl TraceContext {
     pub fn trace_id(&self) -> String {
         hex(&self.trace_id)
     }
-
-    /// The caller's context continued, or a new root when there is none (or it is invalid).
-    pub fn continue_from(traceparent: Option<&str>) -> Self {
-        traceparent
-            .and_then(Self::parse)
-            .map(|parent| parent.child())
-            .unwrap_or_else(Self::new_root)
-    }
 }
 
 impl fmt::Display for TraceContext {
@@ -109,6 +101,30 @@ impl fmt::Display for TraceContext {
             hex(&self.span_id),
             u8::from(self.sampled)
         )
+    }
+}
+
+impl TraceContext {
+    /// Makes `span` part of this trace in exported spans (OTLP), as the child of this
+    /// context's span. Without an exporter this does nothing.
+    pub fn attach(&self, span: &tracing::Span) {
+        use opentelemetry::trace::{
+            SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+        };
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let flags = if self.sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        let remote = SpanContext::new(
+            TraceId::from_bytes(self.trace_id),
+            SpanId::from_bytes(self.span_id),
+            flags,
+            true,
+            TraceState::default(),
+        );
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
     }
 }
 
@@ -131,8 +147,9 @@ pub fn next_hop() -> Option<String> {
     current().map(|context| context.child().to_string())
 }
 
-/// A tower layer for servers (tonic, axum): continues the caller's `traceparent` header and
-/// runs the request inside [`scope`].
+/// A tower layer for servers (tonic, axum): continues the caller's `traceparent` header,
+/// runs the request inside [`scope`] and a `server` span that is a child of the caller's
+/// span in exported traces.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TraceLayer;
 
@@ -164,14 +181,27 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let context = TraceContext::continue_from(
-            request
-                .headers()
-                .get(TRACEPARENT)
-                .and_then(|v| v.to_str().ok()),
+        let parent = request
+            .headers()
+            .get(TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceContext::parse);
+        let context = parent
+            .map(|p| p.child())
+            .unwrap_or_else(TraceContext::new_root);
+        let span = tracing::info_span!(
+            "server",
+            path = %request.uri().path(),
+            trace_id = %context.trace_id(),
         );
+        if let Some(parent) = parent {
+            parent.attach(&span);
+        }
         let future = self.inner.call(request);
-        Box::pin(scope(context, future))
+        Box::pin(scope(
+            context,
+            tracing::Instrument::instrument(future, span),
+        ))
     }
 }
 
@@ -204,8 +234,6 @@ mod tests {
         ] {
             assert_eq!(TraceContext::parse(bad), None, "{bad}");
         }
-        let continued = TraceContext::continue_from(Some("garbage"));
-        assert_ne!(continued.trace_id(), "00000000000000000000000000000000");
     }
 
     #[tokio::test]
