@@ -1,4 +1,5 @@
-//! The command line every service shares: `<service> [--config FILE] [serve|migrate|healthcheck]`.
+//! The command line every service shares: `<service> [--config FILE] [serve|migrate|healthcheck]`,
+//! and [`run_main`], the body of every `main`.
 
 use std::path::PathBuf;
 
@@ -53,6 +54,41 @@ impl Cli {
             command: command.unwrap_or(Command::Serve),
             config_file,
         })
+    }
+}
+
+/// An error that ends the process (printed as one line after the service name).
+pub type MainError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The whole `main` of a service, around `body`: parses the command line, loads the
+/// settings, installs telemetry, runs `body` with the command and settings, flushes the
+/// exported spans, and turns an error into one line on stderr and exit code 1.
+pub async fn run_main<F, Fut>(service_name: &'static str, body: F) -> std::process::ExitCode
+where
+    F: FnOnce(Command, crate::Settings) -> Fut,
+    Fut: std::future::Future<Output = Result<(), MainError>>,
+{
+    let outcome = async {
+        let cli = Cli::parse(std::env::args().skip(1))?;
+        let settings = crate::Settings::load(cli.config_file.as_deref())?;
+        let telemetry = plangrep_telemetry::init(plangrep_telemetry::TelemetryConfig {
+            service_name,
+            log_format: settings.raw("LOG_FORMAT"),
+            otlp_endpoint: settings.raw("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            otel_service_name: settings.raw("OTEL_SERVICE_NAME"),
+        })?;
+        let outcome = body(cli.command, settings).await;
+        // Export the last spans; the exporter's shutdown blocks, so not on a runtime worker.
+        tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
+        outcome
+    }
+    .await;
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{service_name}: {error}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 
