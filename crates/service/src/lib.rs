@@ -5,8 +5,9 @@
 //!   one-line errors that name the variable;
 //! - [`database`]: a PostgreSQL pool confined to the service's own schema, migrations;
 //! - [`shutdown`]: one cancellation token fed by SIGTERM and ctrl-c;
-//! - [`ops`]: `/healthz` and `/readyz`;
-//! - [`cli`]: the `serve | migrate | healthcheck` subcommands;
+//! - [`ops`]: `/healthz`, `/readyz` and (where a service has metrics) `/metrics`;
+//! - [`cli`]: the `serve | migrate | healthcheck` subcommands and `run_main`, the body of
+//!   every binary's `main` (settings, telemetry, one-line errors);
 //! - [`healthcheck`]: the probe behind the `healthcheck` subcommand.
 
 pub mod cli;
