@@ -1,1 +1,0 @@
-//! The system-test crate: everything lives under `system/`.
