@@ -518,6 +518,18 @@ impl TestApp {
         )
     }
 
+    /// `POST /webhook-deliveries/{id}/redeliver` with `key`.
+    pub async fn redeliver(&self, key: &str, delivery_id: &str) -> reqwest::Response {
+        self.api(
+            reqwest::Method::POST,
+            &format!("/webhook-deliveries/{delivery_id}/redeliver"),
+            key,
+        )
+        .send()
+        .await
+        .expect("gateway reachable")
+    }
+
     /// The job's delivery log.
     pub async fn deliveries(&self, key: &str, job_id: &str) -> Vec<Value> {
         let body = self

@@ -252,26 +252,10 @@ async fn a_delivery_that_gave_up_is_revived_by_redeliver_with_the_same_webhook_i
 
     let delivery_id = dead["id"].as_str().unwrap();
     let (_other_org, other_key) = app.create_customer().await;
-    let foreign = app
-        .api(
-            reqwest::Method::POST,
-            &format!("/webhook-deliveries/{delivery_id}/redeliver"),
-            &other_key,
-        )
-        .send()
-        .await
-        .unwrap();
+    let foreign = app.redeliver(&other_key, delivery_id).await;
     expect_error(foreign, 404, "not_found").await;
 
-    let redeliver = app
-        .api(
-            reqwest::Method::POST,
-            &format!("/webhook-deliveries/{delivery_id}/redeliver"),
-            &key,
-        )
-        .send()
-        .await
-        .unwrap();
+    let redeliver = app.redeliver(&key, delivery_id).await;
     expect_status(redeliver, 202).await;
     let revived = receiver.next(PATIENCE).await;
     assert_eq!(revived.header("webhook-id"), failed_id);
@@ -513,15 +497,7 @@ async fn a_revived_delivery_gets_a_fresh_retry_budget() {
     // The revival fails once more, then lands: a new window with its own two attempts.
     receiver.script([Reply::Status(500)]);
     let delivery_id = dead["id"].as_str().unwrap();
-    let redeliver = app
-        .api(
-            reqwest::Method::POST,
-            &format!("/webhook-deliveries/{delivery_id}/redeliver"),
-            &key,
-        )
-        .send()
-        .await
-        .unwrap();
+    let redeliver = app.redeliver(&key, delivery_id).await;
     expect_status(redeliver, 202).await;
     let revived = app
         .wait_for_delivery(&key, &job_id, 1, "event 1 revived", |d| {
@@ -590,15 +566,7 @@ async fn redelivering_while_an_attempt_is_in_flight_is_a_fast_409() {
     let in_flight = app.deliveries(&key, &job_id).await;
     let delivery_id = in_flight[0]["id"].as_str().unwrap();
 
-    let response = app
-        .api(
-            reqwest::Method::POST,
-            &format!("/webhook-deliveries/{delivery_id}/redeliver"),
-            &key,
-        )
-        .send()
-        .await
-        .unwrap();
+    let response = app.redeliver(&key, delivery_id).await;
     expect_error(response, 409, "delivery_in_progress").await;
     drop(receiver);
     app.stop().await;

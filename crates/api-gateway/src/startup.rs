@@ -88,12 +88,8 @@ fn channel(endpoint: &str) -> Result<Channel, http::uri::InvalidUri> {
 /// The complete HTTP router: the public API (rate limited), the admin API, the OpenAPI
 /// document and reference page generated from the same handlers, and the ops endpoints.
 pub fn router(state: AppState) -> Router {
-    let readiness_pool = state.pool.clone();
     let ops = plangrep_service::ops::router(
-        Arc::new(move || {
-            let pool = readiness_pool.clone();
-            Box::pin(async move { database::is_reachable(&pool).await })
-        }),
+        plangrep_service::ops::database_readiness(state.pool.clone(), || true),
         None,
     );
     let api = OpenApiRouter::new()

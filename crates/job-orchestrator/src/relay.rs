@@ -69,21 +69,26 @@ impl Relay {
         }
     }
 
-    /// Takes the lock (or returns to wait and retry) and relays while holding it.
+    /// Waits for the lock on a dedicated session, then relays while holding it.
     async fn lead(&self, shutdown: &CancellationToken) -> Result<(), RelayError> {
         let mut lock = PgConnection::connect_with(&self.lock_options).await?;
-        let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(RELAY_LOCK_KEY)
-            .fetch_one(&mut lock)
-            .await?;
-        if !leader {
-            // Another replica relays; stand by and try again after a poll interval.
-            lock.close().await?;
+        // Another replica relays while the lock is taken: stand by on this same session and
+        // try again every poll interval.
+        loop {
+            let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(RELAY_LOCK_KEY)
+                .fetch_one(&mut lock)
+                .await?;
+            if leader {
+                break;
+            }
             tokio::select! {
-                _ = shutdown.cancelled() => {}
+                _ = shutdown.cancelled() => {
+                    let _ = lock.close().await;
+                    return Ok(());
+                }
                 _ = tokio::time::sleep(self.poll_interval) => {}
             }
-            return Ok(());
         }
         tracing::info!("outbox relay is active");
         let outcome = self.relay_while_leading(shutdown).await;

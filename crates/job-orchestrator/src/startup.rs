@@ -3,7 +3,6 @@
 //! ops endpoints and runs the relay and pipeline loops until the token is cancelled.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use plangrep_messaging::topology::ORCHESTRATOR_PIPELINE;
 use plangrep_messaging::{BrokerHealth, ConsumerConfig, Topology, consume_loop};
@@ -134,13 +133,8 @@ impl App {
             shutdown.clone(),
         ));
 
-        let readiness_pool = pool.clone();
         let ops = plangrep_service::ops::router(
-            Arc::new(move || {
-                let pool = readiness_pool.clone();
-                let broker = broker.clone();
-                Box::pin(async move { broker.is_up() && database::is_reachable(&pool).await })
-            }),
+            plangrep_service::ops::database_readiness(pool.clone(), move || broker.is_up()),
             None,
         );
         let http_task = tokio::spawn(plangrep_service::ops::serve(

@@ -18,6 +18,19 @@ pub type ReadinessCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = bool> + Se
 pub type MetricsRender =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = String> + Send>> + Send + Sync>;
 
+/// Ready when the database answers and `also()` holds (e.g. "the broker connection is up").
+pub fn database_readiness(
+    pool: sqlx::PgPool,
+    also: impl Fn() -> bool + Send + Sync + 'static,
+) -> ReadinessCheck {
+    let also = Arc::new(also);
+    Arc::new(move || {
+        let pool = pool.clone();
+        let also = also.clone();
+        Box::pin(async move { also() && crate::database::is_reachable(&pool).await })
+    })
+}
+
 /// A router with `/healthz` and `/readyz` (and `/metrics` when given), to merge into a
 /// service's HTTP router.
 pub fn router(readiness: ReadinessCheck, metrics: Option<MetricsRender>) -> Router {

@@ -151,15 +151,10 @@ impl App {
             shutdown.clone(),
         ));
 
-        let readiness_pool = pool.clone();
         let metrics_pool = pool.clone();
         let metrics = scheduler.metrics.clone();
         let ops = plangrep_service::ops::router(
-            Arc::new(move || {
-                let pool = readiness_pool.clone();
-                let broker = broker.clone();
-                Box::pin(async move { broker.is_up() && database::is_reachable(&pool).await })
-            }),
+            plangrep_service::ops::database_readiness(pool.clone(), move || broker.is_up()),
             Some(Arc::new(move || {
                 let pool = metrics_pool.clone();
                 let metrics = metrics.clone();
