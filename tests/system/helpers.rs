@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use plangrep_messaging::Topology;
-use plangrep_messaging::topology::{DISPATCHER_EVENTS, ORCHESTRATOR_PIPELINE};
+use plangrep_messaging::topology::ALL_QUEUES;
 use plangrep_service::Settings;
 use plangrep_test_support::proxy::TcpProxy;
 use plangrep_test_support::{BrokerCleanup, TestDatabase, eventually, unique_prefix};
@@ -200,7 +200,7 @@ impl TestApp {
             std::env::temp_dir().join(format!("plangrep-{}", prefix.trim_end_matches('.')));
         let broker = BrokerCleanup {
             topology: Topology::new(prefix.clone()),
-            queues: vec![DISPATCHER_EVENTS, ORCHESTRATOR_PIPELINE],
+            queues: ALL_QUEUES.to_vec(),
         };
         let mut base = Settings::from_pairs([
             ("DATABASE_URL", database.url().to_owned()),
@@ -226,6 +226,9 @@ impl TestApp {
             ("PLANGREP_WEBHOOK_RETRY_MAX_INTERVAL", "1s".to_owned()),
             ("PLANGREP_WEBHOOK_TIMEOUT", "2s".to_owned()),
             ("PLANGREP_DISPATCHER_WORKERS", "4".to_owned()),
+            ("PLANGREP_PDF_WORKER", orchestrator_binary()),
+            ("PLANGREP_EXPIRY_SWEEP_INTERVAL", "200ms".to_owned()),
+            ("PLANGREP_ALLOCATION_ATTEMPTS", "2".to_owned()),
         ]);
         for (name, value) in &options.settings {
             base.set(name, value.clone());
@@ -557,6 +560,142 @@ impl TestApp {
                 .find(|d| d["sequence"] == sequence && done(d))
         })
         .await
+    }
+}
+
+/// The built `job-orchestrator` binary, whose `pdf-worker` subcommand parses PDFs in a
+/// child process (in production the orchestrator runs itself; here the test binary
+/// cannot). `cargo nextest run --workspace` builds it beside this test binary.
+pub fn orchestrator_binary() -> String {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let binary = profile_dir.join("job-orchestrator");
+    assert!(
+        binary.exists(),
+        "{} is missing: build the workspace (cargo build --workspace) first",
+        binary.display()
+    );
+    binary.display().to_string()
+}
+
+/// One file of an upload request.
+pub struct UploadFile {
+    pub file_name: String,
+    pub bytes: Vec<u8>,
+}
+
+impl UploadFile {
+    /// A PDF called `file_name`.
+    pub fn pdf(file_name: &str, bytes: Vec<u8>) -> Self {
+        Self {
+            file_name: file_name.to_owned(),
+            bytes,
+        }
+    }
+}
+
+impl TestApp {
+    /// `POST /jobs/{id}/files` with `files` (metadata declares each one's sha256).
+    pub async fn upload(&self, key: &str, job_id: &str, files: Vec<UploadFile>) -> reqwest::Response {
+        use sha2::Digest;
+        let entries: Vec<Value> = files
+            .iter()
+            .enumerate()
+            .map(|(i, file)| {
+                json!({
+                    "partName": format!("file{i}"),
+                    "fileName": file.file_name,
+                    "contentType": "application/pdf",
+                    "sha256": sha2::Sha256::digest(&file.bytes)
+                        .iter()
+                        .map(|byte| format!("{byte:02x}"))
+                        .collect::<String>(),
+                })
+            })
+            .collect();
+        let mut form = reqwest::multipart::Form::new()
+            .text("metadata", json!({ "files": entries }).to_string());
+        for (i, file) in files.into_iter().enumerate() {
+            let part = reqwest::multipart::Part::bytes(file.bytes)
+                .file_name(file.file_name)
+                .mime_str("application/pdf")
+                .expect("mime");
+            form = form.part(format!("file{i}"), part);
+        }
+        self.api(reqwest::Method::POST, &format!("/jobs/{job_id}/files"), key)
+            .multipart(form)
+            .send()
+            .await
+            .expect("gateway reachable")
+    }
+
+    /// `POST /jobs/{id}/uploads/complete`.
+    pub async fn complete_uploads(&self, key: &str, job_id: &str) -> reqwest::Response {
+        self.api(
+            reqwest::Method::POST,
+            &format!("/jobs/{job_id}/uploads/complete"),
+            key,
+        )
+        .send()
+        .await
+        .expect("gateway reachable")
+    }
+
+    /// A job in a fresh ready project (no webhook); returns its id.
+    pub async fn create_job(&self, key: &str) -> String {
+        let name = format!("Lifecycle {}", plangrep_test_support::random_token());
+        let project = self.create_ready_project(key, &name).await;
+        let created = expect_status(self.post_job(key, &project, json!({})).await, 202).await;
+        created["job"]["id"].as_str().expect("job id").to_owned()
+    }
+
+    /// Waits until the job is `awaiting_uploads`.
+    pub async fn wait_until_awaiting_uploads(&self, key: &str, job_id: &str) {
+        self.wait_for_job(key, job_id, &["awaiting_uploads"]).await;
+    }
+
+    /// Waits until the job is in one of `statuses`; returns it.
+    pub async fn wait_for_job(&self, key: &str, job_id: &str, statuses: &[&str]) -> Value {
+        eventually(
+            &format!("job {job_id} to be one of {statuses:?}"),
+            PATIENCE,
+            || async {
+                let body = self.get_json(&format!("/jobs/{job_id}"), key).await;
+                statuses
+                    .iter()
+                    .any(|s| body["job"]["status"] == *s)
+                    .then(|| body["job"].clone())
+            },
+        )
+        .await
+    }
+
+    /// Grants credits to an organization; returns the new balance.
+    pub async fn grant_credits(&self, org_id: &str, amount: i64) -> i64 {
+        let response = self
+            .admin(reqwest::Method::POST, &format!("/orgs/{org_id}/credits"))
+            .json(&json!({ "amount": amount, "reason": "test grant" }))
+            .send()
+            .await
+            .expect("admin reachable");
+        expect_status(response, 200).await["balance"]
+            .as_i64()
+            .expect("balance")
+    }
+
+    /// The organization's credit balance.
+    pub async fn balance(&self, org_id: &str) -> i64 {
+        let response = self
+            .admin(reqwest::Method::GET, &format!("/orgs/{org_id}"))
+            .send()
+            .await
+            .expect("admin reachable");
+        expect_status(response, 200).await["org"]["creditBalance"]
+            .as_i64()
+            .expect("creditBalance")
     }
 }
 

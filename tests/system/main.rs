@@ -5,8 +5,10 @@
 mod bad_input;
 mod helpers;
 mod idempotency;
+mod lifecycle;
 mod limits;
 mod openapi;
+mod pipeline;
 mod reflection;
 mod resources;
 mod trace_context;

@@ -9,9 +9,12 @@ use serde_json::Value;
 use crate::helpers::{TestApp, python_tools};
 
 /// Every operation the gateway serves, as `METHOD path`.
-const OPERATIONS: [&str; 16] = [
+const OPERATIONS: [&str; 19] = [
     "GET /api/open/v1/jobs/{job_id}",
     "GET /api/open/v1/jobs/{job_id}/events",
+    "GET /api/open/v1/jobs/{job_id}/result",
+    "POST /api/open/v1/jobs/{job_id}/uploads/complete",
+    "PATCH /admin/v1/orgs/{org_id}",
     "GET /api/open/v1/jobs/{job_id}/webhook-deliveries",
     "GET /api/open/v1/projects",
     "GET /api/open/v1/projects/{project_id}",

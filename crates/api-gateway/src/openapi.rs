@@ -58,7 +58,11 @@ pub fn finish(mut doc: OpenApi) -> OpenApi {
         } else {
             "apiKey"
         };
-        let operations = [(&mut item.get, false), (&mut item.post, true)];
+        let operations = [
+            (&mut item.get, false),
+            (&mut item.post, true),
+            (&mut item.patch, true),
+        ];
         for (operation, mutating) in operations {
             let Some(operation) = operation.as_mut() else {
                 continue;

@@ -98,6 +98,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(jobs::create, jobs::list))
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::events))
+        .routes(routes!(jobs::complete_uploads))
+        .routes(routes!(jobs::result))
         .routes(routes!(jobs::cancel))
         .routes(routes!(jobs::resume))
         .routes(routes!(deliveries::list))
@@ -108,7 +110,7 @@ pub fn router(state: AppState) -> Router {
         ));
     let admin = OpenApiRouter::new()
         .routes(routes!(admin::create_org))
-        .routes(routes!(admin::get_org))
+        .routes(routes!(admin::get_org, admin::update_org))
         .routes(routes!(admin::create_key))
         .routes(routes!(admin::grant_credits))
         .routes(routes!(admin::revoke_key));

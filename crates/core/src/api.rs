@@ -170,6 +170,89 @@ pub struct WebhookData {
     pub sequence: u32,
 }
 
+/// The v1 result of a job (SPEC §4 `GET /jobs/{jobId}/result`), written once when the
+/// job completes and immutable after.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct JobResultView {
+    /// Always `v1`.
+    pub schema_version: String,
+    pub job: ResultJobView,
+    pub usage: ResultUsageView,
+    pub documents: Vec<ResultDocumentView>,
+    pub errors: Vec<ResultErrorView>,
+    #[serde(with = "timestamp")]
+    pub generated_at: DateTime<Utc>,
+}
+
+/// The job a result belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ResultJobView {
+    pub id: String,
+    pub status: String,
+    pub external_id: Option<String>,
+}
+
+/// What the job used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ResultUsageView {
+    pub page_count: u32,
+    pub successful_page_count: u32,
+    pub drawing_page_count: u32,
+    pub document_page_count: u32,
+    pub credits_debited: i64,
+}
+
+/// One document of a result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ResultDocumentView {
+    pub document_id: String,
+    pub file_name: String,
+    pub classification: String,
+    pub status: String,
+    pub page_count: u32,
+    pub failed_page_count: u32,
+    pub pages: Vec<ResultPageView>,
+}
+
+/// One page of a result document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ResultPageView {
+    pub page_number: u32,
+    /// `drawing` or `document`.
+    pub kind: String,
+    pub width_pt: f64,
+    pub height_pt: f64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sheet_number: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sheet_title: Option<String>,
+    pub text_chars: u32,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<JobErrorView>,
+}
+
+/// A failed file or page in a result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ResultErrorView {
+    pub document_id: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub page_number: Option<u32>,
+    pub code: String,
+    pub message: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

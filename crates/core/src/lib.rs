@@ -11,6 +11,7 @@ pub mod api;
 pub mod error_code;
 pub mod id;
 pub mod job;
+pub mod pages;
 pub mod pagination;
 pub mod project;
 pub mod retry;

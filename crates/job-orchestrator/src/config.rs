@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use plangrep_service::{SettingError, Settings};
+use plangrep_storage::StorageConfig;
 
 use crate::crypto::SecretsKey;
+use crate::pdf::Limits;
 
 /// Everything the orchestrator needs to run.
 #[derive(Debug, Clone)]
@@ -24,8 +26,22 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Encrypts webhook secrets at rest.
     pub secrets_key: SecretsKey,
-    /// Where job and project storage is allocated (`file://` URLs in this build).
-    pub storage_root: PathBuf,
+    /// Object storage for documents and results (shared with the gateway).
+    pub storage: StorageConfig,
+    /// The program that parses PDFs in a child process: this binary (`pdf-worker`).
+    pub pdf_worker: PathBuf,
+    /// Resource limits of each PDF parser process.
+    pub pdf_limits: Limits,
+    /// Messages each pipeline stage handles at once (provision, preflight, process).
+    pub provision_concurrency: u16,
+    pub preflight_concurrency: u16,
+    pub process_concurrency: u16,
+    /// How often overdue jobs are looked for.
+    pub expiry_interval: Duration,
+    /// Age after which a stored upload nobody registered is deleted.
+    pub orphan_grace: Duration,
+    /// Attempts at allocating a project's storage before the project fails.
+    pub allocation_attempts: u32,
     /// How long a job may stay non-terminal.
     pub job_ttl: Duration,
     /// Backstop poll of the outbox when no NOTIFY arrives.
@@ -61,9 +77,29 @@ impl Config {
             grpc_addr: settings.socket_addr("PLANGREP_ORCHESTRATOR_ADDR", "0.0.0.0:50051")?,
             http_addr: settings.socket_addr("PLANGREP_ORCHESTRATOR_HTTP_ADDR", "0.0.0.0:9091")?,
             secrets_key,
-            storage_root: storage_root(
-                &settings.string("PLANGREP_STORAGE_URL", "file://./var/storage"),
-            )?,
+            storage: StorageConfig::from_settings(settings)?,
+            pdf_worker: match settings.raw("PLANGREP_PDF_WORKER") {
+                Some(path) => PathBuf::from(path),
+                None => std::env::current_exe().map_err(|e| {
+                    SettingError::new("PLANGREP_PDF_WORKER", format!("cannot find this binary: {e}"))
+                })?,
+            },
+            pdf_limits: Limits {
+                cpu_seconds: settings
+                    .duration("PLANGREP_PDF_CPU_LIMIT", Duration::from_secs(20))?
+                    .as_secs()
+                    .max(1),
+                memory_bytes: settings.parse("PLANGREP_PDF_MEMORY_LIMIT_BYTES", 1 << 30)?,
+                wall_clock: settings.duration("PLANGREP_PDF_TIMEOUT", Duration::from_secs(60))?,
+            },
+            provision_concurrency: settings.parse::<u16>("PLANGREP_PROVISION_CONCURRENCY", 8)?,
+            preflight_concurrency: settings.parse::<u16>("PLANGREP_PREFLIGHT_CONCURRENCY", 2)?,
+            process_concurrency: settings.parse::<u16>("PLANGREP_PROCESS_CONCURRENCY", 2)?,
+            expiry_interval: settings
+                .duration("PLANGREP_EXPIRY_SWEEP_INTERVAL", Duration::from_secs(30))?,
+            orphan_grace: settings
+                .duration("PLANGREP_ORPHAN_UPLOAD_GRACE", Duration::from_secs(6 * 3600))?,
+            allocation_attempts: settings.parse::<u16>("PLANGREP_ALLOCATION_ATTEMPTS", 5)?.max(1).into(),
             job_ttl: settings.duration("PLANGREP_JOB_TTL", Duration::from_secs(7 * 86_400))?,
             outbox_poll_interval: settings
                 .duration("PLANGREP_OUTBOX_POLL_INTERVAL", Duration::from_secs(1))?,
@@ -73,17 +109,6 @@ impl Config {
                 .duration("PLANGREP_OUTBOX_RETENTION", Duration::from_secs(7 * 86_400))?,
         })
     }
-}
-
-fn storage_root(url: &str) -> Result<PathBuf, SettingError> {
-    let problem = |text: &str| SettingError::new("PLANGREP_STORAGE_URL", text);
-    let path = url
-        .strip_prefix("file://")
-        .ok_or_else(|| problem("only file:// storage is supported by this build"))?;
-    if path.is_empty() {
-        return Err(problem("file:// needs a path"));
-    }
-    Ok(PathBuf::from(path))
 }
 
 #[cfg(test)]
@@ -109,7 +134,8 @@ mod tests {
         for (name, value) in [
             ("PLANGREP_JOB_TTL", "forever"),
             ("PLANGREP_ORCHESTRATOR_ADDR", "nowhere"),
-            ("PLANGREP_STORAGE_URL", "s3://bucket"),
+            ("PLANGREP_STORAGE_URL", "ftp://bucket"),
+            ("PLANGREP_PROCESS_CONCURRENCY", "many"),
             ("PLANGREP_DEV_MODE", "maybe"),
         ] {
             let mut settings = Settings::from_pairs(base);

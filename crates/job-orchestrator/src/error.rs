@@ -19,6 +19,16 @@ pub enum Error {
     InvalidJobState(plangrep_core::JobStatus),
     #[error("the job changed concurrently")]
     Conflict,
+    #[error("the job has no files")]
+    NoFiles,
+    #[error("{0}")]
+    JobLimitExceeded(String),
+    #[error("the job has no result")]
+    ResultNotAvailable(plangrep_core::JobStatus),
+    #[error("object storage unavailable: {0}")]
+    StorageUnavailable(String),
+    #[error("object storage error: {0}")]
+    Storage(String),
     #[error("this Idempotency-Key was used with a different request")]
     IdempotencyKeyReused,
     #[error("a request with this Idempotency-Key is still in progress")]
@@ -48,7 +58,10 @@ impl From<sqlx::Error> for Error {
 impl Error {
     /// Whether retrying the same work later can succeed (the dependency was down).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::DatabaseUnavailable(_) | Error::Conflict)
+        matches!(
+            self,
+            Error::DatabaseUnavailable(_) | Error::Conflict | Error::StorageUnavailable(_)
+        )
     }
 
     /// Whether this 4xx is final, so an Idempotency-Key stores and replays it. A
@@ -61,6 +74,7 @@ impl Error {
                 | Error::InvalidField(_)
                 | Error::ProjectNameTaken
                 | Error::InvalidJobState(_)
+                | Error::NoFiles
         )
     }
 }
@@ -88,6 +102,24 @@ impl From<Error> for tonic::Status {
                 format!("the job is {status}; this is not possible in that status"),
                 None,
             ),
+            Error::NoFiles => (
+                ErrorCode::NoFiles,
+                "the job has no files yet; upload at least one before completing".to_owned(),
+                None,
+            ),
+            Error::JobLimitExceeded(message) => {
+                (ErrorCode::JobLimitExceeded, message.clone(), None)
+            }
+            Error::ResultNotAvailable(status) => (
+                ErrorCode::ResultNotAvailable,
+                format!("the job is {status}; a result exists once it completed"),
+                None,
+            ),
+            Error::StorageUnavailable(_) => (
+                ErrorCode::Unavailable,
+                "object storage is unavailable".to_owned(),
+                None,
+            ),
             Error::Conflict => (
                 ErrorCode::Unavailable,
                 "the resource changed concurrently; retry".to_owned(),
@@ -108,7 +140,7 @@ impl From<Error> for tonic::Status {
                 "the database is unavailable".to_owned(),
                 None,
             ),
-            Error::Database(_) | Error::Corrupt(_) => {
+            Error::Database(_) | Error::Corrupt(_) | Error::Storage(_) => {
                 tracing::error!(error = ?error, "internal error");
                 (ErrorCode::Internal, "internal error".to_owned(), None)
             }

@@ -4,19 +4,21 @@
 
 use std::time::Duration;
 
+use plangrep_core::ProjectStatus;
 use plangrep_core::id::{JobId, OrgId, ProjectId};
 use plangrep_core::pagination::Cursor;
 use plangrep_core::validate::{ExternalId, ProjectName};
-use plangrep_core::webhook::WebhookSecret;
-use plangrep_core::{JobEvent, JobStatus, ProjectStatus};
 use plangrep_proto::orchestrator::job_orchestrator_server::JobOrchestrator;
 use plangrep_proto::orchestrator::{
-    CancelJobRequest, CreateJobRequest, CreateJobResponse, CreateProjectRequest,
-    CreateProjectResponse, CreditBalance, GetCreditBalanceRequest, GetJobRequest,
-    GetProjectRequest, GetWebhookTargetRequest, GrantCreditsRequest, Job, ListJobEventsRequest,
-    ListJobEventsResponse, ListJobsRequest, ListJobsResponse, ListProjectsRequest,
-    ListProjectsResponse, PageInfo, PageRequest, Project, ResumeJobRequest, WebhookTarget,
+    CancelJobRequest, CompleteUploadsRequest, CreateJobRequest, CreateJobResponse,
+    CreateProjectRequest, CreateProjectResponse, CreditBalance, CreditRates,
+    GetCreditBalanceRequest, GetCreditRatesRequest, GetJobRequest, GetJobResultRequest,
+    GetProjectRequest, GetWebhookTargetRequest, GrantCreditsRequest, Job, JobResult,
+    ListJobEventsRequest, ListJobEventsResponse, ListJobsRequest, ListJobsResponse,
+    ListProjectsRequest, ListProjectsResponse, PageInfo, PageRequest, Project,
+    RegisterDocumentsRequest, ResumeJobRequest, SetCreditRatesRequest, WebhookTarget,
 };
+use plangrep_storage::{Storage, StorageError, keys};
 use plangrep_proto::time::to_timestamp;
 use sqlx::{PgConnection, PgPool};
 use tonic::{Request, Response, Status};
@@ -24,9 +26,10 @@ use tonic::{Request, Response, Status};
 use crate::crypto::SecretsKey;
 use crate::error::Error;
 use crate::idempotency::{self, Key};
+use crate::jobs::{self as commands, NewJob};
 use crate::lifecycle;
 use crate::store;
-use crate::store::jobs::{self, JobRow};
+use crate::store::jobs;
 use crate::store::projects::{self, ProjectRow};
 
 /// The gRPC service state.
@@ -35,6 +38,7 @@ pub struct OrchestratorService {
     pool: PgPool,
     secrets_key: SecretsKey,
     job_ttl: Duration,
+    storage: Storage,
 }
 
 fn parse_org(raw: &str) -> Result<OrgId, Error> {
@@ -42,12 +46,13 @@ fn parse_org(raw: &str) -> Result<OrgId, Error> {
 }
 
 impl OrchestratorService {
-    /// A service over `pool`.
-    pub fn new(pool: PgPool, secrets_key: SecretsKey, job_ttl: Duration) -> Self {
+    /// A service over `pool`, reading results from `storage`.
+    pub fn new(pool: PgPool, secrets_key: SecretsKey, job_ttl: Duration, storage: Storage) -> Self {
         Self {
             pool,
             secrets_key,
             job_ttl,
+            storage,
         }
     }
 }
@@ -74,82 +79,6 @@ async fn create_project(
     Ok(CreateProjectResponse {
         project: Some(row.to_proto()),
     })
-}
-
-/// What a new job is made of, validated.
-struct NewJob {
-    org_id: OrgId,
-    project_id: ProjectId,
-    external_id: Option<ExternalId>,
-    webhook_url: Option<String>,
-}
-
-impl OrchestratorService {
-    /// Inserts a `provisioning` job (with its sealed secret) and announces it.
-    async fn create_job(
-        &self,
-        conn: &mut PgConnection,
-        new: NewJob,
-    ) -> Result<CreateJobResponse, Error> {
-        let project =
-            projects::get(conn, &new.org_id.to_string(), &new.project_id.to_string()).await?;
-        if project.status()? != ProjectStatus::Ready {
-            return Err(Error::ProjectNotReady);
-        }
-        let job_id = JobId::generate();
-        let secret = new.webhook_url.as_ref().map(|_| WebhookSecret::generate());
-        let now = store::now();
-        let row = JobRow {
-            id: job_id.to_string(),
-            org_id: new.org_id.to_string(),
-            project_id: project.id,
-            external_id: new.external_id.map(|e| e.as_str().to_owned()),
-            status: JobStatus::Provisioning.as_str().to_owned(),
-            version: 1,
-            last_sequence: 1,
-            webhook_url: new.webhook_url,
-            webhook_secret_sealed: secret.as_ref().map(|s| self.secrets_key.seal(job_id, s)),
-            page_count: 0,
-            successful_page_count: 0,
-            credits_reserved: 0,
-            credits_debited: 0,
-            error_code: None,
-            error_message: None,
-            result_available: false,
-            created_at: now,
-            updated_at: now,
-            completed_at: None,
-            expires_at: now + self.job_ttl,
-        };
-        jobs::insert(conn, &row).await?;
-        lifecycle::record_job_created(conn, &row).await?;
-        tracing::info!(job_id = %row.id, "job created");
-        Ok(CreateJobResponse {
-            job: Some(row.to_proto()),
-            webhook_signing_secret: secret.map(|s| s.expose()),
-        })
-    }
-}
-
-/// Resumes a job blocked on credits (→ preflighting); any other status is a 409.
-async fn resume_job(conn: &mut PgConnection, org_id: &str, job_id: &str) -> Result<Job, Error> {
-    lock_job(conn, org_id, job_id).await?;
-    let row = lifecycle::apply_job_event(conn, job_id, None, JobEvent::Resumed)
-        .await?
-        .ok_or(Error::Conflict)?;
-    tracing::info!(job_id, "job resumed");
-    Ok(row.to_proto())
-}
-
-/// Locks a job of `org_id` for the rest of the transaction (or `NotFound`).
-async fn lock_job(conn: &mut PgConnection, org_id: &str, job_id: &str) -> Result<(), Error> {
-    sqlx::query("SELECT 1 FROM jobs WHERE id = $1 AND org_id = $2 FOR UPDATE")
-        .bind(job_id)
-        .bind(org_id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or(Error::NotFound("job"))?;
-    Ok(())
 }
 
 /// Splits `rows` (fetched with one extra) into a page and its `PageInfo`.
@@ -184,17 +113,6 @@ fn page_bounds(page: Option<PageRequest>) -> Result<(u32, Option<Cursor>), Error
     };
     let cursor = page.cursor.as_deref().map(Cursor::decode).transpose()?;
     Ok((limit, cursor))
-}
-
-/// Cancels a non-terminal job. The row is locked first, so a pipeline stage moving the
-/// job at the same moment loses its version check instead of this request.
-async fn cancel_job(conn: &mut PgConnection, org_id: &str, job_id: &str) -> Result<Job, Error> {
-    lock_job(conn, org_id, job_id).await?;
-    let row = lifecycle::apply_job_event(conn, job_id, None, JobEvent::CancelRequested)
-        .await?
-        .ok_or(Error::Conflict)?;
-    tracing::info!(job_id, "job cancelled");
-    Ok(row.to_proto())
 }
 
 #[tonic::async_trait]
@@ -247,7 +165,7 @@ impl JobOrchestrator for OrchestratorService {
         };
         let key = Key::from_request(&request.org_id, request.idempotency);
         let outcome = idempotency::run(&self.pool, &self.secrets_key, key, async |conn| {
-            self.create_job(conn, new).await
+            commands::create(conn, &self.secrets_key, self.job_ttl, new).await
         })
         .await?;
         Ok(outcome.into_response())
@@ -296,7 +214,7 @@ impl JobOrchestrator for OrchestratorService {
             id: row.id.clone(),
         });
         Ok(Response::new(ListJobsResponse {
-            jobs: rows.iter().map(JobRow::to_proto).collect(),
+            jobs: jobs::views(&mut conn, &rows).await?,
             page: Some(page),
         }))
     }
@@ -331,7 +249,7 @@ impl JobOrchestrator for OrchestratorService {
         let key = Key::from_request(&request.org_id, request.idempotency);
         let (org_id, job_id) = (request.org_id, request.job_id);
         let outcome = idempotency::run(&self.pool, &self.secrets_key, key, async |conn| {
-            resume_job(conn, &org_id, &job_id).await
+            commands::resume(conn, &org_id, &job_id).await
         })
         .await?;
         Ok(outcome.into_response())
@@ -370,7 +288,7 @@ impl JobOrchestrator for OrchestratorService {
         let request = request.into_inner();
         let mut conn = self.pool.acquire().await.map_err(Error::from)?;
         let row = jobs::get(&mut conn, &request.org_id, &request.job_id).await?;
-        Ok(Response::new(row.to_proto()))
+        Ok(Response::new(jobs::view(&mut conn, &row).await?))
     }
 
     async fn cancel_job(
@@ -381,7 +299,7 @@ impl JobOrchestrator for OrchestratorService {
         let key = Key::from_request(&request.org_id, request.idempotency);
         let (org_id, job_id) = (request.org_id, request.job_id);
         let outcome = idempotency::run(&self.pool, &self.secrets_key, key, async |conn| {
-            cancel_job(conn, &org_id, &job_id).await
+            commands::cancel(conn, &org_id, &job_id).await
         })
         .await?;
         Ok(outcome.into_response())
@@ -413,36 +331,103 @@ impl JobOrchestrator for OrchestratorService {
 
     async fn register_documents(
         &self,
-        _request: Request<plangrep_proto::orchestrator::RegisterDocumentsRequest>,
+        request: Request<RegisterDocumentsRequest>,
     ) -> Result<Response<Job>, Status> {
-        Err(Status::unimplemented("register_documents"))
+        let request = request.into_inner();
+        if request.documents.is_empty() {
+            return Err(Error::InvalidField(plangrep_core::validate::FieldError::new(
+                "files",
+                "at least one document is required",
+            ))
+            .into());
+        }
+        let mut tx = self.pool.begin().await.map_err(Error::from)?;
+        let job = commands::register_documents(
+            &mut tx,
+            &request.org_id,
+            &request.job_id,
+            &request.documents,
+        )
+        .await?;
+        tx.commit().await.map_err(Error::from)?;
+        Ok(Response::new(job))
     }
 
     async fn complete_uploads(
         &self,
-        _request: Request<plangrep_proto::orchestrator::CompleteUploadsRequest>,
+        request: Request<CompleteUploadsRequest>,
     ) -> Result<Response<Job>, Status> {
-        Err(Status::unimplemented("complete_uploads"))
+        let request = request.into_inner();
+        let key = Key::from_request(&request.org_id, request.idempotency);
+        let (org_id, job_id) = (request.org_id, request.job_id);
+        let outcome = idempotency::run(&self.pool, &self.secrets_key, key, async |conn| {
+            commands::complete_uploads(conn, &org_id, &job_id).await
+        })
+        .await?;
+        Ok(outcome.into_response())
     }
 
     async fn get_job_result(
         &self,
-        _request: Request<plangrep_proto::orchestrator::GetJobResultRequest>,
-    ) -> Result<Response<plangrep_proto::orchestrator::JobResult>, Status> {
-        Err(Status::unimplemented("get_job_result"))
+        request: Request<GetJobResultRequest>,
+    ) -> Result<Response<JobResult>, Status> {
+        let request = request.into_inner();
+        let mut conn = self.pool.acquire().await.map_err(Error::from)?;
+        let row = jobs::get(&mut conn, &request.org_id, &request.job_id).await?;
+        drop(conn);
+        let status = row.status()?;
+        if !row.result_available {
+            return Err(Error::ResultNotAvailable(status).into());
+        }
+        let bytes = self
+            .storage
+            .get(&keys::result(&row.id))
+            .await
+            .map_err(storage_error)?;
+        let json = String::from_utf8(bytes.to_vec())
+            .map_err(|_| Error::Corrupt(format!("result of {} is not UTF-8", row.id)))?;
+        Ok(Response::new(JobResult { json }))
     }
 
     async fn set_credit_rates(
         &self,
-        _request: Request<plangrep_proto::orchestrator::SetCreditRatesRequest>,
-    ) -> Result<Response<plangrep_proto::orchestrator::CreditRates>, Status> {
-        Err(Status::unimplemented("set_credit_rates"))
+        request: Request<SetCreditRatesRequest>,
+    ) -> Result<Response<CreditRates>, Status> {
+        let request = request.into_inner();
+        let mut conn = self.pool.acquire().await.map_err(Error::from)?;
+        let rates = store::credits::set_rates(
+            &mut conn,
+            &request.org_id,
+            request.drawing_page_rate,
+            request.document_page_rate,
+        )
+        .await?;
+        Ok(Response::new(CreditRates {
+            org_id: request.org_id,
+            drawing_page_rate: rates.drawing,
+            document_page_rate: rates.document,
+        }))
     }
 
     async fn get_credit_rates(
         &self,
-        _request: Request<plangrep_proto::orchestrator::GetCreditRatesRequest>,
-    ) -> Result<Response<plangrep_proto::orchestrator::CreditRates>, Status> {
-        Err(Status::unimplemented("get_credit_rates"))
+        request: Request<GetCreditRatesRequest>,
+    ) -> Result<Response<CreditRates>, Status> {
+        let request = request.into_inner();
+        let mut conn = self.pool.acquire().await.map_err(Error::from)?;
+        let rates = store::credits::rates(&mut conn, &request.org_id).await?;
+        Ok(Response::new(CreditRates {
+            org_id: request.org_id,
+            drawing_page_rate: rates.drawing,
+            document_page_rate: rates.document,
+        }))
+    }
+}
+
+/// A storage failure as the orchestrator reports it.
+pub fn storage_error(error: StorageError) -> Error {
+    match error {
+        StorageError::Unavailable(_) => Error::StorageUnavailable(error.to_string()),
+        other => Error::Storage(other.to_string()),
     }
 }

@@ -3,18 +3,22 @@
 //! announces every status change through a transactional outbox relayed to RabbitMQ.
 //!
 //! Layout: [`config`] and [`startup`] wire the service; [`grpc`] is the transport;
-//! [`store`] holds the SQL, [`lifecycle`] is the only writer of statuses; [`relay`]
-//! publishes the outbox; [`pipeline`] is the set of stages that consume our own events;
-//! [`idempotency`] stores replayable responses; [`housekeeping`] deletes what expired.
+//! [`jobs`] holds the job commands; [`store`] holds the SQL, [`lifecycle`] is the only
+//! writer of statuses; [`relay`] publishes the outbox; [`pipeline`] is the set of stages
+//! that consume our own events, parsing PDFs through [`pdf`]'s sandboxed child process;
+//! [`expiry`] expires overdue jobs; [`idempotency`] stores replayable responses;
+//! [`housekeeping`] deletes what expired.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod expiry;
 pub mod grpc;
 pub mod housekeeping;
 pub mod idempotency;
+pub mod jobs;
 pub mod lifecycle;
 pub mod pipeline;
 pub mod relay;

@@ -3,18 +3,21 @@
 //! A status change is one transaction: the row moves (guarded by its version, so a stale
 //! worker loses cleanly), the history row and the outbox row are inserted. The outbox
 //! payload carries the job as it is after the change, which is what its webhook shows.
+//! A job that reaches a terminal status gives its unused credit reservation back in the
+//! same transaction, whichever way it ended (completed, failed, cancelled, expired).
 
 use plangrep_core::id::EventId;
 use plangrep_core::{JobEvent, JobStatus, ProjectStatus, job};
+use plangrep_messaging::StatusEvent;
 use plangrep_proto::events::{JobStatusChanged, ProjectStatusChanged};
 use plangrep_proto::time::to_timestamp;
 use prost::Message;
 use sqlx::PgConnection;
 
 use crate::error::Error;
-use crate::store::jobs::JobRow;
+use crate::store::jobs::{self as job_store, JOB_COLUMNS, JobRow};
 use crate::store::projects::{self, ProjectRow};
-use crate::store::{self, outbox};
+use crate::store::{self, credits, outbox};
 
 /// Records the creation of `row` (already inserted, status `provisioning`, sequence 1).
 pub async fn record_job_created(conn: &mut PgConnection, row: &JobRow) -> Result<(), Error> {
@@ -40,21 +43,30 @@ pub async fn apply_job_event(
     let to = job::transition(from, event).map_err(|_| Error::InvalidJobState(from))?;
     let now = store::now();
     let completed_at = to.is_terminal().then_some(now);
-    let updated: Option<JobRow> = sqlx::query_as(
+    // The unused reservation of a job that ends is released with the change.
+    let release = if to.is_terminal() {
+        current.credits_reserved
+    } else {
+        0
+    };
+    let updated: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE jobs SET status = $3, version = version + 1, last_sequence = last_sequence + 1, \
-           updated_at = $4, completed_at = COALESCE(completed_at, $5) \
-         WHERE id = $1 AND version = $2 RETURNING *",
-    )
+           updated_at = $4, completed_at = COALESCE(completed_at, $5), \
+           credits_reserved = credits_reserved - $6 \
+         WHERE id = $1 AND version = $2 RETURNING {JOB_COLUMNS}"
+    )))
     .bind(job_id)
     .bind(current.version)
     .bind(to.as_str())
     .bind(now)
     .bind(completed_at)
+    .bind(release)
     .fetch_optional(&mut *conn)
     .await?;
     let Some(updated) = updated else {
         return Err(Error::Conflict);
     };
+    credits::release(conn, &updated.org_id, &updated.id, release).await?;
     record_job_event(conn, &updated, Some(from)).await?;
     Ok(Some(updated))
 }
@@ -86,9 +98,9 @@ async fn record_job_event(
         status: row.status.clone(),
         previous_status: previous.map(|s| s.as_str().to_owned()),
         occurred_at: Some(to_timestamp(occurred_at)),
-        job: Some(row.to_proto()),
+        job: Some(job_store::view(conn, row).await?),
     };
-    let routing_key = format!("job.status_changed.{}", row.status);
+    let routing_key = StatusEvent::Job(row.status()?).routing_key();
     outbox::append(conn, &event_id, &routing_key, &message.encode_to_vec()).await?;
     Ok(())
 }
@@ -134,7 +146,7 @@ async fn record_project_event(
         occurred_at: Some(to_timestamp(row.updated_at)),
         project: Some(row.to_proto()),
     };
-    let routing_key = format!("project.status_changed.{}", row.status);
+    let routing_key = StatusEvent::Project(row.status()?).routing_key();
     outbox::append(conn, &event_id, &routing_key, &message.encode_to_vec()).await?;
     Ok(())
 }

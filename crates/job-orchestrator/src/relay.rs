@@ -8,7 +8,8 @@
 
 use std::time::Duration;
 
-use plangrep_messaging::topology::{DISPATCHER_EVENTS, ORCHESTRATOR_PIPELINE};
+use plangrep_messaging::StatusEvent;
+use plangrep_messaging::topology::ALL_QUEUES;
 use plangrep_messaging::{OutgoingMessage, Publisher, Topology};
 use sqlx::postgres::{PgConnectOptions, PgListener};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -105,9 +106,10 @@ impl Relay {
         // Declare every consumer's queue before publishing, so events published before a
         // consumer's first start wait in its queue instead of being unroutable.
         let channel = connection.create_channel().await?;
-        for queue in [DISPATCHER_EVENTS, ORCHESTRATOR_PIPELINE] {
+        for queue in ALL_QUEUES {
             self.topology.declare_work_queue(&channel, &queue).await?;
         }
+        self.topology.delete_retired_queues(&channel).await?;
         let _ = channel.close(200, "declared".into()).await;
         let outcome = loop {
             if let Err(error) = self.publish_pending(&publisher).await {
@@ -144,7 +146,7 @@ impl Relay {
                     traceparent: row.traceparent.clone(),
                     // Job events must reach the dispatcher; a missing queue is an error
                     // (the row stays unpublished), never a silently dropped webhook.
-                    mandatory: row.routing_key.starts_with("job."),
+                    mandatory: StatusEvent::parse(&row.routing_key).is_some_and(StatusEvent::is_job),
                 };
                 // A broker that blocks publishers (memory or disk alarm) must not hold the
                 // batch transaction, or shutdown, forever: give up and reconnect.

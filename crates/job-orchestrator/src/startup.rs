@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 
-use plangrep_messaging::topology::ORCHESTRATOR_PIPELINE;
 use plangrep_messaging::{BrokerHealth, ConsumerConfig, Topology, consume_loop};
 use plangrep_proto::orchestrator::job_orchestrator_server::JobOrchestratorServer;
 use plangrep_service::database;
@@ -17,7 +16,9 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::config::Config;
 use crate::grpc::OrchestratorService;
-use crate::pipeline::Pipeline;
+use crate::housekeeping::Housekeeping;
+use crate::pdf::Inspector;
+use crate::pipeline::{Pipeline, Stage};
 use crate::relay::Relay;
 
 /// The orchestrator's migrations, embedded in the binary.
@@ -37,6 +38,8 @@ pub enum StartupError {
     Io(#[from] std::io::Error),
     #[error("server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("object storage: {0}")]
+    Storage(#[from] plangrep_storage::StorageError),
 }
 
 /// A built, not yet running orchestrator.
@@ -44,6 +47,7 @@ pub struct App {
     config: Config,
     pool: PgPool,
     options: PgConnectOptions,
+    storage: plangrep_storage::Storage,
     grpc_listener: TcpListener,
     http_listener: TcpListener,
 }
@@ -69,10 +73,12 @@ impl App {
         migrate(&config).await?;
         let options = connect_options(&config)?;
         let pool = database::lazy_pool(options.clone(), 20);
+        let storage = plangrep_storage::Storage::open(&config.storage)?;
         Ok(Self {
             config,
             pool,
             options,
+            storage,
             grpc_listener,
             http_listener,
         })
@@ -94,11 +100,11 @@ impl App {
             config,
             pool,
             options,
+            storage,
             grpc_listener,
             http_listener,
         } = self;
         let topology = Topology::new(config.amqp_prefix.clone());
-        let broker = BrokerHealth::default();
 
         let relay = Relay {
             pool: pool.clone(),
@@ -108,33 +114,61 @@ impl App {
             poll_interval: config.outbox_poll_interval,
         };
         let relay_task = tokio::spawn(relay.relay_loop(shutdown.clone()));
-        let housekeeping_task = tokio::spawn(crate::housekeeping::housekeeping_loop(
-            pool.clone(),
-            config.housekeeping_interval,
-            config.outbox_retention,
-            shutdown.clone(),
-        ));
-
-        let pipeline = Pipeline::new(pool.clone(), config.storage_root.clone());
-        let consumer = ConsumerConfig {
-            amqp_url: config.amqp_url.clone(),
-            topology,
-            queue: ORCHESTRATOR_PIPELINE,
-            concurrency: 8,
-            consumer_tag: "job-orchestrator".to_owned(),
+        let housekeeping = Housekeeping {
+            pool: pool.clone(),
+            storage: storage.clone(),
+            interval: config.housekeeping_interval,
+            outbox_retention: config.outbox_retention,
+            orphan_grace: config.orphan_grace,
         };
-        let pipeline_task = tokio::spawn(consume_loop(
-            consumer,
-            broker.clone(),
-            move |message| {
-                let pipeline = pipeline.clone();
-                async move { pipeline.handle(message).await }
-            },
+        let housekeeping_task = tokio::spawn(housekeeping.housekeeping_loop(shutdown.clone()));
+        let expiry_task = tokio::spawn(crate::expiry::expiry_loop(
+            pool.clone(),
+            config.expiry_interval,
             shutdown.clone(),
         ));
 
+        // One consumer per stage, each with its own queue, concurrency and health.
+        let pipeline = Pipeline::new(
+            pool.clone(),
+            storage.clone(),
+            Inspector::new(config.pdf_worker.clone(), config.pdf_limits),
+            config.allocation_attempts,
+        );
+        let mut stage_health = Vec::new();
+        let mut stage_tasks = Vec::new();
+        for stage in Stage::ALL {
+            let concurrency = match stage {
+                Stage::Provision => config.provision_concurrency,
+                Stage::Preflight => config.preflight_concurrency,
+                Stage::Process => config.process_concurrency,
+            };
+            let consumer = ConsumerConfig {
+                amqp_url: config.amqp_url.clone(),
+                topology: topology.clone(),
+                queue: stage.queue(),
+                concurrency,
+                consumer_tag: format!("job-orchestrator.{}", stage.name()),
+            };
+            let health = BrokerHealth::default();
+            stage_health.push(health.clone());
+            let pipeline = pipeline.clone();
+            stage_tasks.push(tokio::spawn(consume_loop(
+                consumer,
+                health,
+                move |message| {
+                    let pipeline = pipeline.clone();
+                    async move { pipeline.handle(stage, message).await }
+                },
+                shutdown.clone(),
+            )));
+        }
+
+        // Ready while the database answers and every stage consumes.
         let ops = plangrep_service::ops::router(
-            plangrep_service::ops::database_readiness(pool.clone(), move || broker.is_up()),
+            plangrep_service::ops::database_readiness(pool.clone(), move || {
+                stage_health.iter().all(BrokerHealth::is_up)
+            }),
             None,
         );
         let http_task = tokio::spawn(plangrep_service::ops::serve(
@@ -148,8 +182,12 @@ impl App {
             .set_serving::<JobOrchestratorServer<OrchestratorService>>()
             .await;
         let (reflection_v1, reflection_v1alpha) = plangrep_proto::reflection::services();
-        let service =
-            OrchestratorService::new(pool.clone(), config.secrets_key.clone(), config.job_ttl);
+        let service = OrchestratorService::new(
+            pool.clone(),
+            config.secrets_key.clone(),
+            config.job_ttl,
+            storage,
+        );
         tracing::info!(grpc = %grpc_listener.local_addr()?, "job-orchestrator serving");
         let grpc_result = tonic::transport::Server::builder()
             .layer(plangrep_telemetry::trace::TraceLayer)
@@ -161,7 +199,10 @@ impl App {
             .await;
 
         shutdown.cancel();
-        let _ = tokio::join!(relay_task, housekeeping_task, pipeline_task, http_task);
+        let _ = tokio::join!(relay_task, housekeeping_task, expiry_task, http_task);
+        for task in stage_tasks {
+            let _ = task.await;
+        }
         pool.close().await;
         grpc_result?;
         Ok(())

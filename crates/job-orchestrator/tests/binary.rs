@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use plangrep_messaging::Topology;
-use plangrep_messaging::topology::{DISPATCHER_EVENTS, ORCHESTRATOR_PIPELINE};
+use plangrep_messaging::topology::ALL_QUEUES;
 use plangrep_test_support::process::ServiceProcess;
 use plangrep_test_support::{BrokerCleanup, TestDatabase, amqp_url, unique_prefix};
 
@@ -17,7 +17,7 @@ async fn the_orchestrator_runs_its_loops_and_exits_cleanly_on_sigterm() {
     let prefix = unique_prefix();
     let _broker = BrokerCleanup {
         topology: Topology::new(prefix.clone()),
-        queues: vec![DISPATCHER_EVENTS, ORCHESTRATOR_PIPELINE],
+        queues: ALL_QUEUES.to_vec(),
     };
     let storage =
         std::env::temp_dir().join(format!("plangrep-bin-{}", prefix.trim_end_matches('.')));

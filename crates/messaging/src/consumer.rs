@@ -3,9 +3,11 @@
 //! away, and on shutdown stops taking messages and lets in-flight ones finish.
 //!
 //! Ack follows durable state: a message is acked only after its handler returned `Ok`
-//! (the handler commits before returning). Transient handler failures are retried in
-//! place with backoff, so a database outage does not burn the queue's delivery limit;
-//! permanent failures are rejected into the dead-letter queue.
+//! (the handler commits before returning). Handler failures are classified
+//! ([`HandleError`]): `Retry` is retried in place with backoff a bounded number of times,
+//! then handed back to the broker, whose delivery limit dead-letters it eventually;
+//! `DeadLetter` goes to the dead-letter queue at once; `Ignore` is acked and logged. No
+//! message is retried forever, and a poison message never stops the others.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -40,16 +42,25 @@ pub struct Incoming {
     pub traceparent: Option<String>,
 }
 
-/// How a handler failed.
+/// How a handler failed, which decides what happens to the message.
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
-    /// A dependency is down; the same message will be retried in place.
-    #[error("transient failure: {0}")]
-    Transient(Box<dyn std::error::Error + Send + Sync>),
-    /// The message can never be handled (undecodable); it goes to the dead-letter queue.
-    #[error("permanent failure: {0}")]
-    Permanent(Box<dyn std::error::Error + Send + Sync>),
+    /// A dependency is down or the work raced another worker: retried in place with
+    /// backoff up to [`IN_PLACE_ATTEMPTS`] times, then requeued (counting towards the
+    /// queue's delivery limit, after which the broker dead-letters it).
+    #[error("retryable failure: {0}")]
+    Retry(Box<dyn std::error::Error + Send + Sync>),
+    /// The message can never be handled (undecodable, names nothing): dead-lettered now.
+    #[error("unprocessable message: {0}")]
+    DeadLetter(Box<dyn std::error::Error + Send + Sync>),
+    /// Nothing to do, ever (e.g. the event is stale): acked and logged.
+    #[error("ignored: {0}")]
+    Ignore(Box<dyn std::error::Error + Send + Sync>),
 }
+
+/// How often a retryable failure is retried in place before the message is handed back
+/// to the broker (about 25 s of backoff in all).
+pub const IN_PLACE_ATTEMPTS: u32 = 8;
 
 /// Whether a consumer currently holds a live broker connection (for `/readyz`).
 #[derive(Debug, Clone, Default)]
@@ -223,8 +234,9 @@ where
     .await;
 }
 
-/// Runs the handler until it succeeds (ack), fails permanently (reject) or shutdown
-/// interrupts a retry (requeue).
+/// Runs the handler until it succeeds (ack), is ignored (ack), fails for good (reject
+/// into the dead-letter queue) or has used its in-place retries (requeue); shutdown
+/// interrupts a retry with a requeue.
 async fn settle<H, Fut>(
     delivery: Delivery,
     incoming: Incoming,
@@ -234,17 +246,19 @@ async fn settle<H, Fut>(
     H: Fn(Incoming) -> Fut,
     Fut: Future<Output = Result<(), HandleError>>,
 {
+    let requeue = BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    };
     let mut delay = RECONNECT_MIN;
-    loop {
+    for attempt in 1..=IN_PLACE_ATTEMPTS {
         match handler(incoming.clone()).await {
-            Ok(()) => {
-                if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
-                    // The message will be redelivered; handlers are idempotent.
-                    tracing::warn!(%error, "ack failed");
-                }
-                return;
+            Ok(()) => return ack(&delivery).await,
+            Err(HandleError::Ignore(reason)) => {
+                tracing::info!(routing_key = %incoming.routing_key, %reason, "message ignored");
+                return ack(&delivery).await;
             }
-            Err(HandleError::Permanent(error)) => {
+            Err(HandleError::DeadLetter(error)) => {
                 tracing::error!(routing_key = %incoming.routing_key, %error, "dead-lettering an unprocessable message");
                 let _ = delivery
                     .acker
@@ -252,17 +266,25 @@ async fn settle<H, Fut>(
                     .await;
                 return;
             }
-            Err(HandleError::Transient(error)) => {
+            Err(HandleError::Retry(error)) if attempt == IN_PLACE_ATTEMPTS => {
+                tracing::warn!(routing_key = %incoming.routing_key, %error, "handler keeps failing; handing the message back to the broker");
+            }
+            Err(HandleError::Retry(error)) => {
                 tracing::warn!(routing_key = %incoming.routing_key, %error, retry_in = ?delay, "handler failed, retrying");
                 tokio::select! {
-                    _ = shutdown.cancelled() => {
-                        let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await;
-                        return;
-                    }
+                    _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(delay) => {}
                 }
                 delay = (delay * 2).min(RECONNECT_MAX);
             }
         }
+    }
+    let _ = delivery.acker.nack(requeue).await;
+}
+
+async fn ack(delivery: &Delivery) {
+    if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
+        // The message will be redelivered; handlers are idempotent.
+        tracing::warn!(%error, "ack failed");
     }
 }

@@ -1,5 +1,6 @@
 //! `plangrep-messaging`: everything the services share about RabbitMQ.
 //!
+//! - [`routing`]: routing keys and bindings derived from typed statuses;
 //! - [`topology`]: the exchange and quorum work queues of DESIGN.md §3, declared
 //!   idempotently, with delivery limits and dead-letter queues, all under an optional
 //!   name prefix (tests isolate themselves with a random one).
@@ -9,9 +10,11 @@
 
 pub mod consumer;
 pub mod publisher;
+pub mod routing;
 pub mod topology;
 
 pub use consumer::{BrokerHealth, ConsumerConfig, HandleError, Incoming, consume_loop};
+pub use routing::{Binding, StatusEvent};
 pub use publisher::{OutgoingMessage, PublishError, Publisher};
 pub use topology::{Topology, WorkQueue};
 

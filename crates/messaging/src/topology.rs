@@ -11,30 +11,58 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
+use plangrep_core::{JobStatus, ProjectStatus};
+
+use crate::routing::{Binding, StatusEvent};
 
 /// A work queue and the routing keys bound to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WorkQueue {
     /// Base name, before the prefix.
     pub name: &'static str,
-    /// Routing-key patterns bound on the events exchange.
-    pub bindings: &'static [&'static str],
+    /// What it is bound to on the events exchange.
+    pub bindings: &'static [Binding],
 }
 
 /// The webhook dispatcher's queue: every job status change.
 pub const DISPATCHER_EVENTS: WorkQueue = WorkQueue {
     name: "plangrep.dispatcher.events",
-    bindings: &["job.#"],
+    bindings: &[Binding::AllJobEvents],
 };
 
-/// The orchestrator's pipeline queue: the statuses its stages act on.
-pub const ORCHESTRATOR_PIPELINE: WorkQueue = WorkQueue {
-    name: "plangrep.orchestrator.pipeline",
+/// The provisioning stage: new projects and jobs get their storage.
+pub const PROVISION_STAGE: WorkQueue = WorkQueue {
+    name: "plangrep.orchestrator.provision",
     bindings: &[
-        "job.status_changed.provisioning",
-        "project.status_changed.provisioning",
+        Binding::Status(StatusEvent::Job(JobStatus::Provisioning)),
+        Binding::Status(StatusEvent::Project(ProjectStatus::Provisioning)),
     ],
 };
+
+/// The preflight stage: uploads completed (or a job resumed).
+pub const PREFLIGHT_STAGE: WorkQueue = WorkQueue {
+    name: "plangrep.orchestrator.preflight",
+    bindings: &[Binding::Status(StatusEvent::Job(JobStatus::Preflighting))],
+};
+
+/// The processing stage: credits reserved, pages to work through.
+pub const PROCESS_STAGE: WorkQueue = WorkQueue {
+    name: "plangrep.orchestrator.process",
+    bindings: &[Binding::Status(StatusEvent::Job(JobStatus::Processing))],
+};
+
+/// Every consumer's queue: the relay declares them all before publishing, so an event
+/// published before a consumer's first start waits for it.
+pub const ALL_QUEUES: [WorkQueue; 4] = [
+    DISPATCHER_EVENTS,
+    PROVISION_STAGE,
+    PREFLIGHT_STAGE,
+    PROCESS_STAGE,
+];
+
+/// The single pipeline queue of earlier versions, replaced by one queue per stage; the
+/// relay deletes it so it does not fill up with copies nobody consumes.
+pub const RETIRED_PIPELINE_QUEUE: &str = "plangrep.orchestrator.pipeline";
 
 /// How many times a message may be redelivered before it is dead-lettered.
 const DELIVERY_LIMIT: i64 = 20;
@@ -141,17 +169,36 @@ impl Topology {
         channel
             .queue_declare(name.clone().into(), durable, arguments)
             .await?;
-        for pattern in queue.bindings {
+        for binding in queue.bindings {
             channel
                 .queue_bind(
                     name.clone().into(),
                     self.exchange().into(),
-                    (*pattern).into(),
+                    binding.pattern().into(),
                     QueueBindOptions::default(),
                     FieldTable::default(),
                 )
                 .await?;
         }
+        Ok(())
+    }
+
+    /// Deletes the retired single pipeline queue of earlier versions (and its dead-letter
+    /// queue while it is empty); a no-op once it is gone.
+    pub async fn delete_retired_queues(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        let name = format!("{}{RETIRED_PIPELINE_QUEUE}", self.prefix);
+        channel
+            .queue_delete(name.clone().into(), QueueDeleteOptions::default())
+            .await?;
+        channel
+            .queue_delete(
+                format!("{name}.dead").into(),
+                QueueDeleteOptions {
+                    if_empty: true,
+                    ..QueueDeleteOptions::default()
+                },
+            )
+            .await?;
         Ok(())
     }
 
@@ -202,8 +249,8 @@ mod tests {
             "t123.plangrep.dispatcher.events"
         );
         assert_eq!(
-            topology.dead_queue(&ORCHESTRATOR_PIPELINE),
-            "t123.plangrep.orchestrator.pipeline.dead"
+            topology.dead_queue(&PREFLIGHT_STAGE),
+            "t123.plangrep.orchestrator.preflight.dead"
         );
     }
 }

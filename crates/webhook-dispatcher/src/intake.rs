@@ -39,13 +39,13 @@ impl Intake {
 
     /// Records the delivery for one event message.
     pub async fn handle(&self, message: Incoming) -> Result<(), HandleError> {
-        let permanent = |reason: String| HandleError::Permanent(Box::new(Malformed(reason)));
+        let dead_letter = |reason: String| HandleError::DeadLetter(Box::new(Malformed(reason)));
         let event = JobStatusChanged::decode(message.payload.as_slice())
-            .map_err(|e| permanent(e.to_string()))?;
+            .map_err(|e| dead_letter(e.to_string()))?;
         let job = event
             .job
             .as_ref()
-            .ok_or_else(|| permanent("no job".into()))?;
+            .ok_or_else(|| dead_letter("no job".into()))?;
         if job.webhook_url.is_none() {
             return Ok(());
         }
@@ -53,12 +53,12 @@ impl Intake {
             .occurred_at
             .as_ref()
             .and_then(from_timestamp)
-            .ok_or_else(|| permanent("no occurredAt".into()))?;
+            .ok_or_else(|| dead_letter("no occurredAt".into()))?;
         let payload = WebhookPayload {
             kind: "job.status_changed".to_owned(),
             timestamp: occurred_at,
             data: WebhookData {
-                job: job_view(job).map_err(|e| permanent(e.to_string()))?,
+                job: job_view(job).map_err(|e| dead_letter(e.to_string()))?,
                 previous_status: event.previous_status.clone(),
                 sequence: event.sequence,
             },
@@ -68,15 +68,15 @@ impl Intake {
             event_id: event.event_id.clone(),
             org_id: job.org_id.clone(),
             job_id: job.id.clone(),
-            sequence: i32::try_from(event.sequence).map_err(|e| permanent(e.to_string()))?,
+            sequence: i32::try_from(event.sequence).map_err(|e| dead_letter(e.to_string()))?,
             job_status: event.status.clone(),
-            payload: serde_json::to_vec(&payload).map_err(|e| permanent(e.to_string()))?,
+            payload: serde_json::to_vec(&payload).map_err(|e| dead_letter(e.to_string()))?,
             event_occurred_at: occurred_at,
             traceparent: plangrep_telemetry::trace::next_hop(),
         };
         let inserted = deliveries::insert_if_new(&self.pool, &new, store::now())
             .await
-            .map_err(|e| HandleError::Transient(Box::new(e)))?;
+            .map_err(|e| HandleError::Retry(Box::new(e)))?;
         if inserted {
             tracing::debug!(event_id = %new.event_id, job_id = %new.job_id, sequence = new.sequence, "delivery recorded");
             self.wake.notify_waiters();

@@ -116,7 +116,7 @@ async fn events_without_a_webhook_record_nothing_and_garbage_is_dead_lettered() 
     };
     assert!(matches!(
         intake.handle(garbage).await,
-        Err(HandleError::Permanent(_))
+        Err(HandleError::DeadLetter(_))
     ));
 }
 

@@ -10,7 +10,9 @@ use plangrep_core::ErrorCode;
 use plangrep_core::api::timestamp;
 use plangrep_core::id::{ApiKeyId, OrgId};
 use plangrep_core::validate::FieldError;
-use plangrep_proto::orchestrator::{GetCreditBalanceRequest, GrantCreditsRequest};
+use plangrep_proto::orchestrator::{
+    GetCreditBalanceRequest, GetCreditRatesRequest, GrantCreditsRequest, SetCreditRatesRequest,
+};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
@@ -251,6 +253,10 @@ pub struct OrgWithBalance {
     #[serde(flatten)]
     org: OrgView,
     credit_balance: i64,
+    /// Credits per drawing page.
+    drawing_page_rate: i64,
+    /// Credits per document page.
+    document_page_rate: i64,
 }
 
 /// `{"org": {…, "creditBalance"}}`.
@@ -284,11 +290,81 @@ pub async fn get_org(
     PathId(org_id): PathId<OrgId>,
 ) -> Result<Json<OrgBalanceEnvelope>, ApiError> {
     let org = find_org(&state, org_id).await?;
+    let rates = state
+        .orchestrator
+        .clone()
+        .get_credit_rates(GetCreditRatesRequest {
+            org_id: org_id.to_string(),
+        })
+        .await?
+        .into_inner();
+    org_with_balance(&state, org, rates).await
+}
+
+/// Body of `PATCH /admin/v1/orgs/{orgId}`: the fields to change.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UpdateOrgBody {
+    /// Credits per drawing page, 0 to 1000000.
+    #[schema(minimum = 0, maximum = 1000000)]
+    drawing_page_rate: Option<i64>,
+    /// Credits per document page, 0 to 1000000.
+    #[schema(minimum = 0, maximum = 1000000)]
+    document_page_rate: Option<i64>,
+}
+
+/// Sets an organization's credit rates (what preflight reserves per page from now on).
+#[utoipa::path(
+    operation_id = "updateOrg",
+    patch,
+    path = "/admin/v1/orgs/{org_id}",
+    tag = "admin",
+    summary = "Set an organization's credit rates",
+    request_body = UpdateOrgBody,
+    params(("org_id" = String, Path, description = "An `org_` id")),
+    responses((status = 200, description = "The organization", body = OrgBalanceEnvelope))
+)]
+pub async fn update_org(
+    _: Admin,
+    State(state): State<AppState>,
+    PathId(org_id): PathId<OrgId>,
+    ApiJson { body, .. }: ApiJson<UpdateOrgBody>,
+) -> Result<Json<OrgBalanceEnvelope>, ApiError> {
+    let invalid: Vec<FieldError> = [
+        ("drawingPageRate", body.drawing_page_rate),
+        ("documentPageRate", body.document_page_rate),
+    ]
+    .into_iter()
+    .filter(|(_, rate)| rate.is_some_and(|r| !(0..=1_000_000).contains(&r)))
+    .map(|(field, _)| FieldError::new(field, "must be an integer from 0 to 1000000"))
+    .collect();
+    if !invalid.is_empty() {
+        return Err(ApiError::invalid_fields(invalid));
+    }
+    let org = find_org(&state, org_id).await?;
+    let rates = state
+        .orchestrator
+        .clone()
+        .set_credit_rates(SetCreditRatesRequest {
+            org_id: org_id.to_string(),
+            drawing_page_rate: body.drawing_page_rate,
+            document_page_rate: body.document_page_rate,
+        })
+        .await?
+        .into_inner();
+    org_with_balance(&state, org, rates).await
+}
+
+async fn org_with_balance(
+    state: &AppState,
+    org: OrgView,
+    rates: plangrep_proto::orchestrator::CreditRates,
+) -> Result<Json<OrgBalanceEnvelope>, ApiError> {
     let balance = state
         .orchestrator
         .clone()
         .get_credit_balance(GetCreditBalanceRequest {
-            org_id: org_id.to_string(),
+            org_id: org.id.clone(),
         })
         .await?
         .into_inner();
@@ -296,6 +372,8 @@ pub async fn get_org(
         org: OrgWithBalance {
             org,
             credit_balance: balance.balance,
+            drawing_page_rate: rates.drawing_page_rate,
+            document_page_rate: rates.document_page_rate,
         },
     }))
 }

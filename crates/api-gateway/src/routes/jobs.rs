@@ -7,9 +7,10 @@ use plangrep_core::JobStatus;
 use plangrep_core::api::JobView;
 use plangrep_core::id::{JobId, ProjectId};
 use plangrep_core::validate::{ExternalId, FieldError};
+use axum::response::IntoResponse;
 use plangrep_proto::orchestrator::{
-    CancelJobRequest, CreateJobRequest, GetJobRequest, ListJobEventsRequest, ListJobsRequest,
-    ResumeJobRequest,
+    CancelJobRequest, CompleteUploadsRequest, CreateJobRequest, GetJobRequest,
+    GetJobResultRequest, ListJobEventsRequest, ListJobsRequest, ResumeJobRequest,
 };
 use plangrep_proto::time::from_timestamp;
 use plangrep_proto::views::job_view;
@@ -165,6 +166,7 @@ pub async fn get(
 enum Transition {
     Cancel,
     Resume,
+    CompleteUploads,
 }
 
 async fn transition(
@@ -194,6 +196,15 @@ async fn transition(
         Transition::Resume => {
             orchestrator
                 .resume_job(ResumeJobRequest {
+                    org_id,
+                    job_id,
+                    idempotency,
+                })
+                .await?
+        }
+        Transition::CompleteUploads => {
+            orchestrator
+                .complete_uploads(CompleteUploadsRequest {
                     org_id,
                     job_id,
                     idempotency,
@@ -248,6 +259,64 @@ pub async fn resume(
     idempotency: IdempotencyKey,
 ) -> Result<(StatusCode, Json<JobEnvelope>), ApiError> {
     transition(state, key, job_id, idempotency, Transition::Resume).await
+}
+
+/// Closes the upload window (202, `preflighting`); a job without files is 409 `no_files`.
+#[utoipa::path(
+    operation_id = "completeUploads",
+    post,
+    path = "/api/open/v1/jobs/{job_id}/uploads/complete",
+    tag = "jobs",
+    summary = "Close the upload window and start preflight",
+    params(("job_id" = String, Path, description = "A `job_` id"), crate::openapi::IdempotencyHeader),
+    responses((status = 202, description = "The job, preflighting", body = JobEnvelope))
+)]
+pub async fn complete_uploads(
+    State(state): State<AppState>,
+    key: ApiKey,
+    PathId(job_id): PathId<JobId>,
+    idempotency: IdempotencyKey,
+) -> Result<(StatusCode, Json<JobEnvelope>), ApiError> {
+    transition(state, key, job_id, idempotency, Transition::CompleteUploads).await
+}
+
+/// The v1 result of a job that completed (with or without errors); immutable.
+#[utoipa::path(
+    operation_id = "getJobResult",
+    get,
+    path = "/api/open/v1/jobs/{job_id}/result",
+    tag = "jobs",
+    summary = "The job's result (v1)",
+    params(("job_id" = String, Path, description = "A `job_` id")),
+    responses(
+        (status = 200, description = "The result document", body = plangrep_core::api::JobResultView),
+        (status = 409, description = "`result_not_available`: the job has not completed (yet)", body = crate::error::ErrorResponse)
+    )
+)]
+pub async fn result(
+    State(state): State<AppState>,
+    key: ApiKey,
+    PathId(job_id): PathId<JobId>,
+) -> Result<axum::response::Response, ApiError> {
+    key.require("artifacts:read")?;
+    let result = state
+        .orchestrator
+        .clone()
+        .get_job_result(GetJobResultRequest {
+            org_id: key.org_id.to_string(),
+            job_id: job_id.to_string(),
+        })
+        .await?
+        .into_inner();
+    // Served as stored: the document was serialized once, when the job completed.
+    Ok((
+        [(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        )],
+        result.json,
+    )
+        .into_response())
 }
 
 /// `?limit=&cursor=&status=&externalId=` of a job list.

@@ -8,6 +8,13 @@ use plangrep_proto::time::to_timestamp;
 use sqlx::PgConnection;
 
 use crate::error::Error;
+use crate::store::documents::{self, DocumentRow};
+
+/// The columns of [`JobRow`], in one place (`RETURNING` and every `SELECT` use it).
+pub const JOB_COLUMNS: &str = "id, org_id, project_id, external_id, status, version, \
+     last_sequence, webhook_url, webhook_secret_sealed, page_count, successful_page_count, \
+     credits_reserved, credits_debited, error_code, error_message, result_available, \
+     drawing_page_rate, document_page_rate, created_at, updated_at, completed_at, expires_at";
 
 /// The limits every job has today (SPEC §4).
 pub const MAX_FILES: u32 = 100;
@@ -35,6 +42,9 @@ pub struct JobRow {
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     pub result_available: bool,
+    /// The rates its credits were reserved at (set by preflight).
+    pub drawing_page_rate: Option<i64>,
+    pub document_page_rate: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
@@ -49,8 +59,8 @@ impl JobRow {
             .map_err(|_| Error::Corrupt(format!("job {} status {:?}", self.id, self.status)))
     }
 
-    /// The protobuf form.
-    pub fn to_proto(&self) -> Job {
+    /// The protobuf form, with the job's documents as `files`.
+    pub fn to_proto(&self, files: &[DocumentRow]) -> Job {
         let non_negative = |n: i32| u32::try_from(n).unwrap_or_default();
         Job {
             id: self.id.clone(),
@@ -64,7 +74,7 @@ impl JobRow {
                 max_declared_bytes: MAX_DECLARED_BYTES,
                 max_pages: MAX_PAGES,
             }),
-            files: Vec::new(),
+            files: files.iter().map(DocumentRow::to_proto).collect(),
             page_count: non_negative(self.page_count),
             successful_page_count: non_negative(self.successful_page_count),
             billing: Some(JobBilling {
@@ -82,6 +92,29 @@ impl JobRow {
             expires_at: Some(to_timestamp(self.expires_at)),
         }
     }
+}
+
+/// The protobuf form of `row` with its documents read from the database.
+pub async fn view(conn: &mut PgConnection, row: &JobRow) -> Result<Job, Error> {
+    let files = documents::for_job(conn, &row.id).await?;
+    Ok(row.to_proto(&files))
+}
+
+/// The protobuf forms of a page of jobs, their documents read in one query.
+pub async fn views(conn: &mut PgConnection, rows: &[JobRow]) -> Result<Vec<Job>, Error> {
+    let ids: Vec<String> = rows.iter().map(|row| row.id.clone()).collect();
+    let files = documents::for_jobs(conn, &ids).await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let own: Vec<DocumentRow> = files
+                .iter()
+                .filter(|file| file.job_id == row.id)
+                .cloned()
+                .collect();
+            row.to_proto(&own)
+        })
+        .collect())
 }
 
 /// Inserts a new job row.
@@ -110,7 +143,9 @@ pub async fn insert(conn: &mut PgConnection, row: &JobRow) -> Result<(), Error> 
 
 /// A job of `org_id`, or `NotFound` (also for another organization's job).
 pub async fn get(conn: &mut PgConnection, org_id: &str, id: &str) -> Result<JobRow, Error> {
-    sqlx::query_as("SELECT * FROM jobs WHERE id = $1 AND org_id = $2")
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND org_id = $2"
+    )))
         .bind(id)
         .bind(org_id)
         .fetch_optional(conn)
@@ -118,9 +153,33 @@ pub async fn get(conn: &mut PgConnection, org_id: &str, id: &str) -> Result<JobR
         .ok_or(Error::NotFound("job"))
 }
 
+/// Locks a job of `org_id` for the rest of the transaction and returns it (or `NotFound`).
+pub async fn lock(conn: &mut PgConnection, org_id: &str, id: &str) -> Result<JobRow, Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND org_id = $2 FOR UPDATE"
+    )))
+    .bind(id)
+    .bind(org_id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(Error::NotFound("job"))
+}
+
+/// Locks a job by id alone (pipeline stages), `None` when it does not exist.
+pub async fn lock_any(conn: &mut PgConnection, id: &str) -> Result<Option<JobRow>, Error> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 FOR UPDATE"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
+}
+
 /// A job by id alone (internal callers).
 pub async fn get_any(conn: &mut PgConnection, id: &str) -> Result<Option<JobRow>, Error> {
-    Ok(sqlx::query_as("SELECT * FROM jobs WHERE id = $1")
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
+    )))
         .bind(id)
         .fetch_optional(conn)
         .await?)
@@ -142,13 +201,13 @@ pub async fn list(
     limit: u32,
     cursor: Option<&plangrep_core::pagination::Cursor>,
 ) -> Result<Vec<JobRow>, Error> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM jobs WHERE project_id = $1 \
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE project_id = $1 \
            AND ($2::text IS NULL OR status = $2) \
            AND ($3::text IS NULL OR external_id = $3) \
            AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5)) \
-         ORDER BY created_at DESC, id DESC LIMIT $6",
-    )
+         ORDER BY created_at DESC, id DESC LIMIT $6"
+    )))
     .bind(project_id)
     .bind(&filter.status)
     .bind(&filter.external_id)

@@ -3,6 +3,7 @@
 //! only writer of `jobs.status`.
 
 pub mod credits;
+pub mod documents;
 pub mod jobs;
 pub mod outbox;
 pub mod projects;

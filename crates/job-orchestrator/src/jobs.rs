@@ -1,0 +1,154 @@
+//! The job commands: create, register uploaded documents, complete uploads, cancel and
+//! resume. Each runs inside the caller's transaction (the gRPC layer wraps it in
+//! [`idempotency::run`](crate::idempotency::run) where the SPEC asks for it) and changes
+//! a status only through [`lifecycle`]; the gRPC service only translates.
+
+use std::time::Duration;
+
+use plangrep_core::id::{JobId, OrgId, ProjectId};
+use plangrep_core::validate::ExternalId;
+use plangrep_core::webhook::WebhookSecret;
+use plangrep_core::{JobEvent, JobStatus, ProjectStatus};
+use plangrep_proto::orchestrator::{CreateJobResponse, Job, UploadedDocument};
+use sqlx::PgConnection;
+
+use crate::crypto::SecretsKey;
+use crate::error::Error;
+use crate::lifecycle;
+use crate::store;
+use crate::store::documents;
+use crate::store::jobs::{self, JobRow, MAX_DECLARED_BYTES, MAX_FILES};
+use crate::store::projects;
+
+/// What a new job is made of, validated.
+pub struct NewJob {
+    pub org_id: OrgId,
+    pub project_id: ProjectId,
+    pub external_id: Option<ExternalId>,
+    pub webhook_url: Option<String>,
+}
+
+/// Inserts a `provisioning` job (with its sealed secret) and announces it.
+pub async fn create(
+    conn: &mut PgConnection,
+    secrets_key: &SecretsKey,
+    job_ttl: Duration,
+    new: NewJob,
+) -> Result<CreateJobResponse, Error> {
+    let project = projects::get(conn, &new.org_id.to_string(), &new.project_id.to_string()).await?;
+    if project.status()? != ProjectStatus::Ready {
+        return Err(Error::ProjectNotReady);
+    }
+    let job_id = JobId::generate();
+    let secret = new.webhook_url.as_ref().map(|_| WebhookSecret::generate());
+    let now = store::now();
+    let row = JobRow {
+        id: job_id.to_string(),
+        org_id: new.org_id.to_string(),
+        project_id: project.id,
+        external_id: new.external_id.map(|e| e.as_str().to_owned()),
+        status: JobStatus::Provisioning.as_str().to_owned(),
+        version: 1,
+        last_sequence: 1,
+        webhook_url: new.webhook_url,
+        webhook_secret_sealed: secret.as_ref().map(|s| secrets_key.seal(job_id, s)),
+        page_count: 0,
+        successful_page_count: 0,
+        credits_reserved: 0,
+        credits_debited: 0,
+        error_code: None,
+        error_message: None,
+        result_available: false,
+        drawing_page_rate: None,
+        document_page_rate: None,
+        created_at: now,
+        updated_at: now,
+        completed_at: None,
+        expires_at: now + job_ttl,
+    };
+    jobs::insert(conn, &row).await?;
+    lifecycle::record_job_created(conn, &row).await?;
+    tracing::info!(job_id = %row.id, "job created");
+    Ok(CreateJobResponse {
+        job: Some(row.to_proto(&[])),
+        webhook_signing_secret: secret.map(|s| s.expose()),
+    })
+}
+
+/// Registers documents the gateway stored. The first one moves the job
+/// `awaiting_uploads → uploading`; the per-job limits hold across concurrent uploads
+/// because the job row is locked while they are checked.
+pub async fn register_documents(
+    conn: &mut PgConnection,
+    org_id: &str,
+    job_id: &str,
+    uploaded: &[UploadedDocument],
+) -> Result<Job, Error> {
+    let job = jobs::lock(conn, org_id, job_id).await?;
+    let status = job.status()?;
+    if !matches!(status, JobStatus::AwaitingUploads | JobStatus::Uploading) {
+        return Err(Error::InvalidJobState(status));
+    }
+    let (files, bytes) = documents::totals(conn, job_id).await?;
+    let added_bytes = uploaded.iter().map(|d| d.size_bytes).fold(0u64, u64::saturating_add);
+    if files as usize + uploaded.len() > MAX_FILES as usize {
+        return Err(Error::JobLimitExceeded(format!(
+            "a job holds at most {MAX_FILES} files; it has {files}"
+        )));
+    }
+    if bytes.saturating_add(added_bytes) > MAX_DECLARED_BYTES {
+        return Err(Error::JobLimitExceeded(format!(
+            "a job holds at most {MAX_DECLARED_BYTES} bytes; it has {bytes}"
+        )));
+    }
+    documents::insert_uploaded(conn, job_id, uploaded, store::now()).await?;
+    let row = if status == JobStatus::AwaitingUploads {
+        lifecycle::apply_job_event(conn, job_id, Some(status), JobEvent::FileReceived)
+            .await?
+            .ok_or(Error::Conflict)?
+    } else {
+        job
+    };
+    tracing::info!(job_id, count = uploaded.len(), "documents registered");
+    jobs::view(conn, &row).await
+}
+
+/// Closes the upload window: `uploading → preflighting`; a job without files is told so
+/// (`no_files`) rather than given a generic state error.
+pub async fn complete_uploads(
+    conn: &mut PgConnection,
+    org_id: &str,
+    job_id: &str,
+) -> Result<Job, Error> {
+    let job = jobs::lock(conn, org_id, job_id).await?;
+    if job.status()? == JobStatus::AwaitingUploads {
+        return Err(Error::NoFiles);
+    }
+    let row = lifecycle::apply_job_event(conn, job_id, None, JobEvent::UploadsCompleted)
+        .await?
+        .ok_or(Error::Conflict)?;
+    tracing::info!(job_id, "uploads completed");
+    jobs::view(conn, &row).await
+}
+
+/// Resumes a job blocked on credits (→ preflighting); any other status is a 409.
+pub async fn resume(conn: &mut PgConnection, org_id: &str, job_id: &str) -> Result<Job, Error> {
+    jobs::lock(conn, org_id, job_id).await?;
+    let row = lifecycle::apply_job_event(conn, job_id, None, JobEvent::Resumed)
+        .await?
+        .ok_or(Error::Conflict)?;
+    tracing::info!(job_id, "job resumed");
+    jobs::view(conn, &row).await
+}
+
+/// Cancels a non-terminal job. The row is locked first, so a pipeline stage moving the
+/// job at the same moment loses its version check instead of this request, and a page
+/// being processed sees the cancellation before its debit.
+pub async fn cancel(conn: &mut PgConnection, org_id: &str, job_id: &str) -> Result<Job, Error> {
+    jobs::lock(conn, org_id, job_id).await?;
+    let row = lifecycle::apply_job_event(conn, job_id, None, JobEvent::CancelRequested)
+        .await?
+        .ok_or(Error::Conflict)?;
+    tracing::info!(job_id, "job cancelled");
+    jobs::view(conn, &row).await
+}
