@@ -14,6 +14,7 @@ pub mod job;
 pub mod pagination;
 pub mod project;
 pub mod retry;
+pub mod sheet;
 pub mod validate;
 pub mod webhook;
 

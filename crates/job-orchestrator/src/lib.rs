@@ -16,6 +16,7 @@ pub mod grpc;
 pub mod housekeeping;
 pub mod idempotency;
 pub mod lifecycle;
+pub mod pdf;
 pub mod pipeline;
 pub mod relay;
 pub mod startup;
