@@ -15,6 +15,7 @@ pub mod pages;
 pub mod pagination;
 pub mod project;
 pub mod retry;
+pub mod sheet;
 pub mod validate;
 pub mod webhook;
 

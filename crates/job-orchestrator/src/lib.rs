@@ -20,6 +20,7 @@ pub mod housekeeping;
 pub mod idempotency;
 pub mod jobs;
 pub mod lifecycle;
+pub mod pdf;
 pub mod pipeline;
 pub mod relay;
 pub mod startup;

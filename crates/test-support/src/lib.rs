@@ -9,6 +9,7 @@
 //! - [`proxy`]: a TCP proxy a test can cut, to take a real dependency away;
 //! - [`eventually`]: a bounded poll for state that converges asynchronously.
 
+pub mod pdf;
 pub mod proxy;
 pub mod receiver;
 

@@ -1,0 +1,218 @@
+//! The parent side, for the pipeline: [`Inspector`] runs worker children and turns
+//! their answers (or their deaths) into page boxes, [`InvalidPdf`]s and per-page
+//! outcomes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::protocol::{ExtractLine, InspectLine, Task};
+use super::read::{Line, WorkerProcess};
+use super::{InvalidPdf, Limits, PageBox, PageOutcome, PageText};
+
+/// Longest `inspect` answer read: about 180 000 pages. A file with more is refused.
+const MAX_INSPECT_LINE: usize = 8 << 20;
+/// Longest `extract` line read (a page's numbers and a short title fit many times over).
+const MAX_EXTRACT_LINE: usize = 64 << 10;
+
+/// Runs PDF parsing in resource-limited child processes of `program`. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Inspector {
+    inner: Arc<Settings>,
+}
+
+#[derive(Debug)]
+struct Settings {
+    /// The orchestrator binary, which has the hidden `pdf-worker` subcommand.
+    program: PathBuf,
+    limits: Limits,
+}
+
+impl Inspector {
+    /// `program` is the orchestrator binary (`std::env::current_exe()` in production,
+    /// the built binary in tests).
+    pub fn new(program: PathBuf, limits: Limits) -> Self {
+        Self {
+            inner: Arc::new(Settings { program, limits }),
+        }
+    }
+
+    /// The limits every child runs under.
+    pub fn limits(&self) -> Limits {
+        self.inner.limits
+    }
+
+    /// Page boxes of a local PDF file, or why the file is not a readable PDF.
+    #[tracing::instrument(skip_all)]
+    pub async fn inspect(&self, path: &Path) -> Result<Vec<PageBox>, InvalidPdf> {
+        let Settings { program, limits } = &*self.inner;
+        let mut worker = WorkerProcess::spawn(program, limits, &Task::Inspect, path)
+            .map_err(|error| InvalidPdf::new(format!("the PDF parser could not start: {error}")))?;
+        let line = match worker.next_line(MAX_INSPECT_LINE, limits.wall_clock).await {
+            Line::Complete(line) => line,
+            Line::TimedOut => {
+                worker.kill().await;
+                return Err(InvalidPdf::new(format!(
+                    "the PDF parser timed out after {:?}",
+                    limits.wall_clock
+                )));
+            }
+            Line::TooLong => {
+                worker.kill().await;
+                return Err(InvalidPdf::new("the PDF has too many pages"));
+            }
+            Line::End => {
+                let how = worker.exit_description().await;
+                tracing::warn!(exit = %how, "the PDF parser crashed");
+                return Err(InvalidPdf::new(format!(
+                    "the PDF parser crashed on this file ({how})"
+                )));
+            }
+        };
+        drop(worker);
+        let answer: InspectLine = serde_json::from_slice(&line)
+            .map_err(|_| InvalidPdf::new("the PDF parser gave an unreadable answer"))?;
+        match (answer.pages, answer.error) {
+            (_, Some(error)) => Err(InvalidPdf::new(error)),
+            (Some(pages), None) => Ok(pages
+                .into_iter()
+                .map(|b| PageBox {
+                    width_pt: b.width_pt,
+                    height_pt: b.height_pt,
+                })
+                .collect()),
+            (None, None) => Err(InvalidPdf::new("the PDF parser gave an unreadable answer")),
+        }
+    }
+
+    /// Extracts pages `first..=last` one at a time; see [`PageStream`].
+    pub fn extract(&self, path: &Path, first: u32, last: u32) -> PageStream {
+        PageStream {
+            inspector: self.clone(),
+            path: path.to_owned(),
+            next: first.max(1),
+            last,
+            worker: None,
+            document_error: None,
+        }
+    }
+}
+
+/// Pages of one extraction, produced lazily by a worker child that is restarted after
+/// the page it died on.
+pub struct PageStream {
+    inspector: Inspector,
+    path: PathBuf,
+    /// The page the next outcome is for.
+    next: u32,
+    last: u32,
+    /// The child working on `next`, once it has opened the document.
+    worker: Option<WorkerProcess>,
+    /// Set when the document itself cannot be opened: every remaining page fails with it
+    /// and no further child is started.
+    document_error: Option<String>,
+}
+
+impl PageStream {
+    /// The next page's outcome, in page order, or None after `last`. If the child dies or
+    /// times out while on page k, page k is an error ("the parser crashed on this page" /
+    /// "timed out") and a fresh child continues at k+1, so one bad page never costs the
+    /// rest. Dropping the stream kills the child.
+    #[tracing::instrument(skip_all, fields(page = self.next))]
+    pub async fn next_page(&mut self) -> Option<PageOutcome> {
+        if self.next > self.last {
+            self.worker = None;
+            return None;
+        }
+        let page_number = self.next;
+        self.next += 1;
+        let result = self.extract_page(page_number).await;
+        if self.next > self.last {
+            self.worker = None;
+        }
+        Some(PageOutcome {
+            page_number,
+            result,
+        })
+    }
+
+    async fn extract_page(&mut self, page: u32) -> Result<PageText, String> {
+        if let Some(error) = &self.document_error {
+            return Err(error.clone());
+        }
+        let wall_clock = self.inspector.inner.limits.wall_clock;
+        let mut worker = match self.worker.take() {
+            Some(worker) => worker,
+            None => self.start_worker(page).await?,
+        };
+        let line = match worker.next_line(MAX_EXTRACT_LINE, wall_clock).await {
+            Line::Complete(line) => line,
+            Line::TimedOut => {
+                worker.kill().await;
+                return Err(format!("the PDF parser timed out on this page after {wall_clock:?}"));
+            }
+            Line::TooLong => {
+                worker.kill().await;
+                return Err("the PDF parser gave an oversized answer for this page".to_owned());
+            }
+            Line::End => {
+                let how = worker.exit_description().await;
+                tracing::warn!(page, exit = %how, "the PDF parser crashed on a page");
+                return Err(format!("the PDF parser crashed on this page ({how})"));
+            }
+        };
+        let answer = match serde_json::from_slice::<ExtractLine>(&line) {
+            Ok(answer) if answer.page == Some(page) => answer,
+            _ => {
+                worker.kill().await;
+                return Err("the PDF parser gave an unreadable answer for this page".to_owned());
+            }
+        };
+        // Keep the child for the next page.
+        self.worker = Some(worker);
+        match (answer.error, answer.text_chars) {
+            (Some(error), _) => Err(error),
+            (None, Some(text_chars)) => Ok(PageText {
+                text_chars,
+                sheet_number: answer.sheet_number,
+                sheet_title: answer.sheet_title,
+            }),
+            (None, None) => Err("the PDF parser gave an unreadable answer for this page".to_owned()),
+        }
+    }
+
+    /// Starts a child at `page` and waits for it to open the document (its header line).
+    /// A document that cannot be opened fails this and every later page.
+    async fn start_worker(&mut self, page: u32) -> Result<WorkerProcess, String> {
+        let Settings { program, limits } = &*self.inspector.inner;
+        let task = Task::Extract {
+            from: page,
+            to: Some(self.last),
+        };
+        let mut worker = WorkerProcess::spawn(program, limits, &task, &self.path)
+            .map_err(|error| format!("the PDF parser could not start: {error}"))?;
+        let failure = match worker.next_line(MAX_EXTRACT_LINE, limits.wall_clock).await {
+            Line::Complete(line) => match serde_json::from_slice::<ExtractLine>(&line) {
+                Ok(ExtractLine {
+                    page_count: Some(_),
+                    ..
+                }) => return Ok(worker),
+                Ok(ExtractLine {
+                    error: Some(error), ..
+                }) => error,
+                _ => "the PDF parser gave an unreadable answer".to_owned(),
+            },
+            Line::TimedOut => format!(
+                "the PDF parser timed out opening the document after {:?}",
+                limits.wall_clock
+            ),
+            Line::TooLong => "the PDF parser gave an oversized answer".to_owned(),
+            Line::End => format!(
+                "the PDF parser crashed opening the document ({})",
+                worker.exit_description().await
+            ),
+        };
+        worker.kill().await;
+        self.document_error = Some(failure.clone());
+        Err(failure)
+    }
+}
