@@ -410,4 +410,39 @@ impl JobOrchestrator for OrchestratorService {
             signing_secret: secret.expose(),
         }))
     }
+
+    async fn register_documents(
+        &self,
+        _request: Request<plangrep_proto::orchestrator::RegisterDocumentsRequest>,
+    ) -> Result<Response<Job>, Status> {
+        Err(Status::unimplemented("register_documents"))
+    }
+
+    async fn complete_uploads(
+        &self,
+        _request: Request<plangrep_proto::orchestrator::CompleteUploadsRequest>,
+    ) -> Result<Response<Job>, Status> {
+        Err(Status::unimplemented("complete_uploads"))
+    }
+
+    async fn get_job_result(
+        &self,
+        _request: Request<plangrep_proto::orchestrator::GetJobResultRequest>,
+    ) -> Result<Response<plangrep_proto::orchestrator::JobResult>, Status> {
+        Err(Status::unimplemented("get_job_result"))
+    }
+
+    async fn set_credit_rates(
+        &self,
+        _request: Request<plangrep_proto::orchestrator::SetCreditRatesRequest>,
+    ) -> Result<Response<plangrep_proto::orchestrator::CreditRates>, Status> {
+        Err(Status::unimplemented("set_credit_rates"))
+    }
+
+    async fn get_credit_rates(
+        &self,
+        _request: Request<plangrep_proto::orchestrator::GetCreditRatesRequest>,
+    ) -> Result<Response<plangrep_proto::orchestrator::CreditRates>, Status> {
+        Err(Status::unimplemented("get_credit_rates"))
+    }
 }
