@@ -10,5 +10,6 @@ mod openapi;
 mod reflection;
 mod resources;
 mod trace_context;
+mod uploads;
 mod walking_skeleton;
 mod webhooks;
