@@ -605,3 +605,91 @@ print(json.dumps({"status": response.status_code, "body": response.json(),
     assert_eq!(app.stored_files().len(), 1);
     app.stop().await;
 }
+
+/// The keys under `s3://plangrep-test/<prefix>/` on the development S3 server (a signed
+/// ListObjectsV2 by curl, which this test package has no S3 client for).
+fn s3_keys(prefix: &str) -> Vec<String> {
+    use plangrep_test_support::s3::{
+        S3_ACCESS_KEY_ID, S3_BUCKET, S3_REGION, S3_SECRET_ACCESS_KEY, s3_endpoint,
+    };
+    let output = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--fail",
+            "--aws-sigv4",
+            &format!("aws:amz:{S3_REGION}:s3"),
+            "--user",
+            &format!("{S3_ACCESS_KEY_ID}:{S3_SECRET_ACCESS_KEY}"),
+            // SigV4 wants the query sorted and `/` percent-encoded (curl does neither).
+            &format!(
+                "{}/{S3_BUCKET}?list-type=2&prefix={}%2F",
+                s3_endpoint(),
+                prefix.replace('/', "%2F")
+            ),
+        ])
+        .output()
+        .expect("curl runs");
+    assert!(
+        output.status.success(),
+        "listing S3 failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .split("<Key>")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("</Key>").map(|(key, _)| key.to_owned()))
+        .collect()
+}
+
+/// A gateway replica storing in the real S3 server (the rest of the app as usual): a
+/// refused upload leaves no object there, an accepted one (needs RegisterDocuments)
+/// leaves exactly its file.
+#[tokio::test]
+async fn uploads_to_s3_keep_nothing_when_refused_and_the_file_when_accepted() {
+    plangrep_test_support::s3::require_s3_server().await;
+    let prefix = format!("system-tests/{}", plangrep_test_support::random_token());
+    let mut app = TestApp::spawn().await;
+    let mut settings = app.settings.clone();
+    for (name, value) in plangrep_test_support::s3::s3_settings(&prefix) {
+        settings.set(name, value);
+    }
+    let gateway = app.start_gateway(settings).await;
+    let (_, key) = app.create_customer().await;
+    let job = app.job_awaiting_uploads(&key).await;
+    let file = pdf(6 * 1024 * 1024);
+    let declared = |sha256: String| {
+        json!({"files": [{"partName": "file0", "fileName": "A.pdf", "contentType": "application/pdf", "sha256": sha256}]})
+            .to_string()
+            .into_bytes()
+    };
+    let post = |metadata: Vec<u8>| {
+        app.http
+            .post(format!("{}/api/open/v1/jobs/{job}/files", gateway.url))
+            .bearer_auth(&key)
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
+            .body(multipart(
+                &[
+                    ("metadata", None, &metadata),
+                    ("file0", Some("A.pdf"), &file),
+                ],
+                false,
+            ))
+            .send()
+    };
+
+    let response = post(declared(sha256_hex(b"something else"))).await.unwrap();
+    expect_error(response, 400, "checksum_mismatch").await;
+    assert_eq!(s3_keys(&prefix), Vec::<String>::new());
+
+    let response = post(declared(sha256_hex(&file))).await.unwrap();
+    let body = expect_status(response, 200).await;
+    let document = body["uploads"][0]["documentId"].as_str().unwrap();
+    assert_eq!(
+        s3_keys(&prefix),
+        vec![format!("{prefix}/jobs/{job}/documents/{document}")]
+    );
+    app.stop().await;
+}
