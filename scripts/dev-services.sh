@@ -263,3 +263,7 @@ AMQP_HOST="$URL_HOST" AMQP_PORT="$URL_PORT"
 
 ensure_postgres
 ensure_rabbitmq
+
+# --- S3-compatible object store (SeaweedFS) ----------------------------------------------
+# The S3 storage tests and `PLANGREP_STORAGE_URL=s3://…` need one: see scripts/s3-server.sh.
+"$(dirname "${BASH_SOURCE[0]}")/s3-server.sh"

@@ -12,5 +12,6 @@ mod pipeline;
 mod reflection;
 mod resources;
 mod trace_context;
+mod uploads;
 mod walking_skeleton;
 mod webhooks;

@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::helpers::{TestApp, python_tools};
 
 /// Every operation the gateway serves, as `METHOD path`.
-const OPERATIONS: [&str; 19] = [
+const OPERATIONS: [&str; 20] = [
     "GET /api/open/v1/jobs/{job_id}",
     "GET /api/open/v1/jobs/{job_id}/events",
     "GET /api/open/v1/jobs/{job_id}/result",
@@ -25,6 +25,7 @@ const OPERATIONS: [&str; 19] = [
     "POST /admin/v1/orgs/{org_id}/api-keys",
     "POST /admin/v1/orgs/{org_id}/credits",
     "POST /api/open/v1/jobs/{job_id}/cancel",
+    "POST /api/open/v1/jobs/{job_id}/files",
     "POST /api/open/v1/jobs/{job_id}/resume",
     "POST /api/open/v1/projects",
     "POST /api/open/v1/projects/{project_id}/jobs",

@@ -6,6 +6,10 @@ use std::net::SocketAddr;
 use plangrep_core::validate::DestinationPolicy;
 use plangrep_service::settings::grpc_endpoint;
 use plangrep_service::{SettingError, Settings};
+use plangrep_storage::StorageConfig;
+
+/// The default of `PLANGREP_UPLOAD_MAX_FILE_BYTES` (SPEC §7): 512 MiB.
+pub const DEFAULT_UPLOAD_MAX_FILE_BYTES: u64 = 512 * 1024 * 1024;
 
 /// Everything the gateway needs to run.
 #[derive(Clone)]
@@ -26,6 +30,10 @@ pub struct Config {
     pub rate_limit_per_second: f64,
     /// Burst size per API key.
     pub rate_limit_burst: u32,
+    /// Object storage for uploaded documents (`PLANGREP_STORAGE_URL`, `AWS_*`).
+    pub storage: StorageConfig,
+    /// The largest single uploaded file (`PLANGREP_UPLOAD_MAX_FILE_BYTES`).
+    pub upload_max_file_bytes: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -39,6 +47,8 @@ impl std::fmt::Debug for Config {
             .field("orchestrator_endpoint", &self.orchestrator_endpoint)
             .field("dispatcher_endpoint", &self.dispatcher_endpoint)
             .field("destination_policy", &self.destination_policy)
+            .field("storage", &self.storage)
+            .field("upload_max_file_bytes", &self.upload_max_file_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -74,6 +84,19 @@ impl Config {
                 "PLANGREP_RATE_LIMIT_PER_SECOND",
             )?,
             rate_limit_burst: settings.parse("PLANGREP_RATE_LIMIT_BURST", 100u32)?.max(1),
+            storage: StorageConfig::from_settings(settings)?,
+            upload_max_file_bytes: match settings.parse(
+                "PLANGREP_UPLOAD_MAX_FILE_BYTES",
+                DEFAULT_UPLOAD_MAX_FILE_BYTES,
+            )? {
+                0 => {
+                    return Err(SettingError::new(
+                        "PLANGREP_UPLOAD_MAX_FILE_BYTES",
+                        "must be at least 1",
+                    ));
+                }
+                bytes => bytes,
+            },
         })
     }
 }

@@ -30,7 +30,7 @@ use crate::json::MAX_JSON_BODY;
 use crate::openapi;
 use crate::rate_limit::{self, RateLimiter};
 use crate::request_id;
-use crate::routes::{admin, deliveries, jobs, projects};
+use crate::routes::{admin, deliveries, files, jobs, projects};
 
 /// The gateway's migrations, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -49,6 +49,8 @@ pub enum StartupError {
     Endpoint(#[from] http::uri::InvalidUri),
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    #[error("object storage: {0}")]
+    Storage(#[from] plangrep_storage::StorageError),
 }
 
 /// What every handler can reach.
@@ -64,6 +66,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Token buckets per API key (and per peer for unauthenticated requests).
     pub rate_limiter: Arc<RateLimiter>,
+    /// Object storage: uploads stream into it.
+    pub storage: plangrep_storage::Storage,
 }
 
 /// Database connection options of the gateway's schema.
@@ -102,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(jobs::result))
         .routes(routes!(jobs::cancel))
         .routes(routes!(jobs::resume))
+        .merge(files::router()) // its own body limit: uploads are not bound by MAX_JSON_BODY
         .routes(routes!(deliveries::list))
         .routes(routes!(deliveries::redeliver))
         .layer(axum::middleware::from_fn_with_state(
@@ -145,7 +150,9 @@ impl App {
     pub async fn build(config: Config, listener: TcpListener) -> Result<Self, StartupError> {
         migrate(&config).await?;
         let pool = database::lazy_pool(connect_options(&config)?, 20);
+        let storage = plangrep_storage::Storage::open(&config.storage)?;
         let state = AppState {
+            storage,
             pool: pool.clone(),
             orchestrator: JobOrchestratorClient::with_interceptor(
                 channel(&config.orchestrator_endpoint)?,

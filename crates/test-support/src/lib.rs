@@ -7,11 +7,13 @@
 //! - [`receiver`]: a real HTTP receiver on loopback that captures webhook requests and
 //!   answers from a script;
 //! - [`proxy`]: a TCP proxy a test can cut, to take a real dependency away;
+//! - [`s3`]: settings for the development S3 server (`scripts/s3-server.sh`);
 //! - [`eventually`]: a bounded poll for state that converges asynchronously.
 
 pub mod pdf;
 pub mod proxy;
 pub mod receiver;
+pub mod s3;
 
 use std::future::Future;
 use std::time::Duration;

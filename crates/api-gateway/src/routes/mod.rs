@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod deliveries;
+pub mod files;
 pub mod jobs;
 pub mod projects;
 

@@ -1,0 +1,467 @@
+//! `POST /jobs/{jobId}/files`: multipart uploads streamed straight into object storage
+//! (DESIGN.md §3 "Uploads"). The job is checked first (state, file and byte limits); then
+//! the `metadata` part is parsed strictly, every file part streams through
+//! [`Storage::put_stream`] (hashed on the way, never buffered whole), and the documents
+//! are registered with the orchestrator. Any failure deletes every object this request
+//! stored before answering: a refused upload keeps nothing (docs/adr/0006-uploads.md).
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::multipart::{Multipart, MultipartError, MultipartRejection};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::HeaderMap;
+use plangrep_core::api::JobView;
+use plangrep_core::id::{DocumentId, JobId};
+use plangrep_core::{ErrorCode, JobStatus};
+use plangrep_proto::orchestrator::{
+    GetJobRequest, Job, RegisterDocumentsRequest, UploadedDocument,
+};
+use plangrep_proto::views::job_view;
+use plangrep_storage::{PutError, Storage, StorageError, Stored, keys};
+use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use self::metadata::{FileEntry, UploadMetadata, invalid_fields, parse_metadata};
+use super::PathId;
+use crate::auth::ApiKey;
+use crate::error::{ApiError, Detail};
+use crate::startup::AppState;
+
+mod metadata;
+
+/// The most the `metadata` part may weigh.
+pub const MAX_METADATA_BYTES: usize = 1024 * 1024;
+/// Files per job when the job does not say (SPEC §4).
+const DEFAULT_MAX_FILES: u64 = 100;
+/// Bytes per job when the job does not say (SPEC §4).
+const DEFAULT_MAX_JOB_BYTES: u64 = 10_000_000_000;
+
+/// The upload route, with its own body limit: uploads are bounded per file and per job
+/// by the handler, not by the 1 MiB JSON limit of every other route.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(upload))
+        .layer(DefaultBodyLimit::disable())
+}
+
+/// The `multipart/form-data` body, as documented (parts `metadata`, then `file0`, …).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct UploadForm {
+    /// JSON: which parts follow and what they are. Must be the first part.
+    metadata: UploadMetadata,
+    /// The bytes of the file whose `partName` is `file0` (and so on for `file1`, …).
+    #[schema(value_type = String, content_media_type = "application/pdf")]
+    file0: Vec<u8>,
+}
+
+/// One stored file.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadView {
+    document_id: String,
+    file_name: String,
+    size_bytes: u64,
+    /// Lowercase hex SHA-256 of the stored bytes.
+    sha256: String,
+}
+
+/// `{"job": …, "uploads": […]}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UploadResponse {
+    job: JobView,
+    uploads: Vec<UploadView>,
+}
+
+/// Uploads files to a job that is awaiting uploads or uploading.
+#[utoipa::path(
+    operation_id = "uploadFiles",
+    post,
+    path = "/api/open/v1/jobs/{job_id}/files",
+    tag = "jobs",
+    summary = "Upload files (multipart/form-data: a metadata part, then file0, file1, …)",
+    request_body(content = UploadForm, content_type = "multipart/form-data",
+        description = "Part `metadata` (JSON) first, then one part per `files[].partName`. Limits: 100 files and 10 GB per job, PLANGREP_UPLOAD_MAX_FILE_BYTES (512 MiB) per file, 1 MiB of metadata."),
+    params(("job_id" = String, Path, description = "A `job_` id")),
+    responses((status = 200, description = "The stored files and the job", body = UploadResponse))
+)]
+#[tracing::instrument(skip_all, fields(job_id = %job_id, client_upload_flow_id = tracing::field::Empty))]
+pub async fn upload(
+    State(state): State<AppState>,
+    key: ApiKey,
+    PathId(job_id): PathId<JobId>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Json<UploadResponse>, ApiError> {
+    key.require("jobs:write")?;
+    let (org_id, job_id) = (key.org_id.to_string(), job_id.to_string());
+    let job = state
+        .orchestrator
+        .clone()
+        .get_job(GetJobRequest {
+            org_id: org_id.clone(),
+            job_id: job_id.clone(),
+        })
+        .await?
+        .into_inner();
+    let budget = Budget::of(&job, &headers)?;
+    let multipart = multipart.map_err(|rejection| match rejection {
+        _ if !is_multipart(&headers) => ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "send the body as multipart/form-data",
+        ),
+        rejection => invalid(
+            "body",
+            format!(
+                "not a valid multipart/form-data body ({})",
+                rejection.body_text()
+            ),
+        ),
+    })?;
+
+    let mut stored = StoredObjects::new(state.storage.clone());
+    let received = match receive(
+        &state.storage,
+        &job_id,
+        multipart,
+        &budget,
+        state.config.upload_max_file_bytes,
+        &mut stored,
+    )
+    .await
+    {
+        Ok(received) => received,
+        Err(error) => {
+            stored.discard().await;
+            return Err(error);
+        }
+    };
+    let documents = received
+        .iter()
+        .map(|file| UploadedDocument {
+            id: file.document_id.clone(),
+            file_name: file.entry.file_name.clone(),
+            content_type: file.entry.content_type.clone(),
+            classification: file.entry.classification.clone(),
+            size_bytes: file.stored.size_bytes,
+            sha256: file.stored.sha256.clone(),
+            storage_key: file.key.clone(),
+        })
+        .collect();
+    let registered = state
+        .orchestrator
+        .clone()
+        .register_documents(RegisterDocumentsRequest {
+            org_id,
+            job_id,
+            documents,
+        })
+        .await;
+    let job = match registered {
+        Ok(job) => job.into_inner(),
+        Err(status) => {
+            // Best effort; housekeeping deletes whatever this leaves behind.
+            stored.discard().await;
+            return Err(status.into());
+        }
+    };
+    stored.keep();
+    Ok(Json(UploadResponse {
+        job: job_view(&job).map_err(ApiError::internal)?,
+        uploads: received
+            .into_iter()
+            .map(|file| UploadView {
+                document_id: file.document_id,
+                file_name: file.entry.file_name,
+                size_bytes: file.stored.size_bytes,
+                sha256: file.stored.sha256,
+            })
+            .collect(),
+    }))
+}
+
+/// What the job still accepts.
+struct Budget {
+    /// Files the job already has.
+    existing_files: u64,
+    max_files: u64,
+    /// Bytes this request may still store.
+    remaining_bytes: u64,
+}
+
+impl Budget {
+    /// Checks the job's state and limits before anything is stored.
+    fn of(job: &Job, headers: &HeaderMap) -> Result<Self, ApiError> {
+        match job.status.parse::<JobStatus>() {
+            Ok(JobStatus::AwaitingUploads | JobStatus::Uploading) => {}
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidJobState,
+                    format!(
+                        "files can only be uploaded while the job is awaiting_uploads or uploading (it is {})",
+                        job.status
+                    ),
+                ));
+            }
+        }
+        let limits = job.limits.unwrap_or_default();
+        let max_files = match limits.max_files {
+            0 => DEFAULT_MAX_FILES,
+            n => u64::from(n),
+        };
+        let max_bytes = match limits.max_declared_bytes {
+            0 => DEFAULT_MAX_JOB_BYTES,
+            n => n,
+        };
+        let existing_bytes: u64 = job.files.iter().map(|f| f.size_bytes).sum();
+        let declared = headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|declared| existing_bytes.saturating_add(declared) > max_bytes) {
+            return Err(job_limit(format!(
+                "a job holds at most {max_bytes} bytes; it has {existing_bytes} and this request is larger than the rest"
+            )));
+        }
+        Ok(Self {
+            existing_files: job.files.len() as u64,
+            max_files,
+            remaining_bytes: max_bytes.saturating_sub(existing_bytes),
+        })
+    }
+}
+
+/// One received and stored file part.
+struct Received {
+    entry: FileEntry,
+    document_id: String,
+    key: String,
+    stored: Stored,
+}
+
+/// Reads the metadata part, then streams every file part into storage.
+async fn receive(
+    storage: &Storage,
+    job_id: &str,
+    mut multipart: Multipart,
+    budget: &Budget,
+    max_file_bytes: u64,
+    stored: &mut StoredObjects,
+) -> Result<Vec<Received>, ApiError> {
+    let metadata = {
+        let Some(mut field) = multipart.next_field().await.map_err(malformed("body"))? else {
+            return Err(invalid(
+                "metadata",
+                "the body has no parts; the first must be metadata",
+            ));
+        };
+        if field.name() != Some("metadata") {
+            return Err(invalid(
+                "metadata",
+                format!(
+                    "the first part must be metadata, not {:?}",
+                    field.name().unwrap_or("")
+                ),
+            ));
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = field.chunk().await.map_err(malformed("metadata"))? {
+            if bytes.len() + chunk.len() > MAX_METADATA_BYTES {
+                return Err(ApiError::new(
+                    ErrorCode::PayloadTooLarge,
+                    "the metadata part is limited to 1 MiB",
+                ));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        parse_metadata(&bytes)?
+    };
+    if let Some(flow) = &metadata.client_upload_flow_id {
+        tracing::Span::current().record("client_upload_flow_id", flow.as_str());
+    }
+    if budget.existing_files + metadata.files.len() as u64 > budget.max_files {
+        return Err(job_limit(format!(
+            "a job holds at most {} files; it has {} and this request adds {}",
+            budget.max_files,
+            budget.existing_files,
+            metadata.files.len()
+        )));
+    }
+    let mut pending: HashMap<String, FileEntry> = metadata
+        .files
+        .into_iter()
+        .map(|entry| (entry.part_name.clone(), entry))
+        .collect();
+    let mut received: Vec<Received> = Vec::new();
+    let mut remaining_bytes = budget.remaining_bytes;
+    while let Some(field) = multipart.next_field().await.map_err(malformed("body"))? {
+        let name = field.name().unwrap_or("").to_owned();
+        let Some(entry) = pending.remove(&name) else {
+            let issue = if received.iter().any(|r| r.entry.part_name == name) {
+                "this part appears twice"
+            } else if name == "metadata" {
+                "metadata must appear once, first"
+            } else {
+                "no files[] entry of metadata names this part"
+            };
+            return Err(invalid(&format!("parts.{name}"), issue));
+        };
+        let document_id = DocumentId::generate().to_string();
+        let key = keys::document(job_id, &document_id);
+        let limit = max_file_bytes.min(remaining_bytes);
+        let file = match storage.put_stream(&key, field, limit).await {
+            Ok(file) => file,
+            Err(error) => {
+                return Err(put_error(error, &name, max_file_bytes, remaining_bytes));
+            }
+        };
+        stored.push(key.clone());
+        if let Some(declared) = &entry.sha256
+            && *declared != file.sha256
+        {
+            return Err(ApiError {
+                code: ErrorCode::ChecksumMismatch,
+                message: format!(
+                    "part {name}: the received bytes have sha256 {}, not the declared {declared}",
+                    file.sha256
+                ),
+                details: vec![Detail {
+                    field: format!("parts.{name}"),
+                    issue: "sha256 does not match the received bytes".to_owned(),
+                }],
+                replayed: false,
+            });
+        }
+        remaining_bytes -= file.size_bytes;
+        received.push(Received {
+            entry,
+            document_id,
+            key,
+            stored: file,
+        });
+    }
+    if !pending.is_empty() {
+        let mut missing: Vec<_> = pending.into_keys().collect();
+        missing.sort();
+        return Err(invalid_fields(
+            missing
+                .into_iter()
+                .map(|name| {
+                    (
+                        format!("parts.{name}"),
+                        "listed in metadata but no such part was sent".to_owned(),
+                    )
+                })
+                .collect(),
+        ));
+    }
+    // Metadata order, not arrival order.
+    Ok(received)
+}
+
+/// The answer to a failed `put_stream` of part `name`.
+fn put_error(
+    error: PutError<MultipartError>,
+    name: &str,
+    max_file_bytes: u64,
+    remaining_bytes: u64,
+) -> ApiError {
+    match error {
+        PutError::TooLarge if max_file_bytes <= remaining_bytes => ApiError {
+            code: ErrorCode::PayloadTooLarge,
+            message: format!("part {name}: a file may have at most {max_file_bytes} bytes"),
+            details: vec![Detail {
+                field: format!("parts.{name}"),
+                issue: format!("larger than {max_file_bytes} bytes"),
+            }],
+            replayed: false,
+        },
+        PutError::TooLarge => job_limit(format!(
+            "part {name}: the job has room for {remaining_bytes} more bytes"
+        )),
+        PutError::Body(error) => malformed(&format!("parts.{name}"))(error),
+        PutError::Storage(StorageError::Unavailable(cause)) => {
+            tracing::warn!(error = %cause, "object storage unavailable");
+            ApiError::unavailable()
+        }
+        PutError::Storage(error) => ApiError::internal(error),
+    }
+}
+
+/// Objects this request stored, deleted unless the request succeeds. Error paths call
+/// [`StoredObjects::discard`] (awaited, so nothing is left when the client gets its
+/// answer); a request dropped mid-way (client gone) deletes them on a spawned task.
+struct StoredObjects {
+    storage: Storage,
+    keys: Vec<String>,
+}
+
+impl StoredObjects {
+    fn new(storage: Storage) -> Self {
+        Self {
+            storage,
+            keys: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, key: String) {
+        self.keys.push(key);
+    }
+
+    async fn discard(&mut self) {
+        for key in self.keys.drain(..) {
+            if let Err(error) = self.storage.delete(&key).await {
+                tracing::warn!(%error, key, "deleting a refused upload failed; housekeeping removes it");
+            }
+        }
+    }
+
+    fn keep(mut self) {
+        self.keys.clear();
+    }
+}
+
+impl Drop for StoredObjects {
+    fn drop(&mut self) {
+        if self.keys.is_empty() {
+            return;
+        }
+        let (storage, keys) = (self.storage.clone(), std::mem::take(&mut self.keys));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                for key in keys {
+                    let _ = storage.delete(&key).await;
+                }
+            });
+        }
+    }
+}
+
+fn is_multipart(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("multipart/form-data"))
+}
+
+/// 400 `invalid_request` naming `field`.
+fn invalid(field: &str, issue: impl Into<String>) -> ApiError {
+    invalid_fields(vec![(field.to_owned(), issue.into())])
+}
+
+/// 400 for a multipart stream that cannot be parsed (bad framing, truncated body).
+fn malformed(field: &str) -> impl Fn(MultipartError) -> ApiError + '_ {
+    move |error| {
+        invalid(
+            field,
+            format!("malformed multipart body ({})", error.body_text()),
+        )
+    }
+}
+
+/// 413 `job_limit_exceeded`.
+fn job_limit(message: String) -> ApiError {
+    ApiError::new(ErrorCode::JobLimitExceeded, message)
+}
