@@ -115,7 +115,8 @@ impl TestApp {
                 let path = entry.path();
                 if path.is_dir() {
                     walk(&path, out);
-                } else {
+                } else if path.components().any(|c| c.as_os_str() == "documents") {
+                    // Uploaded documents only: provisioning's markers are not uploads.
                     out.push(path);
                 }
             }
