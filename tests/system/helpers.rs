@@ -599,7 +599,12 @@ impl UploadFile {
 
 impl TestApp {
     /// `POST /jobs/{id}/files` with `files` (metadata declares each one's sha256).
-    pub async fn upload(&self, key: &str, job_id: &str, files: Vec<UploadFile>) -> reqwest::Response {
+    pub async fn upload(
+        &self,
+        key: &str,
+        job_id: &str,
+        files: Vec<UploadFile>,
+    ) -> reqwest::Response {
         use sha2::Digest;
         let entries: Vec<Value> = files
             .iter()

@@ -35,7 +35,7 @@ async fn job_ready_for_files(credits: i64) -> (TestApp, String, String, String) 
 
 #[tokio::test]
 async fn a_drawing_set_and_a_spec_book_go_all_the_way_to_completed_with_a_webhook_for_every_status()
- {
+{
     let app = TestApp::spawn().await;
     let mut receiver = Receiver::start().await;
     let (org, key) = app.create_customer().await;
@@ -47,7 +47,10 @@ async fn a_drawing_set_and_a_spec_book_go_all_the_way_to_completed_with_a_webhoo
         app.upload(
             &key,
             &job_id,
-            vec![UploadFile::pdf("drawings.pdf", pdf::drawing_set_and_spec_book())],
+            vec![UploadFile::pdf(
+                "drawings.pdf",
+                pdf::drawing_set_and_spec_book(),
+            )],
         )
         .await,
         200,
@@ -86,10 +89,14 @@ async fn a_drawing_set_and_a_spec_book_go_all_the_way_to_completed_with_a_webhoo
     assert_eq!(app.balance(&org).await, 100 - DRAWING_SET_CREDITS);
 
     let result = expect_status(
-        app.api(reqwest::Method::GET, &format!("/jobs/{job_id}/result"), &key)
-            .send()
-            .await
-            .unwrap(),
+        app.api(
+            reqwest::Method::GET,
+            &format!("/jobs/{job_id}/result"),
+            &key,
+        )
+        .send()
+        .await
+        .unwrap(),
         200,
     )
     .await;
@@ -103,11 +110,17 @@ async fn a_drawing_set_and_a_spec_book_go_all_the_way_to_completed_with_a_webhoo
         .iter()
         .map(|p| (&p["sheetNumber"], &p["sheetTitle"]))
         .collect();
-    assert_eq!(sheets[0], (&Value::from("A1.01"), &Value::from("FIRST FLOOR PLAN")));
+    assert_eq!(
+        sheets[0],
+        (&Value::from("A1.01"), &Value::from("FIRST FLOOR PLAN"))
+    );
     assert_eq!(sheets[1].0, "S-201");
     assert_eq!(sheets[2].0, "M-101");
     assert_eq!(pages[3]["kind"], "drawing");
-    assert_eq!(pages[3]["textChars"], 0, "a scanned sheet has no text layer");
+    assert_eq!(
+        pages[3]["textChars"], 0,
+        "a scanned sheet has no text layer"
+    );
     assert!(pages[3].get("sheetNumber").is_none());
     assert_eq!(pages[4]["kind"], "document");
     assert_eq!(pages[4]["widthPt"], 612.0);
@@ -116,7 +129,11 @@ async fn a_drawing_set_and_a_spec_book_go_all_the_way_to_completed_with_a_webhoo
 
     // The result is immutable: the same bytes every time.
     let again = app
-        .api(reqwest::Method::GET, &format!("/jobs/{job_id}/result"), &key)
+        .api(
+            reqwest::Method::GET,
+            &format!("/jobs/{job_id}/result"),
+            &key,
+        )
         .send()
         .await
         .unwrap()
@@ -136,7 +153,10 @@ async fn a_corrupt_file_beside_a_good_one_completes_with_errors_and_only_corrupt
             &job,
             vec![
                 UploadFile::pdf("good.pdf", good),
-                UploadFile::pdf("broken.pdf", pdf::truncated(&pdf::drawing_set_and_spec_book())),
+                UploadFile::pdf(
+                    "broken.pdf",
+                    pdf::truncated(&pdf::drawing_set_and_spec_book()),
+                ),
                 UploadFile::pdf("bomb.pdf", pdf::stack_bomb()),
             ],
         )
@@ -145,7 +165,9 @@ async fn a_corrupt_file_beside_a_good_one_completes_with_errors_and_only_corrupt
     )
     .await;
     expect_status(app.complete_uploads(&key, &job).await, 202).await;
-    let done = app.wait_for_job(&key, &job, &["completed_with_errors"]).await;
+    let done = app
+        .wait_for_job(&key, &job, &["completed_with_errors"])
+        .await;
     assert_eq!(done["files"][0]["status"], "processed");
     for file in [&done["files"][1], &done["files"][2]] {
         assert_eq!(file["status"], "invalid");
@@ -166,8 +188,12 @@ async fn a_corrupt_file_beside_a_good_one_completes_with_errors_and_only_corrupt
     let only_bad = app.create_job(&key).await;
     app.wait_until_awaiting_uploads(&key, &only_bad).await;
     expect_status(
-        app.upload(&key, &only_bad, vec![UploadFile::pdf("x.pdf", pdf::not_a_pdf())])
-            .await,
+        app.upload(
+            &key,
+            &only_bad,
+            vec![UploadFile::pdf("x.pdf", pdf::not_a_pdf())],
+        )
+        .await,
         200,
     )
     .await;
@@ -176,10 +202,14 @@ async fn a_corrupt_file_beside_a_good_one_completes_with_errors_and_only_corrupt
     assert_eq!(failed["error"]["code"], "no_valid_files");
     assert_eq!(failed["billing"]["creditsDebited"], 0);
     expect_error(
-        app.api(reqwest::Method::GET, &format!("/jobs/{only_bad}/result"), &key)
-            .send()
-            .await
-            .unwrap(),
+        app.api(
+            reqwest::Method::GET,
+            &format!("/jobs/{only_bad}/result"),
+            &key,
+        )
+        .send()
+        .await
+        .unwrap(),
         409,
         "result_not_available",
     )
@@ -191,8 +221,12 @@ async fn a_corrupt_file_beside_a_good_one_completes_with_errors_and_only_corrupt
 async fn a_job_blocked_on_credits_waits_for_a_grant_and_a_resume() {
     let (app, org, key, job) = job_ready_for_files(5).await;
     expect_status(
-        app.upload(&key, &job, vec![UploadFile::pdf("set.pdf", pdf::drawing_set_and_spec_book())])
-            .await,
+        app.upload(
+            &key,
+            &job,
+            vec![UploadFile::pdf("set.pdf", pdf::drawing_set_and_spec_book())],
+        )
+        .await,
         200,
     )
     .await;
@@ -238,8 +272,12 @@ async fn a_job_blocked_on_credits_waits_for_a_grant_and_a_resume() {
 async fn cancelling_during_processing_stops_at_a_page_boundary_and_bills_only_the_pages_done() {
     let (app, org, key, job) = job_ready_for_files(1_000).await;
     expect_status(
-        app.upload(&key, &job, vec![UploadFile::pdf("book.pdf", pdf::many_pages(400))])
-            .await,
+        app.upload(
+            &key,
+            &job,
+            vec![UploadFile::pdf("book.pdf", pdf::many_pages(400))],
+        )
+        .await,
         200,
     )
     .await;
@@ -258,7 +296,9 @@ async fn cancelling_during_processing_stops_at_a_page_boundary_and_bills_only_th
         202,
     )
     .await;
-    let debited = cancelled["job"]["billing"]["creditsDebited"].as_i64().unwrap();
+    let debited = cancelled["job"]["billing"]["creditsDebited"]
+        .as_i64()
+        .unwrap();
     assert!(debited > 0 && debited < 400, "cancelled mid-way: {debited}");
     assert_eq!(cancelled["job"]["billing"]["creditsReserved"], 0);
     // Cancellation commits under the job's lock: no page can be debited after it.
@@ -277,8 +317,16 @@ async fn a_job_left_waiting_for_uploads_expires_when_its_ttl_passes() {
     let expired = app.wait_for_job(&key, &job, &["expired"]).await;
     assert!(expired["completedAt"].is_string());
     let history = app.get_json(&format!("/jobs/{job}/events"), &key).await;
-    assert_eq!(statuses(&history), ["provisioning", "awaiting_uploads", "expired"]);
-    expect_error(app.complete_uploads(&key, &job).await, 409, "invalid_job_state").await;
+    assert_eq!(
+        statuses(&history),
+        ["provisioning", "awaiting_uploads", "expired"]
+    );
+    expect_error(
+        app.complete_uploads(&key, &job).await,
+        409,
+        "invalid_job_state",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -295,12 +343,21 @@ async fn twenty_jobs_preflighting_at_once_never_overdraw_the_balance() {
     let project = app.create_ready_project(&key, &name).await;
     let mut jobs = Vec::new();
     for _ in 0..20 {
-        let created = expect_status(app.post_job(&key, &project, serde_json::json!({})).await, 202).await;
+        let created = expect_status(
+            app.post_job(&key, &project, serde_json::json!({})).await,
+            202,
+        )
+        .await;
         jobs.push(created["job"]["id"].as_str().unwrap().to_owned());
     }
     for job in &jobs {
         app.wait_until_awaiting_uploads(&key, job).await;
-        expect_status(app.upload(&key, job, vec![UploadFile::pdf("a.pdf", file.clone())]).await, 200).await;
+        expect_status(
+            app.upload(&key, job, vec![UploadFile::pdf("a.pdf", file.clone())])
+                .await,
+            200,
+        )
+        .await;
     }
     let completions = jobs.iter().map(|job| app.complete_uploads(&key, job));
     for response in futures_util::future::join_all(completions).await {
@@ -325,14 +382,23 @@ async fn completing_uploads_needs_files_and_is_idempotent() {
     let (app, _org, key, job) = job_ready_for_files(100).await;
     expect_error(app.complete_uploads(&key, &job).await, 409, "no_files").await;
     expect_status(
-        app.upload(&key, &job, vec![UploadFile::pdf("a.pdf", pdf::many_pages(1))]).await,
+        app.upload(
+            &key,
+            &job,
+            vec![UploadFile::pdf("a.pdf", pdf::many_pages(1))],
+        )
+        .await,
         200,
     )
     .await;
     let complete = || {
-        app.api(reqwest::Method::POST, &format!("/jobs/{job}/uploads/complete"), &key)
-            .header("Idempotency-Key", "complete-1")
-            .send()
+        app.api(
+            reqwest::Method::POST,
+            &format!("/jobs/{job}/uploads/complete"),
+            &key,
+        )
+        .header("Idempotency-Key", "complete-1")
+        .send()
     };
     let first = expect_status(complete().await.unwrap(), 202).await;
     assert_eq!(first["job"]["status"], "preflighting");
@@ -340,7 +406,13 @@ async fn completing_uploads_needs_files_and_is_idempotent() {
     assert_eq!(replay["idempotent"], true);
     assert_eq!(replay["job"]["id"], first["job"]["id"]);
     // Files are refused once the window is closed.
-    let late = app.upload(&key, &job, vec![UploadFile::pdf("b.pdf", pdf::many_pages(1))]).await;
+    let late = app
+        .upload(
+            &key,
+            &job,
+            vec![UploadFile::pdf("b.pdf", pdf::many_pages(1))],
+        )
+        .await;
     assert_eq!(late.status(), 409);
 }
 
@@ -369,8 +441,12 @@ async fn per_org_credit_rates_set_by_an_operator_price_the_pages() {
     )
     .await;
     expect_status(
-        app.upload(&key, &job, vec![UploadFile::pdf("set.pdf", pdf::drawing_set_and_spec_book())])
-            .await,
+        app.upload(
+            &key,
+            &job,
+            vec![UploadFile::pdf("set.pdf", pdf::drawing_set_and_spec_book())],
+        )
+        .await,
         200,
     )
     .await;
@@ -412,4 +488,89 @@ async fn a_project_whose_storage_cannot_be_allocated_ends_failed() {
         (body["project"]["status"] == "failed").then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn the_same_flow_completes_on_the_s3_storage_backend() {
+    plangrep_test_support::s3::require_s3_server().await;
+    let prefix = plangrep_test_support::random_token();
+    let mut options = Options::default();
+    options
+        .settings
+        .extend(plangrep_test_support::s3::s3_settings(&prefix));
+    let app = TestApp::spawn_with(options).await;
+    let (org, key) = app.create_customer().await;
+    app.grant_credits(&org, 100).await;
+    let job = app.create_job(&key).await;
+    app.wait_until_awaiting_uploads(&key, &job).await;
+    expect_status(
+        app.upload(
+            &key,
+            &job,
+            vec![UploadFile::pdf("set.pdf", pdf::drawing_set_and_spec_book())],
+        )
+        .await,
+        200,
+    )
+    .await;
+    expect_status(app.complete_uploads(&key, &job).await, 202).await;
+    let done = app.wait_for_job(&key, &job, &["completed"]).await;
+    assert_eq!(done["billing"]["creditsDebited"], DRAWING_SET_CREDITS);
+    let result = app.get_json(&format!("/jobs/{job}/result"), &key).await;
+    assert_eq!(result["documents"][0]["pages"][0]["sheetNumber"], "A1.01");
+}
+
+/// A program standing in for the PDF parser, written to a fresh temp dir.
+fn fake_parser(name: &str, script: &str) -> (std::path::PathBuf, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!(
+        "plangrep-parser-{}",
+        plangrep_test_support::random_token()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (dir, path.display().to_string())
+}
+
+#[tokio::test]
+async fn a_parser_that_crashes_or_hangs_costs_the_file_never_the_orchestrator() {
+    for (name, script) in [
+        // Dies the way a stack overflow does: killed by a signal, no output.
+        ("crashing", "kill -SEGV $$"),
+        // Never answers: the wall clock kills it.
+        ("hanging", "exec sleep 600"),
+    ] {
+        let (dir, program) = fake_parser(name, script);
+        let app = TestApp::spawn_with(
+            Options::default()
+                .with("PLANGREP_PDF_WORKER", &program)
+                .with("PLANGREP_PDF_TIMEOUT", "1s"),
+        )
+        .await;
+        let (org, key) = app.create_customer().await;
+        app.grant_credits(&org, 100).await;
+        let job = app.create_job(&key).await;
+        app.wait_until_awaiting_uploads(&key, &job).await;
+        expect_status(
+            app.upload(
+                &key,
+                &job,
+                vec![UploadFile::pdf("a.pdf", pdf::many_pages(2))],
+            )
+            .await,
+            200,
+        )
+        .await;
+        expect_status(app.complete_uploads(&key, &job).await, 202).await;
+        let failed = app.wait_for_job(&key, &job, &["failed"]).await;
+        assert_eq!(failed["files"][0]["error"]["code"], "invalid_pdf", "{name}");
+        assert_eq!(app.balance(&org).await, 100, "{name}: nothing charged");
+        // The orchestrator is still there: it takes the next job.
+        let next = app.create_job(&key).await;
+        app.wait_until_awaiting_uploads(&key, &next).await;
+        app.stop().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -16,8 +16,12 @@ async fn completed_job(app: &TestApp, key: &str) -> String {
     let job = app.create_job(key).await;
     app.wait_until_awaiting_uploads(key, &job).await;
     expect_status(
-        app.upload(key, &job, vec![UploadFile::pdf("a.pdf", pdf::drawing_set_and_spec_book())])
-            .await,
+        app.upload(
+            key,
+            &job,
+            vec![UploadFile::pdf("a.pdf", pdf::drawing_set_and_spec_book())],
+        )
+        .await,
         200,
     )
     .await;
@@ -41,7 +45,9 @@ async fn publish(app: &TestApp, messages: &[OutgoingMessage]) {
 
 /// The job's events exactly as the outbox published them.
 async fn outbox_copies(app: &TestApp, job_id: &str) -> Vec<OutgoingMessage> {
-    let mut db = sqlx::PgConnection::connect(app.database.url()).await.unwrap();
+    let mut db = sqlx::PgConnection::connect(app.database.url())
+        .await
+        .unwrap();
     let rows: Vec<(String, String, Vec<u8>)> = sqlx::query_as(
         "SELECT o.event_id, o.routing_key, o.payload FROM orchestrator.outbox o \
          JOIN orchestrator.job_events e ON e.id = o.event_id WHERE e.job_id = $1 ORDER BY o.id",

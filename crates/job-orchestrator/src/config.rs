@@ -81,7 +81,10 @@ impl Config {
             pdf_worker: match settings.raw("PLANGREP_PDF_WORKER") {
                 Some(path) => PathBuf::from(path),
                 None => std::env::current_exe().map_err(|e| {
-                    SettingError::new("PLANGREP_PDF_WORKER", format!("cannot find this binary: {e}"))
+                    SettingError::new(
+                        "PLANGREP_PDF_WORKER",
+                        format!("cannot find this binary: {e}"),
+                    )
                 })?,
             },
             pdf_limits: Limits {
@@ -97,9 +100,14 @@ impl Config {
             process_concurrency: settings.parse::<u16>("PLANGREP_PROCESS_CONCURRENCY", 2)?,
             expiry_interval: settings
                 .duration("PLANGREP_EXPIRY_SWEEP_INTERVAL", Duration::from_secs(30))?,
-            orphan_grace: settings
-                .duration("PLANGREP_ORPHAN_UPLOAD_GRACE", Duration::from_secs(6 * 3600))?,
-            allocation_attempts: settings.parse::<u16>("PLANGREP_ALLOCATION_ATTEMPTS", 5)?.max(1).into(),
+            orphan_grace: settings.duration(
+                "PLANGREP_ORPHAN_UPLOAD_GRACE",
+                Duration::from_secs(6 * 3600),
+            )?,
+            allocation_attempts: settings
+                .parse::<u16>("PLANGREP_ALLOCATION_ATTEMPTS", 5)?
+                .max(1)
+                .into(),
             job_ttl: settings.duration("PLANGREP_JOB_TTL", Duration::from_secs(7 * 86_400))?,
             outbox_poll_interval: settings
                 .duration("PLANGREP_OUTBOX_POLL_INTERVAL", Duration::from_secs(1))?,

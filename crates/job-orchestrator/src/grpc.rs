@@ -18,8 +18,8 @@ use plangrep_proto::orchestrator::{
     ListProjectsRequest, ListProjectsResponse, PageInfo, PageRequest, Project,
     RegisterDocumentsRequest, ResumeJobRequest, SetCreditRatesRequest, WebhookTarget,
 };
-use plangrep_storage::{Storage, StorageError, keys};
 use plangrep_proto::time::to_timestamp;
+use plangrep_storage::{Storage, StorageError, keys};
 use sqlx::{PgConnection, PgPool};
 use tonic::{Request, Response, Status};
 
@@ -335,11 +335,13 @@ impl JobOrchestrator for OrchestratorService {
     ) -> Result<Response<Job>, Status> {
         let request = request.into_inner();
         if request.documents.is_empty() {
-            return Err(Error::InvalidField(plangrep_core::validate::FieldError::new(
-                "files",
-                "at least one document is required",
-            ))
-            .into());
+            return Err(
+                Error::InvalidField(plangrep_core::validate::FieldError::new(
+                    "files",
+                    "at least one document is required",
+                ))
+                .into(),
+            );
         }
         let mut tx = self.pool.begin().await.map_err(Error::from)?;
         let job = commands::register_documents(

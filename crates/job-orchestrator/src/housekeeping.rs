@@ -59,8 +59,8 @@ pub async fn delete_orphaned_uploads(
     storage: &Storage,
     grace: Duration,
 ) -> Result<usize, Error> {
-    let cutoff = chrono::Utc::now()
-        - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+    let cutoff =
+        chrono::Utc::now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
     let candidates = storage
         .list_older_than(keys::DOCUMENTS_ROOT, cutoff)
         .await

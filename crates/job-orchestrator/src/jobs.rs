@@ -90,7 +90,10 @@ pub async fn register_documents(
         return Err(Error::InvalidJobState(status));
     }
     let (files, bytes) = documents::totals(conn, job_id).await?;
-    let added_bytes = uploaded.iter().map(|d| d.size_bytes).fold(0u64, u64::saturating_add);
+    let added_bytes = uploaded
+        .iter()
+        .map(|d| d.size_bytes)
+        .fold(0u64, u64::saturating_add);
     if files as usize + uploaded.len() > MAX_FILES as usize {
         return Err(Error::JobLimitExceeded(format!(
             "a job holds at most {MAX_FILES} files; it has {files}"

@@ -146,7 +146,8 @@ impl Relay {
                     traceparent: row.traceparent.clone(),
                     // Job events must reach the dispatcher; a missing queue is an error
                     // (the row stays unpublished), never a silently dropped webhook.
-                    mandatory: StatusEvent::parse(&row.routing_key).is_some_and(StatusEvent::is_job),
+                    mandatory: StatusEvent::parse(&row.routing_key)
+                        .is_some_and(StatusEvent::is_job),
                 };
                 // A broker that blocks publishers (memory or disk alarm) must not hold the
                 // batch transaction, or shutdown, forever: give up and reconnect.

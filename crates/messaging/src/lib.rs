@@ -14,8 +14,8 @@ pub mod routing;
 pub mod topology;
 
 pub use consumer::{BrokerHealth, ConsumerConfig, HandleError, Incoming, consume_loop};
-pub use routing::{Binding, StatusEvent};
 pub use publisher::{OutgoingMessage, PublishError, Publisher};
+pub use routing::{Binding, StatusEvent};
 pub use topology::{Topology, WorkQueue};
 
 /// Opens a connection to the broker at `url` on the current tokio runtime.

@@ -77,7 +77,10 @@ mod tests {
         }
         let ready = StatusEvent::Project(ProjectStatus::Ready);
         assert_eq!(ready.routing_key(), "project.status_changed.ready");
-        assert_eq!(StatusEvent::parse("project.status_changed.ready"), Some(ready));
+        assert_eq!(
+            StatusEvent::parse("project.status_changed.ready"),
+            Some(ready)
+        );
         assert_eq!(
             StatusEvent::Job(JobStatus::AwaitingUploads).routing_key(),
             "job.status_changed.awaiting_uploads"

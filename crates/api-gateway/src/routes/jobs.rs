@@ -3,14 +3,14 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use plangrep_core::JobStatus;
 use plangrep_core::api::JobView;
 use plangrep_core::id::{JobId, ProjectId};
 use plangrep_core::validate::{ExternalId, FieldError};
-use axum::response::IntoResponse;
 use plangrep_proto::orchestrator::{
-    CancelJobRequest, CompleteUploadsRequest, CreateJobRequest, GetJobRequest,
-    GetJobResultRequest, ListJobEventsRequest, ListJobsRequest, ResumeJobRequest,
+    CancelJobRequest, CompleteUploadsRequest, CreateJobRequest, GetJobRequest, GetJobResultRequest,
+    ListJobEventsRequest, ListJobsRequest, ResumeJobRequest,
 };
 use plangrep_proto::time::from_timestamp;
 use plangrep_proto::views::job_view;

@@ -17,9 +17,9 @@ use super::scratch::Scratch;
 use crate::error::Error;
 use crate::grpc::storage_error;
 use crate::lifecycle;
+use crate::store::credits;
 use crate::store::documents::{self, DocumentRow, Inspection};
 use crate::store::jobs::{self, MAX_PAGES};
-use crate::store::credits;
 
 /// Why a job stopped at preflight, as `job.error` shows it.
 struct JobFailure {
@@ -142,7 +142,11 @@ async fn inspect(
     file: &DocumentRow,
 ) -> Result<Inspection, Error> {
     let local = scratch.file(&file.id);
-    match pipeline.storage.download_to(&file.storage_key, &local).await {
+    match pipeline
+        .storage
+        .download_to(&file.storage_key, &local)
+        .await
+    {
         Ok(_) => {}
         Err(StorageError::NotFound) => {
             return Ok(Inspection::Invalid(

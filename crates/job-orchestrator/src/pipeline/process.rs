@@ -46,8 +46,12 @@ pub async fn run(pipeline: &Pipeline, job_id: &str) -> Result<(), Error> {
     let pages = documents::pages_of_job(&mut conn, job_id).await?;
     drop(conn);
     let rates = CreditRates {
-        drawing: job.drawing_page_rate.unwrap_or(CreditRates::default().drawing),
-        document: job.document_page_rate.unwrap_or(CreditRates::default().document),
+        drawing: job
+            .drawing_page_rate
+            .unwrap_or(CreditRates::default().drawing),
+        document: job
+            .document_page_rate
+            .unwrap_or(CreditRates::default().document),
     };
 
     let scratch = Scratch::create(job_id)
@@ -62,7 +66,11 @@ pub async fn run(pipeline: &Pipeline, job_id: &str) -> Result<(), Error> {
             continue;
         };
         let local = scratch.file(&file.id);
-        match pipeline.storage.download_to(&file.storage_key, &local).await {
+        match pipeline
+            .storage
+            .download_to(&file.storage_key, &local)
+            .await
+        {
             Ok(_) => {}
             Err(StorageError::NotFound) => {
                 // Gone since preflight: every remaining page of it is an error.

@@ -35,10 +35,7 @@ pub async fn grant(
     .fetch_optional(&mut *conn)
     .await?
     .ok_or_else(|| {
-        Error::InvalidField(FieldError::new(
-            "amount",
-            "would make the balance negative",
-        ))
+        Error::InvalidField(FieldError::new("amount", "would make the balance negative"))
     })?;
     sqlx::query(
         "INSERT INTO credit_ledger (org_id, amount, reason, created_at) VALUES ($1, $2, $3, $4)",
@@ -71,10 +68,12 @@ pub async fn rates(conn: &mut PgConnection, org_id: &str) -> Result<CreditRates,
     .bind(org_id)
     .fetch_optional(conn)
     .await?;
-    Ok(row.map_or_else(CreditRates::default, |(drawing, document)| CreditRates {
-        drawing,
-        document,
-    }))
+    Ok(
+        row.map_or_else(CreditRates::default, |(drawing, document)| CreditRates {
+            drawing,
+            document,
+        }),
+    )
 }
 
 /// Sets some or all of the organization's rates; returns the rates now in force.
@@ -133,7 +132,15 @@ pub async fn reserve(
     .rows_affected()
         == 1;
     if reserved {
-        append(conn, org_id, Some(job_id), "reserve", -amount, "credits reserved by preflight").await?;
+        append(
+            conn,
+            org_id,
+            Some(job_id),
+            "reserve",
+            -amount,
+            "credits reserved by preflight",
+        )
+        .await?;
     }
     Ok(reserved)
 }
@@ -149,7 +156,15 @@ pub async fn debit(
     if amount == 0 {
         return Ok(());
     }
-    append(conn, org_id, Some(job_id), "debit", -amount, "page processed").await
+    append(
+        conn,
+        org_id,
+        Some(job_id),
+        "debit",
+        -amount,
+        "page processed",
+    )
+    .await
 }
 
 /// Gives the unused part of a job's reservation back to the organization.
@@ -167,7 +182,15 @@ pub async fn release(
         .bind(amount)
         .execute(&mut *conn)
         .await?;
-    append(conn, org_id, Some(job_id), "release", amount, "unused reservation released").await
+    append(
+        conn,
+        org_id,
+        Some(job_id),
+        "release",
+        amount,
+        "unused reservation released",
+    )
+    .await
 }
 
 async fn append(

@@ -333,12 +333,14 @@ pub async fn finish_processing(
             Some("not a single page of this document could be read"),
         )
     };
-    sqlx::query("UPDATE documents SET status = $2, error_code = $3, error_message = $4 WHERE id = $1")
-        .bind(document_id)
-        .bind(status.as_str())
-        .bind(code)
-        .bind(message)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "UPDATE documents SET status = $2, error_code = $3, error_message = $4 WHERE id = $1",
+    )
+    .bind(document_id)
+    .bind(status.as_str())
+    .bind(code)
+    .bind(message)
+    .execute(conn)
+    .await?;
     Ok(())
 }

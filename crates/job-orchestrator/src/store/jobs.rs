@@ -146,11 +146,11 @@ pub async fn get(conn: &mut PgConnection, org_id: &str, id: &str) -> Result<JobR
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND org_id = $2"
     )))
-        .bind(id)
-        .bind(org_id)
-        .fetch_optional(conn)
-        .await?
-        .ok_or(Error::NotFound("job"))
+    .bind(id)
+    .bind(org_id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(Error::NotFound("job"))
 }
 
 /// Locks a job of `org_id` for the rest of the transaction and returns it (or `NotFound`).
@@ -180,9 +180,9 @@ pub async fn get_any(conn: &mut PgConnection, id: &str) -> Result<Option<JobRow>
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
     )))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
 }
 
 /// Filters of a job list.
