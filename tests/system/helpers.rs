@@ -162,6 +162,8 @@ pub struct TestApp {
     pub base_url: String,
     /// The orchestrator's gRPC address.
     pub orchestrator_addr: std::net::SocketAddr,
+    /// The orchestrator's ops HTTP address (`/healthz`, `/readyz`).
+    pub orchestrator_ops_addr: std::net::SocketAddr,
     /// The dispatcher's gRPC address.
     pub dispatcher_addr: std::net::SocketAddr,
     /// An HTTP client for the API.
@@ -255,6 +257,7 @@ impl TestApp {
         .await
         .expect("orchestrator starts");
         let orchestrator_addr = orchestrator.grpc_addr();
+        let orchestrator_ops_addr = orchestrator.http_addr();
         base.set("PLANGREP_ORCHESTRATOR_ADDR", orchestrator_addr.to_string());
         let token = shutdown.clone();
         tasks.push(tokio::spawn(async move {
@@ -292,6 +295,7 @@ impl TestApp {
         Self {
             base_url,
             orchestrator_addr,
+            orchestrator_ops_addr,
             dispatcher_addr,
             http: reqwest::Client::new(),
             database,
