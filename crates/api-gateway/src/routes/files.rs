@@ -24,12 +24,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use self::metadata::{FileEntry, UploadMetadata, invalid_fields, parse_metadata};
+use self::stored::StoredObjects;
 use super::PathId;
 use crate::auth::ApiKey;
 use crate::error::{ApiError, Detail};
 use crate::startup::AppState;
 
 mod metadata;
+mod stored;
 
 /// The most the `metadata` part may weigh.
 pub const MAX_METADATA_BYTES: usize = 1024 * 1024;
@@ -234,6 +236,8 @@ impl Budget {
 
 /// One received and stored file part.
 struct Received {
+    /// Position in `metadata.files`: the response lists uploads in that order.
+    index: usize,
     entry: FileEntry,
     document_id: String,
     key: String,
@@ -288,16 +292,17 @@ async fn receive(
             metadata.files.len()
         )));
     }
-    let mut pending: HashMap<String, FileEntry> = metadata
+    let mut pending: HashMap<String, (usize, FileEntry)> = metadata
         .files
         .into_iter()
-        .map(|entry| (entry.part_name.clone(), entry))
+        .enumerate()
+        .map(|(index, entry)| (entry.part_name.clone(), (index, entry)))
         .collect();
     let mut received: Vec<Received> = Vec::new();
     let mut remaining_bytes = budget.remaining_bytes;
     while let Some(field) = multipart.next_field().await.map_err(malformed("body"))? {
         let name = field.name().unwrap_or("").to_owned();
-        let Some(entry) = pending.remove(&name) else {
+        let Some((index, entry)) = pending.remove(&name) else {
             let issue = if received.iter().any(|r| r.entry.part_name == name) {
                 "this part appears twice"
             } else if name == "metadata" {
@@ -335,6 +340,7 @@ async fn receive(
         }
         remaining_bytes -= file.size_bytes;
         received.push(Received {
+            index,
             entry,
             document_id,
             key,
@@ -356,7 +362,7 @@ async fn receive(
                 .collect(),
         ));
     }
-    // Metadata order, not arrival order.
+    received.sort_by_key(|file| file.index);
     Ok(received)
 }
 
@@ -386,55 +392,6 @@ fn put_error(
             ApiError::unavailable()
         }
         PutError::Storage(error) => ApiError::internal(error),
-    }
-}
-
-/// Objects this request stored, deleted unless the request succeeds. Error paths call
-/// [`StoredObjects::discard`] (awaited, so nothing is left when the client gets its
-/// answer); a request dropped mid-way (client gone) deletes them on a spawned task.
-struct StoredObjects {
-    storage: Storage,
-    keys: Vec<String>,
-}
-
-impl StoredObjects {
-    fn new(storage: Storage) -> Self {
-        Self {
-            storage,
-            keys: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, key: String) {
-        self.keys.push(key);
-    }
-
-    async fn discard(&mut self) {
-        for key in self.keys.drain(..) {
-            if let Err(error) = self.storage.delete(&key).await {
-                tracing::warn!(%error, key, "deleting a refused upload failed; housekeeping removes it");
-            }
-        }
-    }
-
-    fn keep(mut self) {
-        self.keys.clear();
-    }
-}
-
-impl Drop for StoredObjects {
-    fn drop(&mut self) {
-        if self.keys.is_empty() {
-            return;
-        }
-        let (storage, keys) = (self.storage.clone(), std::mem::take(&mut self.keys));
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                for key in keys {
-                    let _ = storage.delete(&key).await;
-                }
-            });
-        }
     }
 }
 
