@@ -164,8 +164,15 @@ pub async fn upload(
     let job = match registered {
         Ok(job) => job.into_inner(),
         Err(status) => {
-            // Best effort; housekeeping deletes whatever this leaves behind.
-            stored.discard().await;
+            if registration_surely_failed(&status) {
+                // Best effort; housekeeping deletes whatever this leaves behind.
+                stored.discard().await;
+            } else {
+                // A timeout or a lost connection may hide a registration that committed:
+                // deleting could leave registered documents without bytes. Unregistered
+                // objects are orphans that housekeeping deletes.
+                stored.keep();
+            }
             return Err(status.into());
         }
     };
@@ -182,6 +189,20 @@ pub async fn upload(
             })
             .collect(),
     }))
+}
+
+/// Whether the orchestrator certainly refused a RegisterDocuments call (as opposed to a
+/// timeout or a broken connection, after which it may have committed).
+fn registration_surely_failed(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    !matches!(
+        status.code(),
+        Code::DeadlineExceeded
+            | Code::Unavailable
+            | Code::Unknown
+            | Code::Cancelled
+            | Code::Internal
+    )
 }
 
 /// What the job still accepts.
