@@ -11,18 +11,17 @@ use axum::Json;
 use axum::extract::multipart::{Multipart, MultipartError, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderMap;
+use plangrep_core::ErrorCode;
 use plangrep_core::api::JobView;
 use plangrep_core::id::{DocumentId, JobId};
-use plangrep_core::{ErrorCode, JobStatus};
-use plangrep_proto::orchestrator::{
-    GetJobRequest, Job, RegisterDocumentsRequest, UploadedDocument,
-};
+use plangrep_proto::orchestrator::{GetJobRequest, RegisterDocumentsRequest, UploadedDocument};
 use plangrep_proto::views::job_view;
 use plangrep_storage::{PutError, Storage, StorageError, Stored, keys};
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use self::budget::{Budget, job_limit};
 use self::metadata::{FileEntry, UploadMetadata, invalid_fields, parse_metadata};
 use self::stored::StoredObjects;
 use super::PathId;
@@ -30,16 +29,12 @@ use crate::auth::ApiKey;
 use crate::error::{ApiError, Detail};
 use crate::startup::AppState;
 
+mod budget;
 mod metadata;
 mod stored;
 
 /// The most the `metadata` part may weigh.
 pub const MAX_METADATA_BYTES: usize = 1024 * 1024;
-/// Files per job when the job does not say (SPEC §4).
-const DEFAULT_MAX_FILES: u64 = 100;
-/// Bytes per job when the job does not say (SPEC §4).
-const DEFAULT_MAX_JOB_BYTES: u64 = 10_000_000_000;
-
 /// The upload route, with its own body limit: uploads are bounded per file and per job
 /// by the handler, not by the 1 MiB JSON limit of every other route.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -203,56 +198,6 @@ fn registration_surely_failed(status: &tonic::Status) -> bool {
             | Code::Cancelled
             | Code::Internal
     )
-}
-
-/// What the job still accepts.
-struct Budget {
-    /// Files the job already has.
-    existing_files: u64,
-    max_files: u64,
-    /// Bytes this request may still store.
-    remaining_bytes: u64,
-}
-
-impl Budget {
-    /// Checks the job's state and limits before anything is stored.
-    fn of(job: &Job, headers: &HeaderMap) -> Result<Self, ApiError> {
-        match job.status.parse::<JobStatus>() {
-            Ok(JobStatus::AwaitingUploads | JobStatus::Uploading) => {}
-            _ => {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidJobState,
-                    format!(
-                        "files can only be uploaded while the job is awaiting_uploads or uploading (it is {})",
-                        job.status
-                    ),
-                ));
-            }
-        }
-        let limits = job.limits.unwrap_or_default();
-        let max_files = match limits.max_files {
-            0 => DEFAULT_MAX_FILES,
-            n => u64::from(n),
-        };
-        let max_bytes = match limits.max_declared_bytes {
-            0 => DEFAULT_MAX_JOB_BYTES,
-            n => n,
-        };
-        let existing_bytes: u64 = job.files.iter().map(|f| f.size_bytes).sum();
-        let declared = headers
-            .get(axum::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|declared| existing_bytes.saturating_add(declared) > max_bytes) {
-            return Err(job_limit(format!(
-                "a job holds at most {max_bytes} bytes; it has {existing_bytes} and this request is larger than the rest"
-            )));
-        }
-        Ok(Self {
-            existing_files: job.files.len() as u64,
-            max_files,
-            remaining_bytes: max_bytes.saturating_sub(existing_bytes),
-        })
-    }
 }
 
 /// One received and stored file part.
@@ -437,9 +382,4 @@ fn malformed(field: &str) -> impl Fn(MultipartError) -> ApiError + '_ {
             format!("malformed multipart body ({})", error.body_text()),
         )
     }
-}
-
-/// 413 `job_limit_exceeded`.
-fn job_limit(message: String) -> ApiError {
-    ApiError::new(ErrorCode::JobLimitExceeded, message)
 }
