@@ -3,7 +3,7 @@
 //! the `metadata` part is parsed strictly, every file part streams through
 //! [`Storage::put_stream`] (hashed on the way, never buffered whole), and the documents
 //! are registered with the orchestrator. Any failure deletes every object this request
-//! stored before answering: a refused upload keeps nothing (docs/adr/0006-uploads.md).
+//! stored before answering: a refused upload keeps nothing (docs/adr/0007-uploads.md).
 
 use std::collections::HashMap;
 
