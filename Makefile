@@ -57,5 +57,8 @@ images: ## build the three service images
 		docker build -f deploy/docker/Dockerfile --build-arg SERVICE=$$service -t plangrep/$$service:dev . ; \
 	done
 
-bench: ## benchmarks of the pure hot paths, printing ratios against a baseline measured in the same run
+bench: ## benchmarks (release builds), each figure beside a baseline measured in the same run
 	$(CARGO) bench --locked -p plangrep-core --bench core
+	@scripts/dev-services.sh
+	$(CARGO) build --release --locked --workspace --bins
+	$(CARGO) bench --locked -p plangrep-system-tests --bench lifecycle
