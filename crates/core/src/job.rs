@@ -83,6 +83,15 @@ impl fmt::Display for JobStatus {
 #[error("unknown job status {0:?}")]
 pub struct UnknownJobStatus(pub String);
 
+impl TryFrom<String> for JobStatus {
+    type Error = UnknownJobStatus;
+
+    /// Parses a stored status (rows decode through this).
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
+    }
+}
+
 impl FromStr for JobStatus {
     type Err = UnknownJobStatus;
 

@@ -37,6 +37,15 @@ impl fmt::Display for ProjectStatus {
 #[error("unknown project status {0:?}")]
 pub struct UnknownProjectStatus(pub String);
 
+impl TryFrom<String> for ProjectStatus {
+    type Error = UnknownProjectStatus;
+
+    /// Parses a stored status (rows decode through this).
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
+    }
+}
+
 impl FromStr for ProjectStatus {
     type Err = UnknownProjectStatus;
 

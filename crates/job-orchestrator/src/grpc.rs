@@ -68,7 +68,7 @@ async fn create_project(
         id: ProjectId::generate().to_string(),
         org_id: org_id.to_string(),
         name: name.as_str().to_owned(),
-        status: ProjectStatus::Provisioning.as_str().to_owned(),
+        status: ProjectStatus::Provisioning,
         version: 1,
         created_at: now,
         updated_at: now,
@@ -377,7 +377,7 @@ impl JobOrchestrator for OrchestratorService {
         let mut conn = self.pool.acquire().await.map_err(Error::from)?;
         let row = jobs::get(&mut conn, &request.org_id, &request.job_id).await?;
         drop(conn);
-        let status = row.status()?;
+        let status = row.status;
         if !row.result_available {
             return Err(Error::ResultNotAvailable(status).into());
         }

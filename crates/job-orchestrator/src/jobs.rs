@@ -36,7 +36,7 @@ pub async fn create(
     new: NewJob,
 ) -> Result<CreateJobResponse, Error> {
     let project = projects::get(conn, &new.org_id.to_string(), &new.project_id.to_string()).await?;
-    if project.status()? != ProjectStatus::Ready {
+    if project.status != ProjectStatus::Ready {
         return Err(Error::ProjectNotReady);
     }
     let job_id = JobId::generate();
@@ -47,7 +47,7 @@ pub async fn create(
         org_id: new.org_id.to_string(),
         project_id: project.id,
         external_id: new.external_id.map(|e| e.as_str().to_owned()),
-        status: JobStatus::Provisioning.as_str().to_owned(),
+        status: JobStatus::Provisioning,
         version: 1,
         last_sequence: 1,
         webhook_url: new.webhook_url,
@@ -85,7 +85,7 @@ pub async fn register_documents(
     uploaded: &[UploadedDocument],
 ) -> Result<Job, Error> {
     let job = jobs::lock(conn, org_id, job_id).await?;
-    let status = job.status()?;
+    let status = job.status;
     if !matches!(status, JobStatus::AwaitingUploads | JobStatus::Uploading) {
         return Err(Error::InvalidJobState(status));
     }
@@ -124,7 +124,7 @@ pub async fn complete_uploads(
     job_id: &str,
 ) -> Result<Job, Error> {
     let job = jobs::lock(conn, org_id, job_id).await?;
-    if job.status()? == JobStatus::AwaitingUploads {
+    if job.status == JobStatus::AwaitingUploads {
         return Err(Error::NoFiles);
     }
     let row = lifecycle::apply_job_event(conn, job_id, None, JobEvent::UploadsCompleted)

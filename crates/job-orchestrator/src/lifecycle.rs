@@ -36,7 +36,7 @@ pub async fn apply_job_event(
     let Some(current) = store::jobs::get_any(conn, job_id).await? else {
         return Err(Error::NotFound("job"));
     };
-    let from = current.status()?;
+    let from = current.status;
     if expected.is_some_and(|expected| expected != from) {
         return Ok(None);
     }
@@ -86,7 +86,7 @@ async fn record_job_event(
     .bind(&event_id)
     .bind(&row.id)
     .bind(row.last_sequence)
-    .bind(&row.status)
+    .bind(row.status.as_str())
     .bind(previous.map(JobStatus::as_str))
     .bind(occurred_at)
     .execute(&mut *conn)
@@ -95,12 +95,12 @@ async fn record_job_event(
     let message = JobStatusChanged {
         event_id: event_id.clone(),
         sequence: u32::try_from(row.last_sequence).unwrap_or_default(),
-        status: row.status.clone(),
+        status: row.status.as_str().to_owned(),
         previous_status: previous.map(|s| s.as_str().to_owned()),
         occurred_at: Some(to_timestamp(occurred_at)),
         job: Some(job_store::view(conn, row).await?),
     };
-    let routing_key = StatusEvent::Job(row.status()?).routing_key();
+    let routing_key = StatusEvent::Job(row.status).routing_key();
     outbox::append(conn, &event_id, &routing_key, &message.encode_to_vec()).await?;
     Ok(())
 }
@@ -123,7 +123,7 @@ pub async fn move_project(
     let Some(current) = projects::get_any(conn, project_id).await? else {
         return Err(Error::NotFound("project"));
     };
-    if current.status()? != from {
+    if current.status != from {
         return Ok(None);
     }
     let updated = projects::update_status(conn, project_id, current.version, to)
@@ -141,12 +141,12 @@ async fn record_project_event(
     let event_id = EventId::generate().to_string();
     let message = ProjectStatusChanged {
         event_id: event_id.clone(),
-        status: row.status.clone(),
+        status: row.status.as_str().to_owned(),
         previous_status: previous.map(|s| s.as_str().to_owned()),
         occurred_at: Some(to_timestamp(row.updated_at)),
         project: Some(row.to_proto()),
     };
-    let routing_key = StatusEvent::Project(row.status()?).routing_key();
+    let routing_key = StatusEvent::Project(row.status).routing_key();
     outbox::append(conn, &event_id, &routing_key, &message.encode_to_vec()).await?;
     Ok(())
 }

@@ -34,7 +34,7 @@ pub async fn run(pipeline: &Pipeline, job_id: &str) -> Result<(), Error> {
     let Some(job) = jobs::get_any(&mut conn, job_id).await? else {
         return Err(Error::NotFound("job"));
     };
-    if job.status()? != JobStatus::Preflighting {
+    if job.status != JobStatus::Preflighting {
         return Ok(());
     }
     let files = documents::for_job(&mut conn, job_id).await?;
@@ -53,7 +53,7 @@ pub async fn run(pipeline: &Pipeline, job_id: &str) -> Result<(), Error> {
     let Some(job) = jobs::lock_any(&mut tx, job_id).await? else {
         return Err(Error::NotFound("job"));
     };
-    if job.status()? != JobStatus::Preflighting {
+    if job.status != JobStatus::Preflighting {
         return Ok(());
     }
     let (mut drawing_pages, mut document_pages) = (0u32, 0u32);

@@ -39,7 +39,7 @@ pub async fn run(pipeline: &Pipeline, job_id: &str) -> Result<(), Error> {
     let Some(job) = jobs::get_any(&mut conn, job_id).await? else {
         return Err(Error::NotFound("job"));
     };
-    if job.status()? != JobStatus::Processing {
+    if job.status != JobStatus::Processing {
         return Ok(());
     }
     let files = documents::for_job(&mut conn, job_id).await?;
@@ -141,7 +141,7 @@ async fn record(
     let Some(current) = jobs::lock_any(&mut tx, &job.id).await? else {
         return Err(Error::NotFound("job"));
     };
-    if current.status()? != JobStatus::Processing {
+    if current.status != JobStatus::Processing {
         return Ok(Continue::Stop);
     }
     let page_number = u32::try_from(page.page_number).unwrap_or_default();
@@ -172,7 +172,7 @@ async fn finish(pipeline: &Pipeline, job_id: &str, files: &[DocumentRow]) -> Res
     let Some(job) = jobs::lock_any(&mut tx, job_id).await? else {
         return Err(Error::NotFound("job"));
     };
-    if job.status()? != JobStatus::Processing {
+    if job.status != JobStatus::Processing {
         return Ok(());
     }
     let pages = documents::pages_of_job(&mut tx, job_id).await?;

@@ -30,7 +30,8 @@ pub struct JobRow {
     pub org_id: String,
     pub project_id: String,
     pub external_id: Option<String>,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: JobStatus,
     pub version: i32,
     pub last_sequence: i32,
     pub webhook_url: Option<String>,
@@ -52,13 +53,6 @@ pub struct JobRow {
 }
 
 impl JobRow {
-    /// The job's status, parsed.
-    pub fn status(&self) -> Result<JobStatus, Error> {
-        self.status
-            .parse()
-            .map_err(|_| Error::Corrupt(format!("job {} status {:?}", self.id, self.status)))
-    }
-
     /// The protobuf form, with the job's documents as `files`.
     pub fn to_proto(&self, files: &[DocumentRow]) -> Job {
         let non_negative = |n: i32| u32::try_from(n).unwrap_or_default();
@@ -67,7 +61,7 @@ impl JobRow {
             org_id: self.org_id.clone(),
             project_id: self.project_id.clone(),
             external_id: self.external_id.clone(),
-            status: self.status.clone(),
+            status: self.status.as_str().to_owned(),
             webhook_url: self.webhook_url.clone(),
             limits: Some(JobLimits {
                 max_files: MAX_FILES,
@@ -128,7 +122,7 @@ pub async fn insert(conn: &mut PgConnection, row: &JobRow) -> Result<(), Error> 
     .bind(&row.org_id)
     .bind(&row.project_id)
     .bind(&row.external_id)
-    .bind(&row.status)
+    .bind(row.status.as_str())
     .bind(row.version)
     .bind(row.last_sequence)
     .bind(&row.webhook_url)

@@ -8,33 +8,30 @@ use sqlx::PgConnection;
 
 use crate::error::Error;
 
+/// The columns of [`ProjectRow`], in one place.
+const PROJECT_COLUMNS: &str = "id, org_id, name, status, version, created_at, updated_at";
+
 /// A row of `projects`.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ProjectRow {
     pub id: String,
     pub org_id: String,
     pub name: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: ProjectStatus,
     pub version: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 impl ProjectRow {
-    /// The project's status, parsed.
-    pub fn status(&self) -> Result<ProjectStatus, Error> {
-        self.status
-            .parse()
-            .map_err(|_| Error::Corrupt(format!("project {} status {:?}", self.id, self.status)))
-    }
-
     /// The protobuf form.
     pub fn to_proto(&self) -> Project {
         Project {
             id: self.id.clone(),
             org_id: self.org_id.clone(),
             name: self.name.clone(),
-            status: self.status.clone(),
+            status: self.status.as_str().to_owned(),
             created_at: Some(to_timestamp(self.created_at)),
             updated_at: Some(to_timestamp(self.updated_at)),
         }
@@ -50,7 +47,7 @@ pub async fn insert(conn: &mut PgConnection, row: &ProjectRow) -> Result<(), Err
     .bind(&row.id)
     .bind(&row.org_id)
     .bind(&row.name)
-    .bind(&row.status)
+    .bind(row.status.as_str())
     .bind(row.version)
     .bind(row.created_at)
     .bind(row.updated_at)
@@ -61,20 +58,24 @@ pub async fn insert(conn: &mut PgConnection, row: &ProjectRow) -> Result<(), Err
 
 /// A project of `org_id`, or `NotFound` (also for another organization's project).
 pub async fn get(conn: &mut PgConnection, org_id: &str, id: &str) -> Result<ProjectRow, Error> {
-    sqlx::query_as("SELECT * FROM projects WHERE id = $1 AND org_id = $2")
-        .bind(id)
-        .bind(org_id)
-        .fetch_optional(conn)
-        .await?
-        .ok_or(Error::NotFound("project"))
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {PROJECT_COLUMNS} FROM projects WHERE id = $1 AND org_id = $2"
+    )))
+    .bind(id)
+    .bind(org_id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(Error::NotFound("project"))
 }
 
 /// A project by id alone (internal callers).
 pub async fn get_any(conn: &mut PgConnection, id: &str) -> Result<Option<ProjectRow>, Error> {
-    Ok(sqlx::query_as("SELECT * FROM projects WHERE id = $1")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?)
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {PROJECT_COLUMNS} FROM projects WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
 }
 
 /// Sets the status if the row is still at `version`; returns the updated row, or `None`
@@ -85,10 +86,10 @@ pub async fn update_status(
     version: i32,
     status: ProjectStatus,
 ) -> Result<Option<ProjectRow>, Error> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE projects SET status = $3, version = version + 1, updated_at = $4 \
-         WHERE id = $1 AND version = $2 RETURNING *",
-    )
+         WHERE id = $1 AND version = $2 RETURNING {PROJECT_COLUMNS}"
+    )))
     .bind(id)
     .bind(version)
     .bind(status.as_str())
@@ -105,11 +106,11 @@ pub async fn list(
     limit: u32,
     cursor: Option<&plangrep_core::pagination::Cursor>,
 ) -> Result<Vec<ProjectRow>, Error> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM projects WHERE org_id = $1 \
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {PROJECT_COLUMNS} FROM projects WHERE org_id = $1 \
            AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3)) \
-         ORDER BY created_at DESC, id DESC LIMIT $4",
-    )
+         ORDER BY created_at DESC, id DESC LIMIT $4"
+    )))
     .bind(org_id)
     .bind(cursor.map(|c| c.created_at))
     .bind(cursor.map(|c| c.id.clone()))
