@@ -48,8 +48,8 @@ const STANDARDS_BODIES: &[&str] = &["ASTM", "ANSI", "ASME", "ISO", "UL", "NFPA",
 
 /// Words that start a title-block label rather than a title.
 const LABEL_WORDS: &[&str] = &[
-    "SCALE", "DATE", "DRAWN", "CHECKED", "APPROVED", "PROJECT", "JOB", "SHEET", "DWG",
-    "DRAWING", "REV", "REVISION", "ISSUE", "ISSUED", "NO", "NO.", "NUMBER", "SEAL", "OF",
+    "SCALE", "DATE", "DRAWN", "CHECKED", "APPROVED", "PROJECT", "JOB", "SHEET", "DWG", "DRAWING",
+    "REV", "REVISION", "ISSUE", "ISSUED", "NO", "NO.", "NUMBER", "SEAL", "OF",
 ];
 
 /// Longest title we report; longer lines are notes, not titles.
@@ -66,8 +66,7 @@ pub fn detect_sheet(text: &str) -> Option<Sheet> {
     let mut best: Option<(bool, usize, usize, &str)> = None; // (labelled, order, line, number)
     let mut order = 0;
     for (index, line) in lines.iter().enumerate() {
-        let labelled =
-            is_number_label(line) || (index > 0 && is_number_label(lines[index - 1]));
+        let labelled = is_number_label(line) || (index > 0 && is_number_label(lines[index - 1]));
         let mut previous_word = "";
         for word in line.split_whitespace() {
             for part in word.split('/') {
@@ -128,7 +127,9 @@ fn candidate_shape(token: &str) -> Option<Shape> {
     let rest = &rest[digits..];
     let decimal = match rest {
         [] => false,
-        [b'.', tail @ ..] if (1..=3).contains(&tail.len()) && tail.iter().all(u8::is_ascii_digit) => {
+        [b'.', tail @ ..]
+            if (1..=3).contains(&tail.len()) && tail.iter().all(u8::is_ascii_digit) =>
+        {
             true
         }
         _ => return None,
@@ -197,7 +198,10 @@ fn as_title(line: &str) -> Option<String> {
     if letters < 3 || !mostly_uppercase || digits > letters || text.len() > MAX_TITLE_CHARS {
         return None;
     }
-    if text.split_whitespace().all(|w| candidate_shape(trim_punctuation(w)).is_some()) {
+    if text
+        .split_whitespace()
+        .all(|w| candidate_shape(trim_punctuation(w)).is_some())
+    {
         return None; // another sheet number, not a title
     }
     Some(text.split_whitespace().collect::<Vec<_>>().join(" "))
@@ -206,7 +210,8 @@ fn as_title(line: &str) -> Option<String> {
 /// `text` without a leading `prefix` (ASCII case-insensitive), if it starts with it.
 fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
     let head = text.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| &text[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &text[prefix.len()..])
 }
 
 #[cfg(test)]
@@ -226,8 +231,14 @@ mod tests {
 
     #[test]
     fn common_sheet_number_formats_are_recognised() {
-        for n in ["A1.01", "S-201", "M-101", "E2.1", "A101", "FP-001", "C0.00", "AD-1", "P.301"] {
-            assert_eq!(number(&format!("GENERAL NOTES\n{n}\n")), Some(n.to_owned()), "{n}");
+        for n in [
+            "A1.01", "S-201", "M-101", "E2.1", "A101", "FP-001", "C0.00", "AD-1", "P.301",
+        ] {
+            assert_eq!(
+                number(&format!("GENERAL NOTES\n{n}\n")),
+                Some(n.to_owned()),
+                "{n}"
+            );
         }
     }
 
@@ -260,7 +271,10 @@ mod tests {
     #[test]
     fn the_last_candidate_wins_without_a_label() {
         let text = "SEE DETAIL 3/A5.01 AND A6.10\nREFLECTED CEILING PLAN\nA2.01\n";
-        assert_eq!(detect_sheet(text), sheet("A2.01", Some("REFLECTED CEILING PLAN")));
+        assert_eq!(
+            detect_sheet(text),
+            sheet("A2.01", Some("REFLECTED CEILING PLAN"))
+        );
     }
 
     #[test]
@@ -324,7 +338,9 @@ mod tests {
 
     #[test]
     fn lowercase_and_overlong_tokens_are_not_sheets() {
-        for text in ["a1.01", "ABC-101", "A12345", "A1.0001", "A-", "A1.", "A1-01"] {
+        for text in [
+            "a1.01", "ABC-101", "A12345", "A1.0001", "A-", "A1.", "A1-01",
+        ] {
             assert_eq!(number(text), None, "{text}");
         }
     }
@@ -362,7 +378,10 @@ mod tests {
     #[test]
     fn overlong_lines_are_not_titles() {
         let long = "THIS IS A VERY LONG GENERAL NOTE ".repeat(5);
-        assert_eq!(detect_sheet(&format!("{long}\nA1.01")), sheet("A1.01", None));
+        assert_eq!(
+            detect_sheet(&format!("{long}\nA1.01")),
+            sheet("A1.01", None)
+        );
     }
 
     #[test]

@@ -45,7 +45,12 @@ fn size(width_pt: f64, height_pt: f64) -> PageBox {
     }
 }
 
-async fn extract_all(inspector: &Inspector, file: &PdfFile, first: u32, last: u32) -> Vec<PageOutcome> {
+async fn extract_all(
+    inspector: &Inspector,
+    file: &PdfFile,
+    first: u32,
+    last: u32,
+) -> Vec<PageOutcome> {
     let mut stream = inspector.extract(file.path(), first, last);
     let mut outcomes = Vec::new();
     while let Some(outcome) = stream.next_page().await {
@@ -75,7 +80,12 @@ fn document_with_a_slow_page() -> Vec<u8> {
     let (width, height) = LETTER;
     PdfBuilder::new()
         .page(width, height, &["BEFORE"])
-        .flate_page(width, height, "BT /F1 12 Tf 72 720 Td (SLOW) Tj ET\n", 250_000_000)
+        .flate_page(
+            width,
+            height,
+            "BT /F1 12 Tf 72 720 Td (SLOW) Tj ET\n",
+            250_000_000,
+        )
         .page(width, height, &["AFTER"])
         .build()
 }
@@ -84,7 +94,10 @@ fn document_with_a_slow_page() -> Vec<u8> {
 async fn inspecting_a_drawing_set_and_spec_book_gives_every_page_size() {
     let file = PdfFile::new(&pdf::drawing_set_and_spec_book());
 
-    let pages = inspector(Limits::default()).inspect(file.path()).await.unwrap();
+    let pages = inspector(Limits::default())
+        .inspect(file.path())
+        .await
+        .unwrap();
 
     let drawing = size(ARCH_D.0, ARCH_D.1);
     let letter = size(LETTER.0, LETTER.1);
@@ -105,7 +118,10 @@ async fn inherited_cropped_and_rotated_pages_report_their_displayed_size() {
             .build(),
     );
 
-    let pages = inspector(Limits::default()).inspect(file.path()).await.unwrap();
+    let pages = inspector(Limits::default())
+        .inspect(file.path())
+        .await
+        .unwrap();
 
     assert_eq!(
         pages,
@@ -128,7 +144,12 @@ async fn extraction_reports_sheet_numbers_titles_and_text_per_page() {
     assert_eq!(numbers, [1, 2, 3, 4, 5, 6]);
     let sheets: Vec<(Option<&str>, Option<&str>)> = outcomes
         .iter()
-        .map(|o| (text(o).sheet_number.as_deref(), text(o).sheet_title.as_deref()))
+        .map(|o| {
+            (
+                text(o).sheet_number.as_deref(),
+                text(o).sheet_title.as_deref(),
+            )
+        })
         .collect();
     assert_eq!(
         sheets,
@@ -183,7 +204,10 @@ async fn pages_past_the_end_of_the_document_are_page_errors() {
 async fn a_file_that_is_not_a_pdf_is_invalid() {
     let file = PdfFile::new(&pdf::not_a_pdf());
 
-    let invalid = inspector(Limits::default()).inspect(file.path()).await.unwrap_err();
+    let invalid = inspector(Limits::default())
+        .inspect(file.path())
+        .await
+        .unwrap_err();
 
     assert!(invalid.to_string().starts_with("not a PDF"), "{invalid}");
 }
@@ -192,7 +216,10 @@ async fn a_file_that_is_not_a_pdf_is_invalid() {
 async fn a_truncated_pdf_is_invalid() {
     let file = PdfFile::new(&pdf::truncated(&pdf::drawing_set_and_spec_book()));
 
-    let invalid = inspector(Limits::default()).inspect(file.path()).await.unwrap_err();
+    let invalid = inspector(Limits::default())
+        .inspect(file.path())
+        .await
+        .unwrap_err();
 
     assert!(!invalid.message.is_empty());
 }
@@ -214,12 +241,22 @@ async fn extracting_from_an_unreadable_file_fails_every_page_with_one_child() {
 async fn a_nesting_bomb_is_an_invalid_pdf_and_the_caller_is_unharmed() {
     let file = PdfFile::new(&pdf::stack_bomb());
 
-    let invalid = inspector(Limits::default()).inspect(file.path()).await.unwrap_err();
+    let invalid = inspector(Limits::default())
+        .inspect(file.path())
+        .await
+        .unwrap_err();
 
     assert!(!invalid.message.is_empty());
     // Still here, and the next file is read as usual.
     let good = PdfFile::new(&pdf::many_pages(1));
-    assert_eq!(inspector(Limits::default()).inspect(good.path()).await.unwrap().len(), 1);
+    assert_eq!(
+        inspector(Limits::default())
+            .inspect(good.path())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -228,7 +265,11 @@ async fn a_content_stream_nesting_bomb_fails_only_its_page() {
     let file = PdfFile::new(
         &PdfBuilder::new()
             .page(width, height, &["BEFORE"])
-            .raw_page(width, height, pdf::nested_operand_content(pdf::STACK_BOMB_DEPTH))
+            .raw_page(
+                width,
+                height,
+                pdf::nested_operand_content(pdf::STACK_BOMB_DEPTH),
+            )
             .page(width, height, &["AFTER"])
             .build(),
     );
@@ -257,7 +298,10 @@ async fn a_page_that_exceeds_the_cpu_limit_kills_only_its_child_and_the_next_pag
     assert_eq!(text(&outcomes[0]).text_chars, 6);
     let error = outcomes[1].result.as_ref().unwrap_err();
     // SIGXCPU (24) at the soft limit, or SIGKILL (9) at the hard limit a second later.
-    assert!(error.contains("crashed on this page (killed by signal"), "{error}");
+    assert!(
+        error.contains("crashed on this page (killed by signal"),
+        "{error}"
+    );
     assert_eq!(text(&outcomes[2]).text_chars, 5);
 }
 
@@ -275,7 +319,11 @@ async fn a_page_that_exceeds_the_wall_clock_is_killed_and_the_next_page_follows(
     let error = outcomes[1].result.as_ref().unwrap_err();
     assert!(error.contains("timed out"), "{error}");
     assert_eq!(text(&outcomes[2]).text_chars, 5);
-    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -296,7 +344,10 @@ async fn inspecting_five_hundred_pages_takes_one_child_and_little_time() {
     let file = PdfFile::new(&pdf::many_pages(500));
     let started = Instant::now();
 
-    let pages = inspector(Limits::default()).inspect(file.path()).await.unwrap();
+    let pages = inspector(Limits::default())
+        .inspect(file.path())
+        .await
+        .unwrap();
 
     let elapsed = started.elapsed();
     eprintln!("inspect of 500 pages: {elapsed:?}");

@@ -54,13 +54,15 @@ impl PdfBuilder {
     /// A `width_pt` × `height_pt` page with `lines` of text from the top left.
     pub fn page(mut self, width_pt: f64, height_pt: f64, lines: &[&str]) -> Self {
         let lines = lines.iter().map(|line| (*line).to_owned()).collect();
-        self.pages.push(Page::new(Some((width_pt, height_pt)), Content::Text(lines)));
+        self.pages
+            .push(Page::new(Some((width_pt, height_pt)), Content::Text(lines)));
         self
     }
 
     /// A page without a text layer, like a scanned sheet.
     pub fn blank_page(mut self, width_pt: f64, height_pt: f64) -> Self {
-        self.pages.push(Page::new(Some((width_pt, height_pt)), Content::NoText));
+        self.pages
+            .push(Page::new(Some((width_pt, height_pt)), Content::NoText));
         self
     }
 
@@ -109,19 +111,29 @@ impl PdfBuilder {
 
     /// A page drawing `content` verbatim (for hostile content streams).
     pub fn raw_page(mut self, width_pt: f64, height_pt: f64, content: Vec<u8>) -> Self {
-        self.pages.push(Page::new(Some((width_pt, height_pt)), Content::Raw(content)));
+        self.pages.push(Page::new(
+            Some((width_pt, height_pt)),
+            Content::Raw(content),
+        ));
         self
     }
 
     /// A page whose Flate-compressed content stream is `content` followed by `padding`
     /// spaces: a decompression bomb when `padding` is large (about 1.6 KiB of stream
     /// per MiB inflated).
-    pub fn flate_page(mut self, width_pt: f64, height_pt: f64, content: &str, padding: usize) -> Self {
+    pub fn flate_page(
+        mut self,
+        width_pt: f64,
+        height_pt: f64,
+        content: &str,
+        padding: usize,
+    ) -> Self {
         let content = Content::Flate {
             prefix: content.as_bytes().to_vec(),
             padding,
         };
-        self.pages.push(Page::new(Some((width_pt, height_pt)), content));
+        self.pages
+            .push(Page::new(Some((width_pt, height_pt)), content));
         self
     }
 
@@ -183,7 +195,10 @@ impl PdfBuilder {
             }
             dict.push_str(" >>");
             writer.object(id, dict.as_bytes());
-            let height = page.media_box.or(self.inherited_media_box).map_or(792.0, |b| b.1);
+            let height = page
+                .media_box
+                .or(self.inherited_media_box)
+                .map_or(792.0, |b| b.1);
             writer.stream(id + 1, &page.content.stream(height));
         }
         writer.finish(1)
@@ -249,7 +264,8 @@ impl Writer {
             self.out.extend_from_slice(b"%PDF-1.4\n%\xE2\xE3\xCF\xD3\n");
         }
         self.offsets.push((id, self.out.len()));
-        self.out.extend_from_slice(format!("{id} 0 obj\n").as_bytes());
+        self.out
+            .extend_from_slice(format!("{id} 0 obj\n").as_bytes());
     }
 
     fn object(&mut self, id: usize, body: &[u8]) {
@@ -273,7 +289,7 @@ impl Writer {
         let mut table = format!("xref\n0 {size}\n0000000000 65535 f \n");
         for (_, offset) in &self.offsets {
             // Each entry is exactly 20 bytes, the end of line included.
-            let _ = write!(table, "{offset:010} 00000 n \n");
+            let _ = writeln!(table, "{offset:010} 00000 n ");
         }
         let _ = write!(
             table,
@@ -421,7 +437,11 @@ pub fn stack_bomb() -> Vec<u8> {
         "[".repeat(STACK_BOMB_DEPTH),
         "]".repeat(STACK_BOMB_DEPTH)
     );
-    pdf = replace_once(&pdf, b"/Type /Page /Parent", format!("{bomb} /Parent").as_bytes());
+    pdf = replace_once(
+        &pdf,
+        b"/Type /Page /Parent",
+        format!("{bomb} /Parent").as_bytes(),
+    );
     rebuild_xref(&pdf)
 }
 
@@ -479,13 +499,18 @@ mod tests {
         let output = std::process::Command::new(script)
             .output()
             .expect("scripts/python-env.sh runs");
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         std::path::PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
     }
 
     /// `pypdf`'s view of `pdf`: one line per page, `width height rotation|text`.
     fn pypdf_pages(pdf: &[u8]) -> Vec<String> {
-        let path = std::env::temp_dir().join(format!("plangrep-fixture-{}.pdf", crate::random_token()));
+        let path =
+            std::env::temp_dir().join(format!("plangrep-fixture-{}.pdf", crate::random_token()));
         std::fs::write(&path, pdf).unwrap();
         let script = "import sys, pypdf\n\
             r = pypdf.PdfReader(sys.argv[1], strict=True)\n\
@@ -499,7 +524,11 @@ mod tests {
             .output()
             .expect("python runs");
         let _ = std::fs::remove_file(&path);
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8(output.stdout)
             .unwrap()
             .lines()
@@ -511,10 +540,22 @@ mod tests {
     fn pypdf_reads_the_generated_drawing_set_and_spec_book() {
         let pages = pypdf_pages(&drawing_set_and_spec_book());
         assert_eq!(pages.len(), 6);
-        assert!(pages[0].starts_with("2592 1728 0|GENERAL NOTES"), "{}", pages[0]);
-        assert!(pages[0].ends_with("SHEET TITLE / FIRST FLOOR PLAN / SHEET NUMBER / A1.01"), "{}", pages[0]);
+        assert!(
+            pages[0].starts_with("2592 1728 0|GENERAL NOTES"),
+            "{}",
+            pages[0]
+        );
+        assert!(
+            pages[0].ends_with("SHEET TITLE / FIRST FLOOR PLAN / SHEET NUMBER / A1.01"),
+            "{}",
+            pages[0]
+        );
         assert_eq!(pages[3], "2592 1728 0|");
-        assert!(pages[4].starts_with("612 792 0|SECTION 09 91 23 - INTERIOR PAINTING"), "{}", pages[4]);
+        assert!(
+            pages[4].starts_with("612 792 0|SECTION 09 91 23 - INTERIOR PAINTING"),
+            "{}",
+            pages[4]
+        );
     }
 
     #[test]
@@ -529,14 +570,23 @@ mod tests {
         let pages = pypdf_pages(&pdf);
         assert_eq!(
             pages,
-            ["1224 792 0|INHERITED", "612 792 90|ROTATED", "540 720 0|CROPPED"]
+            [
+                "1224 792 0|INHERITED",
+                "612 792 90|ROTATED",
+                "540 720 0|CROPPED"
+            ]
         );
     }
 
     #[test]
     fn pypdf_inflates_the_hand_written_deflate_stream() {
         let pdf = PdfBuilder::new()
-            .flate_page(612.0, 792.0, "BT /F1 12 Tf 72 720 Td (INFLATED) Tj ET\n", 100_000)
+            .flate_page(
+                612.0,
+                792.0,
+                "BT /F1 12 Tf 72 720 Td (INFLATED) Tj ET\n",
+                100_000,
+            )
             .build();
         assert_eq!(pypdf_pages(&pdf), ["612 792 0|INFLATED"]);
     }
@@ -545,7 +595,11 @@ mod tests {
     fn many_pages_has_that_many_pages() {
         let pages = pypdf_pages(&many_pages(12));
         assert_eq!(pages.len(), 12);
-        assert!(pages[11].starts_with("612 792 0|SECTION 01 10 12 - SUMMARY"), "{}", pages[11]);
+        assert!(
+            pages[11].starts_with("612 792 0|SECTION 01 10 12 - SUMMARY"),
+            "{}",
+            pages[11]
+        );
     }
 
     #[test]

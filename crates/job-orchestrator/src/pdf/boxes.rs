@@ -85,7 +85,12 @@ fn rectangle(document: &Document, object: &Object) -> Option<[f64; 4]> {
 
 /// The overlap of two rectangles, if they overlap.
 fn intersect(a: [f64; 4], b: [f64; 4]) -> Option<[f64; 4]> {
-    let overlap = [a[0].max(b[0]), a[1].max(b[1]), a[2].min(b[2]), a[3].min(b[3])];
+    let overlap = [
+        a[0].max(b[0]),
+        a[1].max(b[1]),
+        a[2].min(b[2]),
+        a[3].min(b[3]),
+    ];
     (overlap[0] < overlap[2] && overlap[1] < overlap[3]).then_some(overlap)
 }
 

@@ -148,7 +148,9 @@ impl PageStream {
             Line::Complete(line) => line,
             Line::TimedOut => {
                 worker.kill().await;
-                return Err(format!("the PDF parser timed out on this page after {wall_clock:?}"));
+                return Err(format!(
+                    "the PDF parser timed out on this page after {wall_clock:?}"
+                ));
             }
             Line::TooLong => {
                 worker.kill().await;
@@ -176,7 +178,9 @@ impl PageStream {
                 sheet_number: answer.sheet_number,
                 sheet_title: answer.sheet_title,
             }),
-            (None, None) => Err("the PDF parser gave an unreadable answer for this page".to_owned()),
+            (None, None) => {
+                Err("the PDF parser gave an unreadable answer for this page".to_owned())
+            }
         }
     }
 

@@ -36,7 +36,12 @@ impl WorkerProcess {
     /// needs none, and must not see the service's secrets), no stdin, and no stderr: a
     /// hostile file must not fill our logs. tokio's spawn is a `posix_spawn`/`vfork`,
     /// which does not block the runtime for long; waiting is asynchronous.
-    pub fn spawn(program: &Path, limits: &Limits, task: &Task, file: &Path) -> std::io::Result<Self> {
+    pub fn spawn(
+        program: &Path,
+        limits: &Limits,
+        task: &Task,
+        file: &Path,
+    ) -> std::io::Result<Self> {
         let mut child = Command::new(program)
             .args(Request::to_args(limits, task, file))
             .env_clear()

@@ -16,9 +16,7 @@ use std::process::ExitCode;
 use lopdf::Document;
 use rlimit::Resource;
 
-use super::protocol::{
-    BoxLine, EXIT_FAILURE, EXIT_USAGE, ExtractLine, InspectLine, Request, Task,
-};
+use super::protocol::{BoxLine, EXIT_FAILURE, EXIT_USAGE, ExtractLine, InspectLine, Request, Task};
 
 /// Runs the worker with the arguments after `pdf-worker` and returns its exit code.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
@@ -52,7 +50,11 @@ fn limit_self(cpu_seconds: u64, memory_bytes: u64) -> std::io::Result<()> {
     rlimit::setrlimit(Resource::CORE, 0, 0)?;
     let (_, cpu_hard) = rlimit::getrlimit(Resource::CPU)?;
     let cpu_soft = cpu_seconds.max(1).min(cpu_hard);
-    rlimit::setrlimit(Resource::CPU, cpu_soft, cpu_soft.saturating_add(1).min(cpu_hard))?;
+    rlimit::setrlimit(
+        Resource::CPU,
+        cpu_soft,
+        cpu_soft.saturating_add(1).min(cpu_hard),
+    )?;
     let (_, as_hard) = rlimit::getrlimit(Resource::AS)?;
     let memory = memory_bytes.min(as_hard);
     rlimit::setrlimit(Resource::AS, memory, memory)
@@ -68,7 +70,11 @@ fn emit(out: &mut impl Write, line: &impl serde::Serialize) -> std::io::Result<(
 /// Reads and parses `file`, turning errors and panics into a one-line reason.
 fn open(file: &std::path::Path) -> Result<Document, String> {
     let bytes = std::fs::read(file).map_err(|error| format!("cannot read the file: {error}"))?;
-    if !bytes.starts_with(b"%PDF-") && !bytes[..bytes.len().min(1024)].windows(5).any(|w| w == b"%PDF-") {
+    if !bytes.starts_with(b"%PDF-")
+        && !bytes[..bytes.len().min(1024)]
+            .windows(5)
+            .any(|w| w == b"%PDF-")
+    {
         return Err("not a PDF: no %PDF- header".to_owned());
     }
     let document = catch_unwind(AssertUnwindSafe(|| Document::load_mem(&bytes)))
@@ -125,17 +131,23 @@ fn inspect(file: &std::path::Path, out: &mut impl Write) -> std::io::Result<Exit
                     height_pt: b.height_pt,
                 })
                 .collect();
-            emit(out, &InspectLine {
-                pages: Some(pages),
-                error: None,
-            })?;
+            emit(
+                out,
+                &InspectLine {
+                    pages: Some(pages),
+                    error: None,
+                },
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {
-            emit(out, &InspectLine {
-                pages: None,
-                error: Some(error),
-            })?;
+            emit(
+                out,
+                &InspectLine {
+                    pages: None,
+                    error: Some(error),
+                },
+            )?;
             Ok(ExitCode::from(EXIT_FAILURE))
         }
     }
@@ -150,19 +162,25 @@ fn extract(
     let document = match open(file) {
         Ok(document) => document,
         Err(error) => {
-            emit(out, &ExtractLine {
-                error: Some(error),
-                ..ExtractLine::default()
-            })?;
+            emit(
+                out,
+                &ExtractLine {
+                    error: Some(error),
+                    ..ExtractLine::default()
+                },
+            )?;
             return Ok(ExitCode::from(EXIT_FAILURE));
         }
     };
     let pages = document.get_pages();
     let page_count = u32::try_from(pages.len()).unwrap_or(u32::MAX);
-    emit(out, &ExtractLine {
-        page_count: Some(page_count),
-        ..ExtractLine::default()
-    })?;
+    emit(
+        out,
+        &ExtractLine {
+            page_count: Some(page_count),
+            ..ExtractLine::default()
+        },
+    )?;
     for page in from..=to.unwrap_or(page_count) {
         let line = match page_text(&document, page, page_count) {
             Ok(text) => {
