@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use plangrep_job_orchestrator::pdf::{Inspector, Limits, PageBox, PageOutcome, PageText};
+use plangrep_test_support::eventually;
 use plangrep_test_support::pdf::{self, ARCH_D, LETTER, PdfBuilder};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_job-orchestrator");
@@ -221,7 +222,10 @@ async fn a_truncated_pdf_is_invalid() {
         .await
         .unwrap_err();
 
-    assert!(!invalid.message.is_empty());
+    assert!(
+        invalid.message.starts_with("the PDF is damaged"),
+        "{invalid}"
+    );
 }
 
 #[tokio::test]
@@ -246,7 +250,10 @@ async fn a_nesting_bomb_is_an_invalid_pdf_and_the_caller_is_unharmed() {
         .await
         .unwrap_err();
 
-    assert!(!invalid.message.is_empty());
+    assert!(
+        invalid.message.starts_with("the PDF is damaged"),
+        "{invalid}"
+    );
     // Still here, and the next file is read as usual.
     let good = PdfFile::new(&pdf::many_pages(1));
     assert_eq!(
@@ -353,4 +360,34 @@ async fn inspecting_five_hundred_pages_takes_one_child_and_little_time() {
     eprintln!("inspect of 500 pages: {elapsed:?}");
     assert_eq!(pages.len(), 500);
     assert!(elapsed < Duration::from_secs(30), "{elapsed:?}");
+}
+
+/// Processes whose command line mentions `file` (zombies have an empty one).
+fn workers_on(file: &PdfFile) -> usize {
+    let needle = file.path().as_os_str().as_encoded_bytes().to_vec();
+    std::fs::read_dir("/proc")
+        .expect("procfs")
+        .filter_map(|entry| std::fs::read(entry.ok()?.path().join("cmdline")).ok())
+        .filter(|cmdline| {
+            cmdline
+                .windows(needle.len())
+                .any(|w| w == needle.as_slice())
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn dropping_a_page_stream_kills_its_child() {
+    let file = PdfFile::new(&document_with_a_slow_page());
+    let mut stream = inspector(Limits::default()).extract(file.path(), 1, 3);
+    // Page 1 is quick; the child is now busy on the slow page 2.
+    assert!(stream.next_page().await.unwrap().result.is_ok());
+    assert_eq!(workers_on(&file), 1);
+
+    drop(stream);
+
+    eventually("the worker to be gone", Duration::from_secs(10), || async {
+        (workers_on(&file) == 0).then_some(())
+    })
+    .await;
 }

@@ -428,8 +428,14 @@ pub fn truncated(pdf: &[u8]) -> Vec<u8> {
 pub const STACK_BOMB_DEPTH: usize = 500_000;
 
 /// A one-page PDF whose page object holds 500 000 nested arrays: a recursive-descent
-/// parser without a depth limit overflows its stack on it (lopdf before 0.45 did,
-/// RUSTSEC-2026-0187; 0.47 stops at a nesting depth of 100 and rejects the object).
+/// parser without a depth limit overflows its stack on it, which aborts the process
+/// (lopdf before 0.45 did, RUSTSEC-2026-0187).
+///
+/// Checked 2026-11-30 against lopdf 0.47 by running the worker on it without the
+/// parent: it no longer overflows. 0.47 stops at a nesting depth of 100
+/// (`reader::MAX_NESTING_DEPTH`), drops the unparsable page object, and the worker
+/// reports the file as damaged (exit 1, "page 1 cannot be read"). The fixture stays as
+/// a regression guard: whatever a future parser does with it, the caller must survive.
 pub fn stack_bomb() -> Vec<u8> {
     let mut pdf = PdfBuilder::new().page(612.0, 792.0, &["BOMB"]).build();
     let bomb = format!(

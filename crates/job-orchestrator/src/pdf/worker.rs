@@ -116,8 +116,8 @@ fn inspect(file: &std::path::Path, out: &mut impl Write) -> std::io::Result<Exit
         catch_unwind(AssertUnwindSafe(|| {
             document
                 .get_pages()
-                .values()
-                .map(|id| super::boxes::page_box(&document, *id))
+                .into_iter()
+                .map(|(number, id)| super::boxes::page_box(&document, number, id))
                 .collect::<Result<Vec<_>, _>>()
         }))
         .map_err(|_| "the parser failed on this file".to_owned())?
