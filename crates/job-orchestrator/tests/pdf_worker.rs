@@ -291,6 +291,34 @@ async fn a_content_stream_nesting_bomb_fails_only_its_page() {
 }
 
 #[tokio::test]
+async fn a_page_that_exhausts_the_memory_limit_aborts_only_its_child_and_the_next_page_follows() {
+    let (width, height) = LETTER;
+    let file = PdfFile::new(
+        &PdfBuilder::new()
+            .page(width, height, &["BEFORE"])
+            .raw_page(width, height, pdf::operand_flood_content(1_500_000))
+            .page(width, height, &["AFTER"])
+            .build(),
+    );
+    let inspector = inspector(Limits {
+        memory_bytes: 64 << 20,
+        ..Limits::default()
+    });
+    assert_eq!(inspector.inspect(file.path()).await.unwrap().len(), 3);
+
+    let outcomes = extract_all(&inspector, &file, 1, 3).await;
+
+    assert_eq!(text(&outcomes[0]).text_chars, 6);
+    let error = outcomes[1].result.as_ref().unwrap_err();
+    // The failed allocation aborts the child: SIGABRT, past any catch_unwind.
+    assert!(
+        error.contains("crashed on this page (killed by signal 6)"),
+        "{error}"
+    );
+    assert_eq!(text(&outcomes[2]).text_chars, 5);
+}
+
+#[tokio::test]
 async fn a_page_that_exceeds_the_cpu_limit_kills_only_its_child_and_the_next_page_follows() {
     let file = PdfFile::new(&document_with_a_slow_page());
     let limits = Limits {

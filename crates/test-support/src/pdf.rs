@@ -451,7 +451,15 @@ pub fn stack_bomb() -> Vec<u8> {
     rebuild_xref(&pdf)
 }
 
-/// `content` (a page's content stream) nested `depth` arrays deep as an operand.
+/// A content stream of `count` operands and no operator. lopdf collects them in one
+/// vector of 40-byte objects: 1.5 million of them (a 3 MB stream) need more than a
+/// 64 MiB address space, and the failed allocation aborts the process (SIGABRT, which
+/// no `catch_unwind` stops). Checked 2026-11-30 against lopdf 0.47.
+pub fn operand_flood_content(count: usize) -> Vec<u8> {
+    b"0 ".repeat(count)
+}
+
+/// A content stream with one operand nested `depth` arrays deep.
 pub fn nested_operand_content(depth: usize) -> Vec<u8> {
     format!("{}{} pop\n", "[".repeat(depth), "]".repeat(depth)).into_bytes()
 }
