@@ -46,6 +46,9 @@ fn size(width_pt: f64, height_pt: f64) -> PageBox {
     }
 }
 
+/// The pipeline moves streams and their futures into spawned tasks.
+fn assert_send<T: Send>(_: &T) {}
+
 async fn extract_all(
     inspector: &Inspector,
     file: &PdfFile,
@@ -53,6 +56,8 @@ async fn extract_all(
     last: u32,
 ) -> Vec<PageOutcome> {
     let mut stream = inspector.extract(file.path(), first, last);
+    assert_send(&stream);
+    assert_send(&stream.next_page());
     let mut outcomes = Vec::new();
     while let Some(outcome) = stream.next_page().await {
         outcomes.push(outcome);
