@@ -46,7 +46,11 @@ impl Inspector {
     pub async fn inspect(&self, path: &Path) -> Result<Vec<PageBox>, InvalidPdf> {
         let Settings { program, limits } = &*self.inner;
         let mut worker = WorkerProcess::spawn(program, limits, &Task::Inspect, path)
-            .map_err(|error| InvalidPdf::new(format!("the PDF parser could not start: {error}")))?;
+            .map_err(|error| {
+                // Not the file's fault: operators must see it.
+                tracing::error!(%error, program = %program.display(), "cannot start the PDF worker");
+                InvalidPdf::new(format!("the PDF parser could not start: {error}"))
+            })?;
         let line = match worker.next_line(MAX_INSPECT_LINE, limits.wall_clock).await {
             Line::Complete(line) => line,
             Line::TimedOut => {
@@ -193,7 +197,10 @@ impl PageStream {
             to: Some(self.last),
         };
         let mut worker = WorkerProcess::spawn(program, limits, &task, &self.path)
-            .map_err(|error| format!("the PDF parser could not start: {error}"))?;
+            .map_err(|error| {
+                tracing::error!(%error, program = %program.display(), "cannot start the PDF worker");
+                format!("the PDF parser could not start: {error}")
+            })?;
         let failure = match worker.next_line(MAX_EXTRACT_LINE, limits.wall_clock).await {
             Line::Complete(line) => match serde_json::from_slice::<ExtractLine>(&line) {
                 Ok(ExtractLine {
