@@ -346,6 +346,32 @@ async fn a_page_that_exceeds_the_cpu_limit_kills_only_its_child_and_the_next_pag
 }
 
 #[tokio::test]
+async fn a_long_document_is_not_cut_short_by_the_per_process_cpu_limit() {
+    // Six pages of 200 000 operands each: about 0.3 CPU seconds per page in a debug
+    // build, 2 s in all, under a 1 s limit. The worker steps down after half its budget
+    // and a fresh one continues, so no healthy page is killed.
+    let (width, height) = LETTER;
+    let file = PdfFile::new(
+        &(0..6)
+            .fold(PdfBuilder::new(), |builder, _| {
+                builder.raw_page(width, height, pdf::operand_flood_content(200_000))
+            })
+            .build(),
+    );
+    let limits = Limits {
+        cpu_seconds: 1,
+        ..Limits::default()
+    };
+
+    let outcomes = extract_all(&inspector(limits), &file, 1, 6).await;
+
+    assert_eq!(outcomes.len(), 6);
+    for outcome in &outcomes {
+        assert_eq!(text(outcome).text_chars, 0);
+    }
+}
+
+#[tokio::test]
 async fn a_page_that_exceeds_the_wall_clock_is_killed_and_the_next_page_follows() {
     let file = PdfFile::new(&document_with_a_slow_page());
     let limits = Limits {

@@ -65,7 +65,7 @@ impl Inspector {
                 return Err(InvalidPdf::new("the PDF has too many pages"));
             }
             Line::End => {
-                let how = worker.exit_description().await;
+                let how = worker.exit().await.description;
                 tracing::warn!(exit = %how, "the PDF parser crashed");
                 return Err(InvalidPdf::new(format!(
                     "the PDF parser crashed on this file ({how})"
@@ -101,6 +101,14 @@ impl Inspector {
     }
 }
 
+/// A child that has opened the document.
+struct Running {
+    process: WorkerProcess,
+    /// Pages this child answered: a child that ends cleanly after at least one page
+    /// stepped down to renew its CPU budget; one that ends before any page crashed.
+    pages_done: u32,
+}
+
 /// Pages of one extraction, produced lazily by a worker child that is restarted after
 /// the page it died on.
 pub struct PageStream {
@@ -110,7 +118,7 @@ pub struct PageStream {
     next: u32,
     last: u32,
     /// The child working on `next`, once it has opened the document.
-    worker: Option<WorkerProcess>,
+    worker: Option<Running>,
     /// Set when the document itself cannot be opened: every remaining page fails with it
     /// and no further child is started.
     document_error: Option<String>,
@@ -144,36 +152,50 @@ impl PageStream {
             return Err(error.clone());
         }
         let wall_clock = self.inspector.inner.limits.wall_clock;
-        let mut worker = match self.worker.take() {
-            Some(worker) => worker,
-            None => self.start_worker(page).await?,
-        };
-        let line = match worker.next_line(MAX_EXTRACT_LINE, wall_clock).await {
-            Line::Complete(line) => line,
-            Line::TimedOut => {
-                worker.kill().await;
-                return Err(format!(
-                    "the PDF parser timed out on this page after {wall_clock:?}"
-                ));
-            }
-            Line::TooLong => {
-                worker.kill().await;
-                return Err("the PDF parser gave an oversized answer for this page".to_owned());
-            }
-            Line::End => {
-                let how = worker.exit_description().await;
-                tracing::warn!(page, exit = %how, "the PDF parser crashed on a page");
-                return Err(format!("the PDF parser crashed on this page ({how})"));
+        let (mut worker, line) = loop {
+            let mut worker = match self.worker.take() {
+                Some(worker) => worker,
+                None => Running {
+                    process: self.start_worker(page).await?,
+                    pages_done: 0,
+                },
+            };
+            match worker.process.next_line(MAX_EXTRACT_LINE, wall_clock).await {
+                Line::Complete(line) => break (worker, line),
+                Line::TimedOut => {
+                    worker.process.kill().await;
+                    return Err(format!(
+                        "the PDF parser timed out on this page after {wall_clock:?}"
+                    ));
+                }
+                Line::TooLong => {
+                    worker.process.kill().await;
+                    return Err("the PDF parser gave an oversized answer for this page".to_owned());
+                }
+                Line::End => {
+                    let exit = worker.process.exit().await;
+                    if exit.clean && worker.pages_done > 0 {
+                        // It used half its CPU budget and stepped down (see the worker):
+                        // a fresh child continues at this page.
+                        continue;
+                    }
+                    tracing::warn!(page, exit = %exit.description, "the PDF parser crashed on a page");
+                    return Err(format!(
+                        "the PDF parser crashed on this page ({})",
+                        exit.description
+                    ));
+                }
             }
         };
         let answer = match serde_json::from_slice::<ExtractLine>(&line) {
             Ok(answer) if answer.page == Some(page) => answer,
             _ => {
-                worker.kill().await;
+                worker.process.kill().await;
                 return Err("the PDF parser gave an unreadable answer for this page".to_owned());
             }
         };
         // Keep the child for the next page.
+        worker.pages_done += 1;
         self.worker = Some(worker);
         match (answer.error, answer.text_chars) {
             (Some(error), _) => Err(error),
@@ -219,7 +241,7 @@ impl PageStream {
             Line::TooLong => "the PDF parser gave an oversized answer".to_owned(),
             Line::End => format!(
                 "the PDF parser crashed opening the document ({})",
-                worker.exit_description().await
+                worker.exit().await.description
             ),
         };
         worker.kill().await;
