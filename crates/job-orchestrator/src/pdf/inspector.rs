@@ -129,6 +129,10 @@ impl PageStream {
     /// times out while on page k, page k is an error ("the parser crashed on this page" /
     /// "timed out") and a fresh child continues at k+1, so one bad page never costs the
     /// rest. Dropping the stream kills the child.
+    ///
+    /// Not cancel-safe by design: dropping this future mid-page kills the child and that
+    /// page is skipped (the next call continues after it). Check for cancellation
+    /// between pages, as the pipeline does.
     #[tracing::instrument(skip_all, fields(page = self.next))]
     pub async fn next_page(&mut self) -> Option<PageOutcome> {
         if self.next > self.last {
