@@ -79,12 +79,12 @@ pub async fn delete_orphaned_uploads(
 
 async fn housekeeping_round(pool: &PgPool, outbox_retention: Duration) {
     {
-        match idempotency::reap_expired(&pool).await {
+        match idempotency::reap_expired(pool).await {
             Ok(0) => {}
             Ok(count) => tracing::info!(count, "expired idempotency records deleted"),
             Err(error) => tracing::warn!(%error, "idempotency reaping failed"),
         }
-        match outbox::prune_published(&pool, outbox_retention).await {
+        match outbox::prune_published(pool, outbox_retention).await {
             Ok(0) => {}
             Ok(count) => tracing::info!(count, "published outbox rows pruned"),
             Err(error) => tracing::warn!(%error, "outbox pruning failed"),

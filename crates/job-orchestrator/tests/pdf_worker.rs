@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use plangrep_job_orchestrator::pdf::{Inspector, Limits, PageBox, PageOutcome, PageText};
+use plangrep_test_support::eventually;
 use plangrep_test_support::pdf::{self, ARCH_D, LETTER, PdfBuilder};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_job-orchestrator");
@@ -45,6 +46,9 @@ fn size(width_pt: f64, height_pt: f64) -> PageBox {
     }
 }
 
+/// The pipeline moves streams and their futures into spawned tasks.
+fn assert_send<T: Send>(_: &T) {}
+
 async fn extract_all(
     inspector: &Inspector,
     file: &PdfFile,
@@ -52,6 +56,8 @@ async fn extract_all(
     last: u32,
 ) -> Vec<PageOutcome> {
     let mut stream = inspector.extract(file.path(), first, last);
+    assert_send(&stream);
+    assert_send(&stream.next_page());
     let mut outcomes = Vec::new();
     while let Some(outcome) = stream.next_page().await {
         outcomes.push(outcome);
@@ -221,7 +227,10 @@ async fn a_truncated_pdf_is_invalid() {
         .await
         .unwrap_err();
 
-    assert!(!invalid.message.is_empty());
+    assert!(
+        invalid.message.starts_with("the PDF is damaged"),
+        "{invalid}"
+    );
 }
 
 #[tokio::test]
@@ -246,7 +255,10 @@ async fn a_nesting_bomb_is_an_invalid_pdf_and_the_caller_is_unharmed() {
         .await
         .unwrap_err();
 
-    assert!(!invalid.message.is_empty());
+    assert!(
+        invalid.message.starts_with("the PDF is damaged"),
+        "{invalid}"
+    );
     // Still here, and the next file is read as usual.
     let good = PdfFile::new(&pdf::many_pages(1));
     assert_eq!(
@@ -284,6 +296,34 @@ async fn a_content_stream_nesting_bomb_fails_only_its_page() {
 }
 
 #[tokio::test]
+async fn a_page_that_exhausts_the_memory_limit_aborts_only_its_child_and_the_next_page_follows() {
+    let (width, height) = LETTER;
+    let file = PdfFile::new(
+        &PdfBuilder::new()
+            .page(width, height, &["BEFORE"])
+            .raw_page(width, height, pdf::operand_flood_content(1_500_000))
+            .page(width, height, &["AFTER"])
+            .build(),
+    );
+    let inspector = inspector(Limits {
+        memory_bytes: 64 << 20,
+        ..Limits::default()
+    });
+    assert_eq!(inspector.inspect(file.path()).await.unwrap().len(), 3);
+
+    let outcomes = extract_all(&inspector, &file, 1, 3).await;
+
+    assert_eq!(text(&outcomes[0]).text_chars, 6);
+    let error = outcomes[1].result.as_ref().unwrap_err();
+    // The failed allocation aborts the child: SIGABRT, past any catch_unwind.
+    assert!(
+        error.contains("crashed on this page (killed by signal 6)"),
+        "{error}"
+    );
+    assert_eq!(text(&outcomes[2]).text_chars, 5);
+}
+
+#[tokio::test]
 async fn a_page_that_exceeds_the_cpu_limit_kills_only_its_child_and_the_next_page_follows() {
     let file = PdfFile::new(&document_with_a_slow_page());
     let limits = Limits {
@@ -303,6 +343,32 @@ async fn a_page_that_exceeds_the_cpu_limit_kills_only_its_child_and_the_next_pag
         "{error}"
     );
     assert_eq!(text(&outcomes[2]).text_chars, 5);
+}
+
+#[tokio::test]
+async fn a_long_document_is_not_cut_short_by_the_per_process_cpu_limit() {
+    // Six pages of 200 000 operands each: about 0.3 CPU seconds per page in a debug
+    // build, 2 s in all, under a 1 s limit. The worker steps down after half its budget
+    // and a fresh one continues, so no healthy page is killed.
+    let (width, height) = LETTER;
+    let file = PdfFile::new(
+        &(0..6)
+            .fold(PdfBuilder::new(), |builder, _| {
+                builder.raw_page(width, height, pdf::operand_flood_content(200_000))
+            })
+            .build(),
+    );
+    let limits = Limits {
+        cpu_seconds: 1,
+        ..Limits::default()
+    };
+
+    let outcomes = extract_all(&inspector(limits), &file, 1, 6).await;
+
+    assert_eq!(outcomes.len(), 6);
+    for outcome in &outcomes {
+        assert_eq!(text(outcome).text_chars, 0);
+    }
 }
 
 #[tokio::test]
@@ -353,4 +419,34 @@ async fn inspecting_five_hundred_pages_takes_one_child_and_little_time() {
     eprintln!("inspect of 500 pages: {elapsed:?}");
     assert_eq!(pages.len(), 500);
     assert!(elapsed < Duration::from_secs(30), "{elapsed:?}");
+}
+
+/// Processes whose command line mentions `file` (zombies have an empty one).
+fn workers_on(file: &PdfFile) -> usize {
+    let needle = file.path().as_os_str().as_encoded_bytes().to_vec();
+    std::fs::read_dir("/proc")
+        .expect("procfs")
+        .filter_map(|entry| std::fs::read(entry.ok()?.path().join("cmdline")).ok())
+        .filter(|cmdline| {
+            cmdline
+                .windows(needle.len())
+                .any(|w| w == needle.as_slice())
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn dropping_a_page_stream_kills_its_child() {
+    let file = PdfFile::new(&document_with_a_slow_page());
+    let mut stream = inspector(Limits::default()).extract(file.path(), 1, 3);
+    // Page 1 is quick; the child is now busy on the slow page 2.
+    assert!(stream.next_page().await.unwrap().result.is_ok());
+    assert_eq!(workers_on(&file), 1);
+
+    drop(stream);
+
+    eventually("the worker to be gone", Duration::from_secs(10), || async {
+        (workers_on(&file) == 0).then_some(())
+    })
+    .await;
 }

@@ -289,7 +289,7 @@ impl Writer {
         let mut table = format!("xref\n0 {size}\n0000000000 65535 f \n");
         for (_, offset) in &self.offsets {
             // Each entry is exactly 20 bytes, the end of line included.
-            let _ = write!(table, "{offset:010} 00000 n \n");
+            let _ = writeln!(table, "{offset:010} 00000 n ");
         }
         let _ = write!(
             table,
@@ -428,8 +428,14 @@ pub fn truncated(pdf: &[u8]) -> Vec<u8> {
 pub const STACK_BOMB_DEPTH: usize = 500_000;
 
 /// A one-page PDF whose page object holds 500 000 nested arrays: a recursive-descent
-/// parser without a depth limit overflows its stack on it (lopdf before 0.45 did,
-/// RUSTSEC-2026-0187; 0.47 stops at a nesting depth of 100 and rejects the object).
+/// parser without a depth limit overflows its stack on it, which aborts the process
+/// (lopdf before 0.45 did, RUSTSEC-2026-0187).
+///
+/// Checked 2026-11-30 against lopdf 0.47 by running the worker on it without the
+/// parent: it no longer overflows. 0.47 stops at a nesting depth of 100
+/// (`reader::MAX_NESTING_DEPTH`), drops the unparsable page object, and the worker
+/// reports the file as damaged (exit 1, "page 1 cannot be read"). The fixture stays as
+/// a regression guard: whatever a future parser does with it, the caller must survive.
 pub fn stack_bomb() -> Vec<u8> {
     let mut pdf = PdfBuilder::new().page(612.0, 792.0, &["BOMB"]).build();
     let bomb = format!(
@@ -445,7 +451,15 @@ pub fn stack_bomb() -> Vec<u8> {
     rebuild_xref(&pdf)
 }
 
-/// `content` (a page's content stream) nested `depth` arrays deep as an operand.
+/// A content stream of `count` operands and no operator. lopdf collects them in one
+/// vector of 40-byte objects: 1.5 million of them (a 3 MB stream) need more than a
+/// 64 MiB address space, and the failed allocation aborts the process (SIGABRT, which
+/// no `catch_unwind` stops). Checked 2026-11-30 against lopdf 0.47.
+pub fn operand_flood_content(count: usize) -> Vec<u8> {
+    b"0 ".repeat(count)
+}
+
+/// A content stream with one operand nested `depth` arrays deep.
 pub fn nested_operand_content(depth: usize) -> Vec<u8> {
     format!("{}{} pop\n", "[".repeat(depth), "]".repeat(depth)).into_bytes()
 }

@@ -14,13 +14,19 @@ const MAX_TREE_DEPTH: usize = 64;
 /// US Letter: what readers (pdf.js, poppler) assume when no `/MediaBox` is given at all.
 const DEFAULT_MEDIA_BOX: [f64; 4] = [0.0, 0.0, 612.0, 792.0];
 
-/// The displayed size of page `page_id`.
-pub fn page_box(document: &Document, page_id: ObjectId) -> Result<PageBox, String> {
+/// The displayed size of page `page_number` (object `page_id`).
+pub fn page_box(
+    document: &Document,
+    page_number: u32,
+    page_id: ObjectId,
+) -> Result<PageBox, String> {
     let page = document
         .get_dictionary(page_id)
-        .map_err(|_| "a page object is missing or not a dictionary".to_owned())?;
+        .map_err(|_| format!("the PDF is damaged: page {page_number} cannot be read"))?;
     let media = match inherited(document, page, b"MediaBox") {
-        Some(object) => rectangle(document, object).ok_or("a page has an invalid /MediaBox")?,
+        Some(object) => rectangle(document, object).ok_or_else(|| {
+            format!("the PDF is damaged: page {page_number} has an invalid /MediaBox")
+        })?,
         None => DEFAULT_MEDIA_BOX,
     };
     // An unreadable or disjoint crop box is ignored, as readers do.
@@ -40,7 +46,9 @@ pub fn page_box(document: &Document, page_id: ObjectId) -> Result<PageBox, Strin
     let width = (visible[2] - visible[0]) * unit;
     let height = (visible[3] - visible[1]) * unit;
     if !(width > 0.0 && height > 0.0 && width.is_finite() && height.is_finite()) {
-        return Err("a page has an empty /MediaBox".to_owned());
+        return Err(format!(
+            "the PDF is damaged: page {page_number} has an empty /MediaBox"
+        ));
     }
     Ok(if rotate == 90 || rotate == 270 {
         PageBox {

@@ -46,7 +46,11 @@ impl Inspector {
     pub async fn inspect(&self, path: &Path) -> Result<Vec<PageBox>, InvalidPdf> {
         let Settings { program, limits } = &*self.inner;
         let mut worker = WorkerProcess::spawn(program, limits, &Task::Inspect, path)
-            .map_err(|error| InvalidPdf::new(format!("the PDF parser could not start: {error}")))?;
+            .map_err(|error| {
+                // Not the file's fault: operators must see it.
+                tracing::error!(%error, program = %program.display(), "cannot start the PDF worker");
+                InvalidPdf::new(format!("the PDF parser could not start: {error}"))
+            })?;
         let line = match worker.next_line(MAX_INSPECT_LINE, limits.wall_clock).await {
             Line::Complete(line) => line,
             Line::TimedOut => {
@@ -61,7 +65,7 @@ impl Inspector {
                 return Err(InvalidPdf::new("the PDF has too many pages"));
             }
             Line::End => {
-                let how = worker.exit_description().await;
+                let how = worker.exit().await.description;
                 tracing::warn!(exit = %how, "the PDF parser crashed");
                 return Err(InvalidPdf::new(format!(
                     "the PDF parser crashed on this file ({how})"
@@ -97,6 +101,14 @@ impl Inspector {
     }
 }
 
+/// A child that has opened the document.
+struct Running {
+    process: WorkerProcess,
+    /// Pages this child answered: a child that ends cleanly after at least one page
+    /// stepped down to renew its CPU budget; one that ends before any page crashed.
+    pages_done: u32,
+}
+
 /// Pages of one extraction, produced lazily by a worker child that is restarted after
 /// the page it died on.
 pub struct PageStream {
@@ -106,7 +118,7 @@ pub struct PageStream {
     next: u32,
     last: u32,
     /// The child working on `next`, once it has opened the document.
-    worker: Option<WorkerProcess>,
+    worker: Option<Running>,
     /// Set when the document itself cannot be opened: every remaining page fails with it
     /// and no further child is started.
     document_error: Option<String>,
@@ -117,6 +129,10 @@ impl PageStream {
     /// times out while on page k, page k is an error ("the parser crashed on this page" /
     /// "timed out") and a fresh child continues at k+1, so one bad page never costs the
     /// rest. Dropping the stream kills the child.
+    ///
+    /// Not cancel-safe by design: dropping this future mid-page kills the child and that
+    /// page is skipped (the next call continues after it). Check for cancellation
+    /// between pages, as the pipeline does.
     #[tracing::instrument(skip_all, fields(page = self.next))]
     pub async fn next_page(&mut self) -> Option<PageOutcome> {
         if self.next > self.last {
@@ -140,36 +156,50 @@ impl PageStream {
             return Err(error.clone());
         }
         let wall_clock = self.inspector.inner.limits.wall_clock;
-        let mut worker = match self.worker.take() {
-            Some(worker) => worker,
-            None => self.start_worker(page).await?,
-        };
-        let line = match worker.next_line(MAX_EXTRACT_LINE, wall_clock).await {
-            Line::Complete(line) => line,
-            Line::TimedOut => {
-                worker.kill().await;
-                return Err(format!(
-                    "the PDF parser timed out on this page after {wall_clock:?}"
-                ));
-            }
-            Line::TooLong => {
-                worker.kill().await;
-                return Err("the PDF parser gave an oversized answer for this page".to_owned());
-            }
-            Line::End => {
-                let how = worker.exit_description().await;
-                tracing::warn!(page, exit = %how, "the PDF parser crashed on a page");
-                return Err(format!("the PDF parser crashed on this page ({how})"));
+        let (mut worker, line) = loop {
+            let mut worker = match self.worker.take() {
+                Some(worker) => worker,
+                None => Running {
+                    process: self.start_worker(page).await?,
+                    pages_done: 0,
+                },
+            };
+            match worker.process.next_line(MAX_EXTRACT_LINE, wall_clock).await {
+                Line::Complete(line) => break (worker, line),
+                Line::TimedOut => {
+                    worker.process.kill().await;
+                    return Err(format!(
+                        "the PDF parser timed out on this page after {wall_clock:?}"
+                    ));
+                }
+                Line::TooLong => {
+                    worker.process.kill().await;
+                    return Err("the PDF parser gave an oversized answer for this page".to_owned());
+                }
+                Line::End => {
+                    let exit = worker.process.exit().await;
+                    if exit.clean && worker.pages_done > 0 {
+                        // It used half its CPU budget and stepped down (see the worker):
+                        // a fresh child continues at this page.
+                        continue;
+                    }
+                    tracing::warn!(page, exit = %exit.description, "the PDF parser crashed on a page");
+                    return Err(format!(
+                        "the PDF parser crashed on this page ({})",
+                        exit.description
+                    ));
+                }
             }
         };
         let answer = match serde_json::from_slice::<ExtractLine>(&line) {
             Ok(answer) if answer.page == Some(page) => answer,
             _ => {
-                worker.kill().await;
+                worker.process.kill().await;
                 return Err("the PDF parser gave an unreadable answer for this page".to_owned());
             }
         };
         // Keep the child for the next page.
+        worker.pages_done += 1;
         self.worker = Some(worker);
         match (answer.error, answer.text_chars) {
             (Some(error), _) => Err(error),
@@ -193,7 +223,10 @@ impl PageStream {
             to: Some(self.last),
         };
         let mut worker = WorkerProcess::spawn(program, limits, &task, &self.path)
-            .map_err(|error| format!("the PDF parser could not start: {error}"))?;
+            .map_err(|error| {
+                tracing::error!(%error, program = %program.display(), "cannot start the PDF worker");
+                format!("the PDF parser could not start: {error}")
+            })?;
         let failure = match worker.next_line(MAX_EXTRACT_LINE, limits.wall_clock).await {
             Line::Complete(line) => match serde_json::from_slice::<ExtractLine>(&line) {
                 Ok(ExtractLine {
@@ -212,7 +245,7 @@ impl PageStream {
             Line::TooLong => "the PDF parser gave an oversized answer".to_owned(),
             Line::End => format!(
                 "the PDF parser crashed opening the document ({})",
-                worker.exit_description().await
+                worker.exit().await.description
             ),
         };
         worker.kill().await;

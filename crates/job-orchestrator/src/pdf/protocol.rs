@@ -9,7 +9,9 @@
 //! - extract: first `{"pageCount":N}` once the document is open (or `{"error":"…"}` and
 //!   exit 1), then per page from `--from` to `--to` (default: the last page), flushed
 //!   after each: `{"page":k,"textChars":…,"sheetNumber":…,"sheetTitle":…}` (the sheet
-//!   fields only when found) or `{"page":k,"error":"…"}`.
+//!   fields only when found) or `{"page":k,"error":"…"}`. After a page, a worker that
+//!   has used half its CPU budget may exit 0 early; the parent continues with a fresh
+//!   child at the next page (a worker that ends any other way crashed).
 
 use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;

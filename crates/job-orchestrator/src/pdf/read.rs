@@ -68,28 +68,51 @@ impl WorkerProcess {
         }
     }
 
-    /// Kills the child (if it still runs) and describes how it ended: "killed by signal
-    /// 11", "exit code 101".
-    pub async fn kill(&mut self) -> String {
+    /// Kills the child (if it still runs) and reaps it.
+    pub async fn kill(&mut self) -> Exit {
         let _ = self.child.start_kill();
-        match self.child.wait().await {
-            Ok(status) => describe(status),
-            Err(error) => format!("unknown exit ({error})"),
-        }
+        Exit::from(self.child.wait().await)
     }
 
-    /// How the child ended, waiting for it (it closed its output, so it is exiting).
-    pub async fn exit_description(&mut self) -> String {
-        self.kill().await
+    /// How the child ended, after it closed its output. It is exiting then; one that
+    /// lingers is killed after a short grace period.
+    pub async fn exit(&mut self) -> Exit {
+        match tokio::time::timeout(EXIT_GRACE, self.child.wait()).await {
+            Ok(status) => Exit::from(status),
+            Err(_) => self.kill().await,
+        }
     }
 }
 
-fn describe(status: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (_, Some(signal)) => format!("killed by signal {signal}"),
-        (Some(code), _) => format!("exit code {code}"),
-        (None, None) => "unknown exit".to_owned(),
+/// How long a child that closed its output may take to exit.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+
+/// How a child ended.
+#[derive(Debug)]
+pub struct Exit {
+    /// Exit code 0.
+    pub clean: bool,
+    /// "exit code 3", "killed by signal 6".
+    pub description: String,
+}
+
+impl From<std::io::Result<std::process::ExitStatus>> for Exit {
+    fn from(status: std::io::Result<std::process::ExitStatus>) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match status {
+            Ok(status) => Self {
+                clean: status.success(),
+                description: match (status.code(), status.signal()) {
+                    (_, Some(signal)) => format!("killed by signal {signal}"),
+                    (Some(code), _) => format!("exit code {code}"),
+                    (None, None) => "unknown exit".to_owned(),
+                },
+            },
+            Err(error) => Self {
+                clean: false,
+                description: format!("unknown exit ({error})"),
+            },
+        }
     }
 }
 
