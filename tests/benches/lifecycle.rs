@@ -7,7 +7,7 @@
 //! `BENCH_SMOKE=1` shrinks every case to seconds (so the harness never rots).
 //! Results: a table on stdout and `target/bench/lifecycle.json`.
 
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 #[path = "../system/helpers.rs"]
 mod helpers;
 

@@ -8,6 +8,7 @@ use plangrep_messaging::Topology;
 use plangrep_messaging::topology::ALL_QUEUES;
 use plangrep_service::Settings;
 use plangrep_test_support::proxy::TcpProxy;
+pub use plangrep_test_support::python_tools;
 use plangrep_test_support::{BrokerCleanup, TestDatabase, eventually, unique_prefix};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -653,6 +654,12 @@ impl TestApp {
         .expect("gateway reachable")
     }
 
+    /// Uploads `files` (200) and closes the upload window (202).
+    pub async fn submit(&self, key: &str, job_id: &str, files: Vec<UploadFile>) {
+        expect_status(self.upload(key, job_id, files).await, 200).await;
+        expect_status(self.complete_uploads(key, job_id).await, 202).await;
+    }
+
     /// A job in a fresh ready project (no webhook); returns its id.
     pub async fn create_job(&self, key: &str) -> String {
         let name = format!("Lifecycle {}", plangrep_test_support::random_token());
@@ -706,19 +713,4 @@ impl TestApp {
             .as_i64()
             .expect("creditBalance")
     }
-}
-
-/// A Python interpreter with the test-only packages (`scripts/python-env.sh` installs them
-/// on first use).
-pub fn python_tools() -> std::path::PathBuf {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/python-env.sh");
-    let output = std::process::Command::new(script)
-        .output()
-        .expect("scripts/python-env.sh runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    std::path::PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
 }

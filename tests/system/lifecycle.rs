@@ -147,24 +147,19 @@ async fn a_drawing_set_and_a_spec_book_go_all_the_way_to_completed_with_a_webhoo
 async fn a_corrupt_file_beside_a_good_one_completes_with_errors_and_only_corrupt_files_fail() {
     let (app, org, key, job) = job_ready_for_files(100).await;
     let good = PdfBuilder::new().drawing("A1.01", "SITE PLAN").build();
-    expect_status(
-        app.upload(
-            &key,
-            &job,
-            vec![
-                UploadFile::pdf("good.pdf", good),
-                UploadFile::pdf(
-                    "broken.pdf",
-                    pdf::truncated(&pdf::drawing_set_and_spec_book()),
-                ),
-                UploadFile::pdf("bomb.pdf", pdf::stack_bomb()),
-            ],
-        )
-        .await,
-        200,
+    app.submit(
+        &key,
+        &job,
+        vec![
+            UploadFile::pdf("good.pdf", good),
+            UploadFile::pdf(
+                "broken.pdf",
+                pdf::truncated(&pdf::drawing_set_and_spec_book()),
+            ),
+            UploadFile::pdf("bomb.pdf", pdf::stack_bomb()),
+        ],
     )
     .await;
-    expect_status(app.complete_uploads(&key, &job).await, 202).await;
     let done = app
         .wait_for_job(&key, &job, &["completed_with_errors"])
         .await;
@@ -187,17 +182,12 @@ async fn a_corrupt_file_beside_a_good_one_completes_with_errors_and_only_corrupt
     // A job of nothing but unreadable files fails, and nothing is charged.
     let only_bad = app.create_job(&key).await;
     app.wait_until_awaiting_uploads(&key, &only_bad).await;
-    expect_status(
-        app.upload(
-            &key,
-            &only_bad,
-            vec![UploadFile::pdf("x.pdf", pdf::not_a_pdf())],
-        )
-        .await,
-        200,
+    app.submit(
+        &key,
+        &only_bad,
+        vec![UploadFile::pdf("x.pdf", pdf::not_a_pdf())],
     )
     .await;
-    expect_status(app.complete_uploads(&key, &only_bad).await, 202).await;
     let failed = app.wait_for_job(&key, &only_bad, &["failed"]).await;
     assert_eq!(failed["error"]["code"], "no_valid_files");
     assert_eq!(failed["billing"]["creditsDebited"], 0);
@@ -220,17 +210,12 @@ async fn a_corrupt_file_beside_a_good_one_completes_with_errors_and_only_corrupt
 #[tokio::test]
 async fn a_job_blocked_on_credits_waits_for_a_grant_and_a_resume() {
     let (app, org, key, job) = job_ready_for_files(5).await;
-    expect_status(
-        app.upload(
-            &key,
-            &job,
-            vec![UploadFile::pdf("set.pdf", pdf::drawing_set_and_spec_book())],
-        )
-        .await,
-        200,
+    app.submit(
+        &key,
+        &job,
+        vec![UploadFile::pdf("set.pdf", pdf::drawing_set_and_spec_book())],
     )
     .await;
-    expect_status(app.complete_uploads(&key, &job).await, 202).await;
     let blocked = app
         .wait_for_job(&key, &job, &["blocked_insufficient_credits"])
         .await;
@@ -271,17 +256,12 @@ async fn a_job_blocked_on_credits_waits_for_a_grant_and_a_resume() {
 #[tokio::test]
 async fn cancelling_during_processing_stops_at_a_page_boundary_and_bills_only_the_pages_done() {
     let (app, org, key, job) = job_ready_for_files(1_000).await;
-    expect_status(
-        app.upload(
-            &key,
-            &job,
-            vec![UploadFile::pdf("book.pdf", pdf::many_pages(400))],
-        )
-        .await,
-        200,
+    app.submit(
+        &key,
+        &job,
+        vec![UploadFile::pdf("book.pdf", pdf::many_pages(400))],
     )
     .await;
-    expect_status(app.complete_uploads(&key, &job).await, 202).await;
     // Cancel as soon as the first pages are billed.
     plangrep_test_support::eventually("processing to start", PATIENCE, || async {
         let body = app.get_json(&format!("/jobs/{job}"), &key).await;
@@ -440,17 +420,12 @@ async fn per_org_credit_rates_set_by_an_operator_price_the_pages() {
         "invalid_request",
     )
     .await;
-    expect_status(
-        app.upload(
-            &key,
-            &job,
-            vec![UploadFile::pdf("set.pdf", pdf::drawing_set_and_spec_book())],
-        )
-        .await,
-        200,
+    app.submit(
+        &key,
+        &job,
+        vec![UploadFile::pdf("set.pdf", pdf::drawing_set_and_spec_book())],
     )
     .await;
-    expect_status(app.complete_uploads(&key, &job).await, 202).await;
     let done = app.wait_for_job(&key, &job, &["completed"]).await;
     assert_eq!(done["billing"]["creditsDebited"], 4 * 25 + 2);
     assert_eq!(app.balance(&org).await, 1_000 - 102);
@@ -503,17 +478,12 @@ async fn the_same_flow_completes_on_the_s3_storage_backend() {
     app.grant_credits(&org, 100).await;
     let job = app.create_job(&key).await;
     app.wait_until_awaiting_uploads(&key, &job).await;
-    expect_status(
-        app.upload(
-            &key,
-            &job,
-            vec![UploadFile::pdf("set.pdf", pdf::drawing_set_and_spec_book())],
-        )
-        .await,
-        200,
+    app.submit(
+        &key,
+        &job,
+        vec![UploadFile::pdf("set.pdf", pdf::drawing_set_and_spec_book())],
     )
     .await;
-    expect_status(app.complete_uploads(&key, &job).await, 202).await;
     let done = app.wait_for_job(&key, &job, &["completed"]).await;
     assert_eq!(done["billing"]["creditsDebited"], DRAWING_SET_CREDITS);
     let result = app.get_json(&format!("/jobs/{job}/result"), &key).await;
@@ -553,17 +523,12 @@ async fn a_parser_that_crashes_or_hangs_costs_the_file_never_the_orchestrator() 
         app.grant_credits(&org, 100).await;
         let job = app.create_job(&key).await;
         app.wait_until_awaiting_uploads(&key, &job).await;
-        expect_status(
-            app.upload(
-                &key,
-                &job,
-                vec![UploadFile::pdf("a.pdf", pdf::many_pages(2))],
-            )
-            .await,
-            200,
+        app.submit(
+            &key,
+            &job,
+            vec![UploadFile::pdf("a.pdf", pdf::many_pages(2))],
         )
         .await;
-        expect_status(app.complete_uploads(&key, &job).await, 202).await;
         let failed = app.wait_for_job(&key, &job, &["failed"]).await;
         assert_eq!(failed["files"][0]["error"]["code"], "invalid_pdf", "{name}");
         assert_eq!(app.balance(&org).await, 100, "{name}: nothing charged");

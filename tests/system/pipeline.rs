@@ -10,22 +10,17 @@ use plangrep_messaging::{OutgoingMessage, Publisher, Topology};
 use plangrep_test_support::pdf;
 use sqlx::Connection;
 
-use crate::helpers::{Options, TestApp, UploadFile, expect_status};
+use crate::helpers::{Options, TestApp, UploadFile};
 
 async fn completed_job(app: &TestApp, key: &str) -> String {
     let job = app.create_job(key).await;
     app.wait_until_awaiting_uploads(key, &job).await;
-    expect_status(
-        app.upload(
-            key,
-            &job,
-            vec![UploadFile::pdf("a.pdf", pdf::drawing_set_and_spec_book())],
-        )
-        .await,
-        200,
+    app.submit(
+        key,
+        &job,
+        vec![UploadFile::pdf("a.pdf", pdf::drawing_set_and_spec_book())],
     )
     .await;
-    expect_status(app.complete_uploads(key, &job).await, 202).await;
     app.wait_for_job(key, &job, &["completed"]).await;
     job
 }

@@ -44,6 +44,23 @@ pub fn unique_prefix() -> String {
     format!("test.{}.", random_token())
 }
 
+/// A Python interpreter with the test-only packages (`scripts/python-env.sh` installs
+/// them on first use): independent clients and checkers such as `requests`, `pypdf`,
+/// `standardwebhooks` and schemathesis.
+pub fn python_tools() -> std::path::PathBuf {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/python-env.sh");
+    let output = std::process::Command::new(script)
+        .output()
+        .expect("scripts/python-env.sh runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::path::PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+}
+
 /// Installs a test log subscriber when `TEST_LOG` is set (tests are silent otherwise).
 pub fn init_logging() {
     if std::env::var_os("TEST_LOG").is_some() {

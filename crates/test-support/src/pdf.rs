@@ -506,21 +506,6 @@ fn rebuild_xref(pdf: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    /// Python with `pypdf`, from scripts/python-env.sh.
-    fn python() -> std::path::PathBuf {
-        let script =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/python-env.sh");
-        let output = std::process::Command::new(script)
-            .output()
-            .expect("scripts/python-env.sh runs");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        std::path::PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
-    }
-
     /// `pypdf`'s view of `pdf`: one line per page, `width height rotation|text`.
     fn pypdf_pages(pdf: &[u8]) -> Vec<String> {
         let path =
@@ -532,7 +517,7 @@ mod tests {
             \x20   b = p.cropbox\n\
             \x20   t = ' / '.join(l.strip() for l in p.extract_text().splitlines() if l.strip())\n\
             \x20   print(f'{float(b.width):g} {float(b.height):g} {p.rotation}|{t}')\n";
-        let output = std::process::Command::new(python())
+        let output = std::process::Command::new(crate::python_tools())
             .args(["-c", script])
             .arg(&path)
             .output()

@@ -30,6 +30,8 @@ use sqlx::PgPool;
 
 use crate::error::Error;
 use crate::pdf::Inspector;
+use crate::store::documents::{self, DocumentRow};
+use crate::store::jobs::{self, JobRow};
 
 /// A pipeline stage: a queue, the statuses bound to it and a handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +137,24 @@ impl Pipeline {
             error => HandleError::Retry(Box::new(error)),
         })
     }
+}
+
+/// The job and its documents while the job is in `status` (the event is still current);
+/// `None` when it moved on.
+async fn current_job(
+    pipeline: &Pipeline,
+    job_id: &str,
+    status: JobStatus,
+) -> Result<Option<(JobRow, Vec<DocumentRow>)>, Error> {
+    let mut conn = pipeline.pool.acquire().await?;
+    let Some(job) = jobs::get_any(&mut conn, job_id).await? else {
+        return Err(Error::NotFound("job"));
+    };
+    if job.status != status {
+        return Ok(None);
+    }
+    let files = documents::for_job(&mut conn, job_id).await?;
+    Ok(Some((job, files)))
 }
 
 /// The job id of a job event.

@@ -12,8 +12,8 @@ use plangrep_core::pages::PageKind;
 use plangrep_core::{JobEvent, JobStatus};
 use plangrep_storage::StorageError;
 
-use super::Pipeline;
 use super::scratch::Scratch;
+use super::{Pipeline, current_job};
 use crate::error::Error;
 use crate::grpc::storage_error;
 use crate::lifecycle;
@@ -30,15 +30,9 @@ struct JobFailure {
 /// Runs preflight for a job that is `preflighting`; does nothing otherwise.
 #[tracing::instrument(skip_all, fields(job_id = %job_id))]
 pub async fn run(pipeline: &Pipeline, job_id: &str) -> Result<(), Error> {
-    let mut conn = pipeline.pool.acquire().await?;
-    let Some(job) = jobs::get_any(&mut conn, job_id).await? else {
-        return Err(Error::NotFound("job"));
-    };
-    if job.status != JobStatus::Preflighting {
+    let Some((_, files)) = current_job(pipeline, job_id, JobStatus::Preflighting).await? else {
         return Ok(());
-    }
-    let files = documents::for_job(&mut conn, job_id).await?;
-    drop(conn);
+    };
 
     let scratch = Scratch::create(job_id)
         .await
@@ -50,12 +44,9 @@ pub async fn run(pipeline: &Pipeline, job_id: &str) -> Result<(), Error> {
     drop(scratch);
 
     let mut tx = pipeline.pool.begin().await?;
-    let Some(job) = jobs::lock_any(&mut tx, job_id).await? else {
-        return Err(Error::NotFound("job"));
-    };
-    if job.status != JobStatus::Preflighting {
+    let Some(job) = jobs::lock_in(&mut tx, job_id, JobStatus::Preflighting).await? else {
         return Ok(());
-    }
+    };
     let (mut drawing_pages, mut document_pages) = (0u32, 0u32);
     for (file, verdict) in files.iter().zip(&verdicts) {
         documents::record_inspection(&mut tx, &file.id, verdict).await?;

@@ -14,9 +14,9 @@ use plangrep_core::pages::{CreditRates, PageKind};
 use plangrep_core::{JobEvent, JobStatus};
 use plangrep_storage::{StorageError, keys};
 
-use super::Pipeline;
 use super::result;
 use super::scratch::Scratch;
+use super::{Pipeline, current_job};
 use crate::error::Error;
 use crate::grpc::storage_error;
 use crate::lifecycle;
@@ -35,16 +35,10 @@ enum Continue {
 /// Processes a job that is `processing`; does nothing otherwise.
 #[tracing::instrument(skip_all, fields(job_id = %job_id))]
 pub async fn run(pipeline: &Pipeline, job_id: &str) -> Result<(), Error> {
-    let mut conn = pipeline.pool.acquire().await?;
-    let Some(job) = jobs::get_any(&mut conn, job_id).await? else {
-        return Err(Error::NotFound("job"));
-    };
-    if job.status != JobStatus::Processing {
+    let Some((job, files)) = current_job(pipeline, job_id, JobStatus::Processing).await? else {
         return Ok(());
-    }
-    let files = documents::for_job(&mut conn, job_id).await?;
-    let pages = documents::pages_of_job(&mut conn, job_id).await?;
-    drop(conn);
+    };
+    let pages = documents::pages_of_job(&mut *pipeline.pool.acquire().await?, job_id).await?;
     let rates = CreditRates {
         drawing: job
             .drawing_page_rate
@@ -138,10 +132,10 @@ async fn record(
     rates: CreditRates,
 ) -> Result<Continue, Error> {
     let mut tx = pipeline.pool.begin().await?;
-    let Some(current) = jobs::lock_any(&mut tx, &job.id).await? else {
-        return Err(Error::NotFound("job"));
-    };
-    if current.status != JobStatus::Processing {
+    if jobs::lock_in(&mut tx, &job.id, JobStatus::Processing)
+        .await?
+        .is_none()
+    {
         return Ok(Continue::Stop);
     }
     let page_number = u32::try_from(page.page_number).unwrap_or_default();
@@ -169,12 +163,9 @@ async fn record(
 /// Writes the result (once) and ends the job.
 async fn finish(pipeline: &Pipeline, job_id: &str, files: &[DocumentRow]) -> Result<(), Error> {
     let mut tx = pipeline.pool.begin().await?;
-    let Some(job) = jobs::lock_any(&mut tx, job_id).await? else {
-        return Err(Error::NotFound("job"));
-    };
-    if job.status != JobStatus::Processing {
+    let Some(job) = jobs::lock_in(&mut tx, job_id, JobStatus::Processing).await? else {
         return Ok(());
-    }
+    };
     let pages = documents::pages_of_job(&mut tx, job_id).await?;
     for file in files.iter().filter(|file| file.is_valid()) {
         let read = pages

@@ -169,6 +169,17 @@ pub async fn lock_any(conn: &mut PgConnection, id: &str) -> Result<Option<JobRow
     .await?)
 }
 
+/// Locks a job by id alone and returns it while it is still in `status`; `None` once it
+/// moved on (the caller's work is stale). Pipeline stages write only under this lock.
+pub async fn lock_in(
+    conn: &mut PgConnection,
+    id: &str,
+    status: JobStatus,
+) -> Result<Option<JobRow>, Error> {
+    let job = lock_any(conn, id).await?.ok_or(Error::NotFound("job"))?;
+    Ok((job.status == status).then_some(job))
+}
+
 /// A job by id alone (internal callers).
 pub async fn get_any(conn: &mut PgConnection, id: &str) -> Result<Option<JobRow>, Error> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
