@@ -394,15 +394,21 @@ async fn a_page_that_exceeds_the_wall_clock_is_killed_and_the_next_page_follows(
 
 #[tokio::test]
 async fn an_inspection_past_the_wall_clock_is_an_invalid_pdf() {
-    let file = PdfFile::new(&pdf::many_pages(3));
+    // Opening 5 000 pages takes seconds in a debug build.
+    let file = PdfFile::new(&pdf::many_pages(5_000));
     let limits = Limits {
-        wall_clock: Duration::ZERO,
+        wall_clock: Duration::from_millis(100),
         ..Limits::default()
     };
 
     let invalid = inspector(limits).inspect(file.path()).await.unwrap_err();
 
     assert!(invalid.message.contains("timed out"), "{invalid}");
+    assert_eq!(
+        workers_on(&file),
+        0,
+        "the timed-out worker is killed and reaped"
+    );
 }
 
 #[tokio::test]
@@ -449,4 +455,27 @@ async fn dropping_a_page_stream_kills_its_child() {
         (workers_on(&file) == 0).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_page_abandoned_mid_extraction_is_extracted_again_by_the_next_call() {
+    let file = PdfFile::new(&document_with_a_slow_page());
+    let mut stream = inspector(Limits::default()).extract(file.path(), 2, 3);
+
+    // Give up on the slow page 2 while its child works on it.
+    let abandoned = tokio::time::timeout(Duration::from_millis(200), stream.next_page()).await;
+    assert!(abandoned.is_err(), "page 2 should still be in progress");
+
+    // The abandoned child is gone, and the stream starts page 2 again.
+    eventually(
+        "the abandoned worker to be gone",
+        Duration::from_secs(10),
+        || async { (workers_on(&file) == 0).then_some(()) },
+    )
+    .await;
+    let retry = stream.next_page();
+    tokio::pin!(retry);
+    let still_working = tokio::time::timeout(Duration::from_millis(200), &mut retry).await;
+    assert!(still_working.is_err());
+    assert_eq!(workers_on(&file), 1);
 }
