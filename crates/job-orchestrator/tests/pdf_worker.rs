@@ -347,14 +347,15 @@ async fn a_page_that_exceeds_the_cpu_limit_kills_only_its_child_and_the_next_pag
 
 #[tokio::test]
 async fn a_long_document_is_not_cut_short_by_the_per_process_cpu_limit() {
-    // Six pages of 200 000 operands each: about 0.3 CPU seconds per page in a debug
+    // Twenty pages of 60 000 operands each: about 0.1 CPU seconds per page in a debug
     // build, 2 s in all, under a 1 s limit. The worker steps down after half its budget
-    // and a fresh one continues, so no healthy page is killed.
+    // and a fresh one continues, so no healthy page is killed (a page only needs to
+    // fit in half the budget).
     let (width, height) = LETTER;
     let file = PdfFile::new(
-        &(0..6)
+        &(0..20)
             .fold(PdfBuilder::new(), |builder, _| {
-                builder.raw_page(width, height, pdf::operand_flood_content(200_000))
+                builder.raw_page(width, height, pdf::operand_flood_content(60_000))
             })
             .build(),
     );
@@ -363,9 +364,9 @@ async fn a_long_document_is_not_cut_short_by_the_per_process_cpu_limit() {
         ..Limits::default()
     };
 
-    let outcomes = extract_all(&inspector(limits), &file, 1, 6).await;
+    let outcomes = extract_all(&inspector(limits), &file, 1, 20).await;
 
-    assert_eq!(outcomes.len(), 6);
+    assert_eq!(outcomes.len(), 20);
     for outcome in &outcomes {
         assert_eq!(text(outcome).text_chars, 0);
     }
