@@ -347,14 +347,15 @@ async fn a_page_that_exceeds_the_cpu_limit_kills_only_its_child_and_the_next_pag
 
 #[tokio::test]
 async fn a_long_document_is_not_cut_short_by_the_per_process_cpu_limit() {
-    // Six pages of 200 000 operands each: about 0.3 CPU seconds per page in a debug
+    // Twenty pages of 60 000 operands each: about 0.1 CPU seconds per page in a debug
     // build, 2 s in all, under a 1 s limit. The worker steps down after half its budget
-    // and a fresh one continues, so no healthy page is killed.
+    // and a fresh one continues, so no healthy page is killed (a page only needs to
+    // fit in half the budget).
     let (width, height) = LETTER;
     let file = PdfFile::new(
-        &(0..6)
+        &(0..20)
             .fold(PdfBuilder::new(), |builder, _| {
-                builder.raw_page(width, height, pdf::operand_flood_content(200_000))
+                builder.raw_page(width, height, pdf::operand_flood_content(60_000))
             })
             .build(),
     );
@@ -363,9 +364,9 @@ async fn a_long_document_is_not_cut_short_by_the_per_process_cpu_limit() {
         ..Limits::default()
     };
 
-    let outcomes = extract_all(&inspector(limits), &file, 1, 6).await;
+    let outcomes = extract_all(&inspector(limits), &file, 1, 20).await;
 
-    assert_eq!(outcomes.len(), 6);
+    assert_eq!(outcomes.len(), 20);
     for outcome in &outcomes {
         assert_eq!(text(outcome).text_chars, 0);
     }
@@ -375,7 +376,7 @@ async fn a_long_document_is_not_cut_short_by_the_per_process_cpu_limit() {
 async fn a_page_that_exceeds_the_wall_clock_is_killed_and_the_next_page_follows() {
     let file = PdfFile::new(&document_with_a_slow_page());
     let limits = Limits {
-        wall_clock: Duration::from_secs(2),
+        wall_clock: Duration::from_secs(3),
         ..Limits::default()
     };
     let started = Instant::now();
@@ -394,15 +395,21 @@ async fn a_page_that_exceeds_the_wall_clock_is_killed_and_the_next_page_follows(
 
 #[tokio::test]
 async fn an_inspection_past_the_wall_clock_is_an_invalid_pdf() {
-    let file = PdfFile::new(&pdf::many_pages(3));
+    // Opening 5 000 pages takes seconds in a debug build.
+    let file = PdfFile::new(&pdf::many_pages(5_000));
     let limits = Limits {
-        wall_clock: Duration::ZERO,
+        wall_clock: Duration::from_millis(100),
         ..Limits::default()
     };
 
     let invalid = inspector(limits).inspect(file.path()).await.unwrap_err();
 
     assert!(invalid.message.contains("timed out"), "{invalid}");
+    assert_eq!(
+        workers_on(&file),
+        0,
+        "the timed-out worker is killed and reaped"
+    );
 }
 
 #[tokio::test]
@@ -449,4 +456,27 @@ async fn dropping_a_page_stream_kills_its_child() {
         (workers_on(&file) == 0).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_page_abandoned_mid_extraction_is_extracted_again_by_the_next_call() {
+    let file = PdfFile::new(&document_with_a_slow_page());
+    let mut stream = inspector(Limits::default()).extract(file.path(), 2, 3);
+
+    // Give up on the slow page 2 while its child works on it.
+    let abandoned = tokio::time::timeout(Duration::from_millis(200), stream.next_page()).await;
+    assert!(abandoned.is_err(), "page 2 should still be in progress");
+
+    // The abandoned child is gone, and the stream starts page 2 again.
+    eventually(
+        "the abandoned worker to be gone",
+        Duration::from_secs(10),
+        || async { (workers_on(&file) == 0).then_some(()) },
+    )
+    .await;
+    let retry = stream.next_page();
+    tokio::pin!(retry);
+    let still_working = tokio::time::timeout(Duration::from_millis(200), &mut retry).await;
+    assert!(still_working.is_err());
+    assert_eq!(workers_on(&file), 1);
 }

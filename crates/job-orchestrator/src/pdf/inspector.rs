@@ -130,9 +130,8 @@ impl PageStream {
     /// "timed out") and a fresh child continues at k+1, so one bad page never costs the
     /// rest. Dropping the stream kills the child.
     ///
-    /// Not cancel-safe by design: dropping this future mid-page kills the child and that
-    /// page is skipped (the next call continues after it). Check for cancellation
-    /// between pages, as the pipeline does.
+    /// Cancel-safe: dropping this future mid-page kills the child, and the next call
+    /// starts that page again with a fresh one.
     #[tracing::instrument(skip_all, fields(page = self.next))]
     pub async fn next_page(&mut self) -> Option<PageOutcome> {
         if self.next > self.last {
@@ -140,8 +139,8 @@ impl PageStream {
             return None;
         }
         let page_number = self.next;
-        self.next += 1;
         let result = self.extract_page(page_number).await;
+        self.next += 1;
         if self.next > self.last {
             self.worker = None;
         }
