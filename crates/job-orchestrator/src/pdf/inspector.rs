@@ -41,6 +41,24 @@ impl Inspector {
         self.inner.limits
     }
 
+    /// An inspector for a file of `file_bytes`: the parser holds the whole file and the
+    /// objects parsed from it, so the address-space limit grows to four times the file's
+    /// size when that is more than the configured limit (a legitimate 500 MB drawing set
+    /// must not be refused as "crashed"). CPU and wall clock stay as configured.
+    pub fn for_file_size(&self, file_bytes: u64) -> Self {
+        let needed = file_bytes.saturating_mul(4);
+        if needed <= self.inner.limits.memory_bytes {
+            return self.clone();
+        }
+        Self::new(
+            self.inner.program.clone(),
+            Limits {
+                memory_bytes: needed,
+                ..self.inner.limits
+            },
+        )
+    }
+
     /// Page boxes of a local PDF file, or why the file is not a readable PDF.
     #[tracing::instrument(skip_all)]
     pub async fn inspect(&self, path: &Path) -> Result<Vec<PageBox>, InvalidPdf> {
@@ -250,5 +268,24 @@ impl PageStream {
         worker.kill().await;
         self.document_error = Some(failure.clone());
         Err(failure)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_limit_grows_with_a_large_file_and_nothing_else_does() {
+        let limits = Limits {
+            cpu_seconds: 7,
+            memory_bytes: 1 << 30,
+            wall_clock: std::time::Duration::from_secs(9),
+        };
+        let inspector = Inspector::new(PathBuf::from("/bin/true"), limits);
+        assert_eq!(inspector.for_file_size(10 << 20).limits(), limits);
+        let big = inspector.for_file_size(512 << 20).limits();
+        assert_eq!(big.memory_bytes, 2 << 30);
+        assert_eq!((big.cpu_seconds, big.wall_clock), (7, limits.wall_clock));
     }
 }

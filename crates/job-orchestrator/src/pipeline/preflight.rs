@@ -133,20 +133,20 @@ async fn inspect(
     file: &DocumentRow,
 ) -> Result<Inspection, Error> {
     let local = scratch.file(&file.id);
-    match pipeline
+    let size = match pipeline
         .storage
         .download_to(&file.storage_key, &local)
         .await
     {
-        Ok(_) => {}
+        Ok(size) => size,
         Err(StorageError::NotFound) => {
             return Ok(Inspection::Invalid(
                 "the uploaded file is missing from storage".to_owned(),
             ));
         }
         Err(error) => return Err(storage_error(error)),
-    }
-    let verdict = match pipeline.inspector.inspect(&local).await {
+    };
+    let verdict = match pipeline.inspector.for_file_size(size).inspect(&local).await {
         Ok(pages) if pages.is_empty() => Inspection::Invalid("the PDF has no pages".to_owned()),
         Ok(pages) => Inspection::Valid(pages.iter().map(|p| (p.width_pt, p.height_pt)).collect()),
         Err(invalid) => Inspection::Invalid(invalid.to_string()),

@@ -60,12 +60,12 @@ pub async fn run(pipeline: &Pipeline, job_id: &str) -> Result<(), Error> {
             continue;
         };
         let local = scratch.file(&file.id);
-        match pipeline
+        let size = match pipeline
             .storage
             .download_to(&file.storage_key, &local)
             .await
         {
-            Ok(_) => {}
+            Ok(size) => size,
             Err(StorageError::NotFound) => {
                 // Gone since preflight: every remaining page of it is an error.
                 for page in &pending {
@@ -80,10 +80,13 @@ pub async fn run(pipeline: &Pipeline, job_id: &str) -> Result<(), Error> {
                 continue;
             }
             Err(error) => return Err(storage_error(error)),
-        }
+        };
         let first = u32::try_from(first.page_number).unwrap_or(1);
         let last = u32::try_from(last.page_number).unwrap_or(first);
-        let mut stream = pipeline.inspector.extract(&local, first, last);
+        let mut stream = pipeline
+            .inspector
+            .for_file_size(size)
+            .extract(&local, first, last);
         while let Some(outcome) = stream.next_page().await {
             let Some(page) = pending
                 .iter()
