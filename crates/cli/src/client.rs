@@ -139,10 +139,7 @@ impl ApiClient {
             match outcome {
                 Ok(answer) => return Ok(answer),
                 Err(Attempt::Fatal(error)) => return Err(error),
-                Err(Attempt::Retry(error, wait)) if attempt >= MAX_ATTEMPTS => {
-                    let _ = wait;
-                    return Err(error);
-                }
+                Err(Attempt::Retry(error, _)) if attempt >= MAX_ATTEMPTS => return Err(error),
                 Err(Attempt::Retry(_, wait)) => {
                     tokio::time::sleep(wait.unwrap_or_else(|| retry_delay(attempt))).await;
                     attempt += 1;

@@ -114,7 +114,11 @@ pub fn job_line(job: &Value) -> String {
 /// The job's `error` as `code: message`.
 pub fn job_error(job: &Value) -> Option<String> {
     let error = job.get("error").filter(|error| !error.is_null())?;
-    Some(format!("{}: {}", text(error, "code"), text(error, "message")))
+    Some(format!(
+        "{}: {}",
+        text(error, "code"),
+        text(error, "message")
+    ))
 }
 
 /// One status-history event, one line.

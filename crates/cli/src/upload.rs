@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio_util::io::ReaderStream;
 
-use crate::client::{ApiClient, Attempt, read_json, retry_delay};
 use crate::cli::Classification;
+use crate::client::{ApiClient, Attempt, read_json, retry_delay};
 use crate::error::CliError;
 use crate::output::{self, Output};
 
@@ -167,8 +167,16 @@ pub async fn upload_files(
     let mut done_bytes = 0;
     for file in &files {
         let bar = progress.file_bar(file);
-        let upload = upload_one(client, job_id, file, classification, &bar, &progress, done_bytes)
-            .await?;
+        let upload = upload_one(
+            client,
+            job_id,
+            file,
+            classification,
+            &bar,
+            &progress,
+            done_bytes,
+        )
+        .await?;
         done_bytes += file.size;
         progress.total.set_position(done_bytes);
         bar.finish();
@@ -202,12 +210,11 @@ async fn upload_one(
     loop {
         bar.set_position(0);
         progress.total.set_position(done_before);
-        let outcome = match send_file(client, job_id, file, classification, bar, &progress.total)
-            .await
-        {
-            Ok(response) => read_json(response).await,
-            Err(error) => Err(Attempt::Retry(error, None)),
-        };
+        let outcome =
+            match send_file(client, job_id, file, classification, bar, &progress.total).await {
+                Ok(response) => read_json(response).await,
+                Err(error) => Err(Attempt::Retry(error, None)),
+            };
         let (error, wait) = match outcome {
             Ok((body, _)) => {
                 return body["uploads"]
@@ -297,10 +304,7 @@ async fn find_stored(
 
 /// Waits (polling with backoff) until the job accepts files: `awaiting_uploads` or
 /// `uploading`. A job that can no longer take files is an error.
-pub async fn wait_until_accepting_files(
-    client: &ApiClient,
-    job_id: &str,
-) -> Result<(), CliError> {
+pub async fn wait_until_accepting_files(client: &ApiClient, job_id: &str) -> Result<(), CliError> {
     let mut delay = Duration::from_millis(100);
     loop {
         let (body, limits) = client.get_with_limits(&format!("/jobs/{job_id}")).await?;

@@ -100,7 +100,11 @@ pub async fn create(client: &ApiClient, args: &CreateJobArgs) -> Result<Value, C
     }
     let key = args.idempotency_key.clone().unwrap_or_else(idempotency_key);
     client
-        .post_with_key(&format!("/projects/{}/jobs", args.project), Some(&body), &key)
+        .post_with_key(
+            &format!("/projects/{}/jobs", args.project),
+            Some(&body),
+            &key,
+        )
         .await
 }
 

@@ -10,7 +10,11 @@ use crate::error::CliError;
 use crate::output::{self, Output};
 
 /// Runs one `projects` subcommand.
-pub async fn run(client: &ApiClient, command: ProjectsCommand, out: Output) -> Result<(), CliError> {
+pub async fn run(
+    client: &ApiClient,
+    command: ProjectsCommand,
+    out: Output,
+) -> Result<(), CliError> {
     match command {
         ProjectsCommand::Create { name, wait } => {
             let mut body = client
@@ -52,11 +56,14 @@ async fn wait_until_settled(client: &ApiClient, id: &str) -> Result<Value, CliEr
 /// `path?limit=…&cursor=…&extra…`, query values percent-encoded.
 pub fn list_path(path: &str, page: &PageArgs, extra: &[(&str, Option<&str>)]) -> String {
     let limit = page.limit.map(|limit| limit.to_string());
-    let pairs: Vec<String> = [("limit", limit.as_deref()), ("cursor", page.cursor.as_deref())]
-        .iter()
-        .chain(extra)
-        .filter_map(|(name, value)| value.map(|value| format!("{name}={}", encode(value))))
-        .collect();
+    let pairs: Vec<String> = [
+        ("limit", limit.as_deref()),
+        ("cursor", page.cursor.as_deref()),
+    ]
+    .iter()
+    .chain(extra)
+    .filter_map(|(name, value)| value.map(|value| format!("{name}={}", encode(value))))
+    .collect();
     if pairs.is_empty() {
         path.to_owned()
     } else {
@@ -102,7 +109,11 @@ mod tests {
             cursor: None,
         };
         assert_eq!(
-            list_path("/jobs", &page, &[("externalId", Some("a b&c")), ("status", None)]),
+            list_path(
+                "/jobs",
+                &page,
+                &[("externalId", Some("a b&c")), ("status", None)]
+            ),
             "/jobs?limit=5&externalId=a%20b%26c"
         );
         let none = PageArgs {

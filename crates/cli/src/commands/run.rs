@@ -38,14 +38,20 @@ pub async fn run(client: &ApiClient, args: RunArgs, out: Output) -> Result<(), C
         Err(error) => {
             if out.json {
                 let job = client.get(&format!("/jobs/{job_id}")).await?;
-                println!("{}", output::pretty(&json!({ "job": job["job"], "result": null })));
+                println!(
+                    "{}",
+                    output::pretty(&json!({ "job": job["job"], "result": null }))
+                );
             }
             return Err(error);
         }
     };
     let result = client.get(&format!("/jobs/{job_id}/result")).await?;
     if out.json {
-        println!("{}", output::pretty(&json!({ "job": job, "result": result })));
+        println!(
+            "{}",
+            output::pretty(&json!({ "job": job, "result": result }))
+        );
     } else {
         println!("{}", summary(&job, &result));
     }
@@ -71,7 +77,11 @@ pub fn summary(job: &Value, result: &Value) -> String {
         .collect();
     let errors = result["errors"].as_array().map_or(0, Vec::len);
     let mut lines = vec![
-        format!("{}  {}", output::text(job, "id"), output::text(job, "status")),
+        format!(
+            "{}  {}",
+            output::text(job, "id"),
+            output::text(job, "status")
+        ),
         format!(
             "  pages     {} ({} succeeded)",
             number("pageCount"),
@@ -93,7 +103,10 @@ pub fn summary(job: &Value, result: &Value) -> String {
         format!("  credits   {} debited", number("creditsDebited")),
     ];
     if errors > 0 {
-        lines.push(format!("  errors    {errors} (plangrep jobs result {})", output::text(job, "id")));
+        lines.push(format!(
+            "  errors    {errors} (plangrep jobs result {})",
+            output::text(job, "id")
+        ));
     }
     lines.join("\n")
 }

@@ -36,7 +36,8 @@ impl Inspected {
             self.event_id.as_deref().unwrap_or("-"),
             self.job_id.as_deref().unwrap_or("-"),
             self.status.as_deref().unwrap_or("-"),
-            self.sequence.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+            self.sequence
+                .map_or_else(|| "-".to_owned(), |s| s.to_string()),
             match &self.verdict {
                 Ok(()) => "valid".to_owned(),
                 Err(reason) => format!("INVALID ({reason})"),
@@ -61,7 +62,9 @@ impl Inspected {
 pub fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+        })
 }
 
 /// Verifies one delivery given a header lookup (case-insensitive names) and the raw body.
@@ -143,7 +146,13 @@ mod tests {
         let secret = WebhookSecret::generate();
         let body = br#"{"data":{"job":{"id":"job_1","status":"processing"},"sequence":5}}"#;
         let signature = sign(&secret, "evt_1", 1_000, body);
-        let seen = inspect(&secret, headers("evt_1", 1_000, &signature), body, Some(1_010), 300);
+        let seen = inspect(
+            &secret,
+            headers("evt_1", 1_000, &signature),
+            body,
+            Some(1_010),
+            300,
+        );
         assert_eq!(seen.verdict, Ok(()));
         assert_eq!(seen.job_id.as_deref(), Some("job_1"));
         assert_eq!(seen.sequence, Some(5));
@@ -154,11 +163,29 @@ mod tests {
     fn a_tampered_body_old_timestamp_or_missing_header_is_invalid() {
         let secret = WebhookSecret::generate();
         let signature = sign(&secret, "evt_1", 1_000, b"{}");
-        let tampered = inspect(&secret, headers("evt_1", 1_000, &signature), b"{ }", None, 300);
+        let tampered = inspect(
+            &secret,
+            headers("evt_1", 1_000, &signature),
+            b"{ }",
+            None,
+            300,
+        );
         assert!(tampered.verdict.is_err());
-        let old = inspect(&secret, headers("evt_1", 1_000, &signature), b"{}", Some(9_999), 300);
+        let old = inspect(
+            &secret,
+            headers("evt_1", 1_000, &signature),
+            b"{}",
+            Some(9_999),
+            300,
+        );
         assert!(old.verdict.is_err());
-        let unchecked_age = inspect(&secret, headers("evt_1", 1_000, &signature), b"{}", None, 300);
+        let unchecked_age = inspect(
+            &secret,
+            headers("evt_1", 1_000, &signature),
+            b"{}",
+            None,
+            300,
+        );
         assert_eq!(unchecked_age.verdict, Ok(()));
         let missing = inspect(&secret, |_| None, b"{}", None, 300);
         assert_eq!(missing.verdict, Err("no webhook-id header".to_owned()));
