@@ -169,7 +169,9 @@ impl Drop for Scratch {
 async fn customer_with_project(credits: i64) -> (TestApp, String, String, String) {
     let app = TestApp::spawn().await;
     let (org, key) = app.create_customer().await;
-    app.grant_credits(&org, credits).await;
+    if credits > 0 {
+        app.grant_credits(&org, credits).await;
+    }
     let created = plangrep(
         &app,
         &key,

@@ -43,8 +43,14 @@ pub fn next_interval(current: Duration, changed: bool) -> Duration {
 }
 
 /// Follows the job until it is terminal; returns the final job object. A job that ended
-/// `failed`, `cancelled` or `expired` is [`CliError::JobEnded`].
-pub async fn watch(client: &ApiClient, job_id: &str, out: Output) -> Result<Value, CliError> {
+/// `failed`, `cancelled` or `expired` is [`CliError::JobEnded`]. Each new event is printed
+/// (a line, or a JSON object per line under `--json`) when `echo` is set.
+pub async fn watch(
+    client: &ApiClient,
+    job_id: &str,
+    out: Output,
+    echo: bool,
+) -> Result<Value, CliError> {
     let spinner = spinner(out);
     let mut last_sequence = 0;
     let mut interval = FAST;
@@ -60,6 +66,9 @@ pub async fn watch(client: &ApiClient, job_id: &str, out: Output) -> Result<Valu
             .collect();
         for event in &fresh {
             last_sequence = event["sequence"].as_u64().unwrap_or(last_sequence);
+            if !echo {
+                continue;
+            }
             let line = if out.json {
                 event.to_string()
             } else {

@@ -63,7 +63,7 @@ pub async fn run(client: &ApiClient, command: JobsCommand, out: Output) -> Resul
             });
         }
         JobsCommand::Watch { job } => {
-            let done = watch::watch(client, &job, out).await?;
+            let done = watch::watch(client, &job, out, true).await?;
             if !out.json {
                 println!("{}", output::job(&done));
             }

@@ -30,9 +30,8 @@ pub async fn run(client: &ApiClient, args: RunArgs, out: Output) -> Result<(), C
     upload::wait_until_accepting_files(client, &job_id).await?;
     upload::upload_files(client, &job_id, &args.files, args.classification, out).await?;
     jobs::complete(client, &job_id).await?;
-    // Under --json the watch prints nothing; the summary below is the one JSON document.
-    let quiet = Output { json: true };
-    let watched = watch::watch(client, &job_id, if out.json { quiet } else { out }).await;
+    // Under --json the watch prints nothing: the summary below is the one JSON document.
+    let watched = watch::watch(client, &job_id, out, !out.json).await;
     let job = match watched {
         Ok(job) => job,
         Err(error) => {
