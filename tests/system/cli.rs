@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::helpers::{PATIENCE, TestApp, UploadFile, expect_status};
+use crate::helpers::{Options, PATIENCE, TestApp, UploadFile, expect_status};
 
 /// How long one CLI invocation may take (a whole `run` included).
 const CLI_PATIENCE: Duration = Duration::from_secs(60);
@@ -167,7 +167,11 @@ impl Drop for Scratch {
 /// A customer with `credits` and a ready project made with the CLI: `(app, org, key,
 /// project)`.
 async fn customer_with_project(credits: i64) -> (TestApp, String, String, String) {
-    let app = TestApp::spawn().await;
+    customer_with_project_on(TestApp::spawn().await, credits).await
+}
+
+/// [`customer_with_project`] on an app started by the test.
+async fn customer_with_project_on(app: TestApp, credits: i64) -> (TestApp, String, String, String) {
     let (org, key) = app.create_customer().await;
     if credits > 0 {
         app.grant_credits(&org, credits).await;
@@ -363,6 +367,67 @@ async fn a_job_that_ends_cancelled_under_watch_exits_3() {
         "{}",
         again.stderr
     );
+}
+
+#[tokio::test]
+async fn refused_uploads_are_re_sent_after_retry_after_without_storing_a_file_twice() {
+    // One request per second, no burst: every request right after another is a 429.
+    let app = TestApp::spawn_with(
+        Options::default()
+            .with("PLANGREP_RATE_LIMIT_PER_SECOND", "1")
+            .with("PLANGREP_RATE_LIMIT_BURST", "1"),
+    )
+    .await;
+    // Only the CLI talks to the public API here: it waits out every 429.
+    let (app, _org, key, project) = customer_with_project_on(app, 100).await;
+    let created = plangrep(
+        &app,
+        &key,
+        &["jobs", "create", "--project", &project, "--json"],
+    )
+    .await;
+    let job = created.assert_ok().json()["job"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let scratch = Scratch::new();
+    let files: Vec<String> = (1..=3)
+        .map(|n| scratch.file(&format!("part{n}.pdf"), &pdf::many_pages(n)))
+        .collect();
+    let mut args = vec!["jobs", "upload", job.as_str()];
+    args.extend(files.iter().map(String::as_str));
+    args.push("--complete");
+
+    let uploaded = plangrep(&app, &key, &args).await;
+    uploaded.assert_ok();
+    assert!(
+        uploaded
+            .stdout
+            .contains("retrying part1.pdf after: rate_limited"),
+        "{}",
+        uploaded.stdout
+    );
+    let watched = plangrep(&app, &key, &["jobs", "watch", &job]).await;
+    assert!(
+        watched.assert_ok().stdout.contains("completed"),
+        "{}",
+        watched.stdout
+    );
+
+    let got = plangrep(&app, &key, &["jobs", "get", &job, "--json"]).await;
+    let job = got.assert_ok().json()["job"].clone();
+    let names: Vec<&str> = job["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|file| file["fileName"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["part1.pdf", "part2.pdf", "part3.pdf"],
+        "each file stored once"
+    );
+    assert_eq!(job["pageCount"], 6);
 }
 
 #[tokio::test]

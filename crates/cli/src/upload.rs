@@ -3,10 +3,10 @@
 //! with a progress bar per file and a total (bytes, rate, ETA) when stdout is a terminal.
 //!
 //! One file per request because uploads are all-or-nothing per request (SPEC §4): a
-//! refused or broken request keeps nothing, so re-sending just that file is safe. The one
-//! ambiguous case, a request that succeeded but whose answer was lost, is settled before a
-//! retry by looking for the file (same name and sha256) on the job: it is never stored
-//! twice.
+//! refused or broken request keeps nothing, so re-sending just that file is safe. A 429,
+//! 503 or other 5xx is re-sent (after `Retry-After` when given); the one ambiguous case, a
+//! connection that broke so that no answer arrived, is settled before the retry by looking
+//! for the file (same name and sha256) on the job: it is never stored twice.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -26,7 +26,7 @@ use crate::error::CliError;
 use crate::output::{self, Output};
 
 /// Attempts per file before the upload gives up.
-const MAX_ATTEMPTS: u32 = 4;
+const MAX_ATTEMPTS: u32 = 6;
 /// Read size of the hashing pass and of the upload stream.
 const CHUNK: usize = 64 * 1024;
 
@@ -225,8 +225,11 @@ async fn upload_one(
             Err(Attempt::Fatal(error)) => return Err(error),
             Err(Attempt::Retry(error, wait)) => (error, wait),
         };
-        // The answer may have been lost after the server stored the file.
-        if let Some(stored) = find_stored(client, job_id, file).await? {
+        // An answered request kept nothing (the route is all-or-nothing); without an
+        // answer the file may have been stored just before the connection broke.
+        if matches!(error, CliError::Transport(_))
+            && let Some(stored) = find_stored(client, job_id, file).await?
+        {
             return Ok(stored);
         }
         if attempt >= MAX_ATTEMPTS {
