@@ -402,10 +402,10 @@ async fn refused_uploads_are_re_sent_after_retry_after_without_storing_a_file_tw
     uploaded.assert_ok();
     assert!(
         uploaded
-            .stdout
+            .stderr
             .contains("retrying part1.pdf after: rate_limited"),
         "{}",
-        uploaded.stdout
+        uploaded.stderr
     );
     let watched = plangrep(&app, &key, &["jobs", "watch", &job]).await;
     assert!(
@@ -669,6 +669,13 @@ async fn progress_bars_and_status_lines_are_drawn_on_a_terminal() {
             "{needle:?} on the terminal:\n{screen}"
         );
     }
+    // A spinner with the job while it runs.
+    assert!(
+        "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+            .chars()
+            .any(|tick| screen.contains(&format!("{tick} job_"))),
+        "a spinner on the terminal:\n{screen}"
+    );
     // Then the status lines and the summary.
     for needle in ["processing", "completed", "credits   44 debited"] {
         assert!(

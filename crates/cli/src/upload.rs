@@ -140,11 +140,21 @@ impl Progress {
             let _ = self.multi.println(text);
         }
     }
+
+    /// A notice (retries): above the bars on a terminal, else on stderr so that stdout
+    /// stays clean for `--json`.
+    fn notice(&self, text: String) {
+        if self.multi.is_hidden() {
+            eprintln!("{text}");
+        } else {
+            let _ = self.multi.println(text);
+        }
+    }
 }
 
 fn bar_style() -> ProgressStyle {
     ProgressStyle::with_template(
-        "{prefix:<24!} [{bar:30}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} ETA {eta}",
+        "{prefix:<20!} [{bar:25}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12}  ETA {eta}",
     )
     .expect("a valid template")
     .progress_chars("=> ")
@@ -179,7 +189,8 @@ pub async fn upload_files(
         .await?;
         done_bytes += file.size;
         progress.total.set_position(done_bytes);
-        bar.finish();
+        // The line below replaces the finished bar; the total stays until the end.
+        bar.finish_and_clear();
         progress.line(
             out,
             format!(
@@ -235,10 +246,7 @@ async fn upload_one(
         if attempt >= MAX_ATTEMPTS {
             return Err(error);
         }
-        progress.line(
-            Output { json: false },
-            format!("retrying {} after: {error}", file.file_name),
-        );
+        progress.notice(format!("retrying {} after: {error}", file.file_name));
         tokio::time::sleep(wait.unwrap_or_else(|| retry_delay(attempt))).await;
         attempt += 1;
     }

@@ -51,7 +51,7 @@ pub async fn watch(
     out: Output,
     echo: bool,
 ) -> Result<Value, CliError> {
-    let spinner = spinner(out);
+    let spinner = spinner(out, job_id);
     let mut last_sequence = 0;
     let mut interval = FAST;
     let mut hinted_credits = false;
@@ -108,7 +108,7 @@ pub async fn watch(
     }
 }
 
-fn spinner(out: Output) -> ProgressBar {
+fn spinner(out: Output, job_id: &str) -> ProgressBar {
     let target = if out.json {
         ProgressDrawTarget::hidden()
     } else {
@@ -120,6 +120,7 @@ fn spinner(out: Output) -> ProgressBar {
             .expect("a valid template")
             .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ "),
     );
+    spinner.set_message(format!("{job_id} …"));
     spinner.enable_steady_tick(Duration::from_millis(100));
     spinner
 }
