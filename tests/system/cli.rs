@@ -506,10 +506,7 @@ async fn webhooks_listen_verifies_real_deliveries_and_verify_rejects_a_tampered_
     // The secret exists only once the job does, and the job needs the listener's URL:
     // take a free port first, create the job, then start the listener on that port. The
     // platform retries the deliveries it could not make in the meantime.
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let (job, secret) = app
         .create_job_with_webhook(&key, &format!("http://127.0.0.1:{port}/hooks"))
         .await;
@@ -632,6 +629,53 @@ async fn webhooks_listen_verifies_real_deliveries_and_verify_rejects_a_tampered_
 }
 
 #[tokio::test]
+async fn a_listener_answering_500_sees_the_platform_retry_the_same_event() {
+    let app = TestApp::spawn().await;
+    let (_org, key) = app.create_customer().await;
+    let port = free_port();
+    let (job, secret) = app
+        .create_job_with_webhook(&key, &format!("http://127.0.0.1:{port}/hooks"))
+        .await;
+    let listen = command(
+        &app,
+        &key,
+        &[
+            "webhooks",
+            "listen",
+            "--port",
+            &port.to_string(),
+            "--secret",
+            &secret,
+            "--status",
+            "500",
+        ],
+    );
+    let mut listener = Running::start(listen);
+    assert!(listener.next_line().await.contains("answering 500"));
+
+    // Event 1 is refused, so it is retried (same webhook-id) and event 2 waits behind it.
+    let first = listener.next_line().await;
+    assert!(
+        first.contains("seq 1 ") && first.contains("signature valid"),
+        "{first}"
+    );
+    assert!(first.ends_with("-> 500"), "{first}");
+    let event = first.split_whitespace().next().unwrap().to_owned();
+    let retry = listener.next_line().await;
+    assert!(
+        retry.starts_with(&event) && retry.contains("duplicate"),
+        "{retry}"
+    );
+
+    let listed = plangrep(&app, &key, &["deliveries", "list", &job]).await;
+    assert!(
+        listed.assert_ok().stdout.contains("HTTP 500"),
+        "{}",
+        listed.stdout
+    );
+}
+
+#[tokio::test]
 async fn progress_bars_and_status_lines_are_drawn_on_a_terminal() {
     let (app, _org, key, project) = customer_with_project(100).await;
     let scratch = Scratch::new();
@@ -683,6 +727,13 @@ async fn progress_bars_and_status_lines_are_drawn_on_a_terminal() {
             "{needle:?} on the terminal:\n{screen}"
         );
     }
+}
+
+/// A port nothing listens on right now (bound on port 0, then released), for a listener
+/// whose URL must exist before the job whose secret it needs.
+fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    probe.local_addr().expect("local addr").port()
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

@@ -31,10 +31,26 @@ pub async fn run(cli: Cli) -> ExitCode {
     match dispatch(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
+            eprintln!("error: {}", with_causes(&error));
             error.exit_code()
         }
     }
+}
+
+/// The error and the causes its message does not already say (e.g. "Connection refused"
+/// under reqwest's "error sending request").
+fn with_causes(error: &CliError) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        let said = inner.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 async fn dispatch(cli: Cli) -> Result<(), CliError> {
