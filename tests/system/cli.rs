@@ -359,7 +359,7 @@ async fn a_job_that_ends_cancelled_under_watch_exits_3() {
         watched.stderr
     );
 
-    // Cancelling again is a state conflict: an API error, exit 1, with its code.
+    // Cancelling again, or uploading, is a state conflict: an API error, exit 1, its code.
     let again = plangrep(&app, &key, &["jobs", "cancel", &job]).await;
     assert_eq!(again.code, 1);
     assert!(
@@ -367,6 +367,11 @@ async fn a_job_that_ends_cancelled_under_watch_exits_3() {
         "{}",
         again.stderr
     );
+    let scratch = Scratch::new();
+    let file = scratch.file("late.pdf", &pdf::many_pages(1));
+    let late = plangrep(&app, &key, &["jobs", "upload", &job, &file]).await;
+    assert_eq!(late.code, 1, "{}", late.stderr);
+    assert!(late.stderr.contains("(HTTP 409"), "{}", late.stderr);
 }
 
 #[tokio::test]

@@ -313,26 +313,15 @@ async fn find_stored(
     Ok(stored)
 }
 
-/// Waits (polling with backoff) until the job accepts files: `awaiting_uploads` or
-/// `uploading`. A job that can no longer take files is an error.
+/// Waits (polling with backoff) while the job is still `provisioning`, so that a job
+/// created a moment ago can take files. Any other status is left to the upload route to
+/// judge (a job that takes no files answers 409 `invalid_job_state`).
 pub async fn wait_until_accepting_files(client: &ApiClient, job_id: &str) -> Result<(), CliError> {
     let mut delay = Duration::from_millis(100);
     loop {
         let (body, limits) = client.get_with_limits(&format!("/jobs/{job_id}")).await?;
-        match body["job"]["status"].as_str() {
-            Some("awaiting_uploads" | "uploading") => return Ok(()),
-            Some("provisioning") => {}
-            other => {
-                return Err(CliError::Api {
-                    status: 409,
-                    code: "invalid_job_state".into(),
-                    message: format!(
-                        "job {job_id} is {} and takes no files",
-                        other.unwrap_or("unknown")
-                    ),
-                    request_id: None,
-                });
-            }
+        if body["job"]["status"] != "provisioning" {
+            return Ok(());
         }
         tokio::time::sleep(delay.max(limits.pause())).await;
         delay = (delay * 2).min(Duration::from_secs(2));
