@@ -3,6 +3,7 @@
 //! the public HTTP API and real webhook receivers, like a customer would.
 
 mod bad_input;
+mod cli;
 mod helpers;
 mod idempotency;
 mod lifecycle;
