@@ -28,6 +28,8 @@ clippy:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 unit: ## unit, service and system tests (nextest when installed)
+	@# The system tests run the built binaries (job-orchestrator's pdf-worker, plangrep).
+	$(CARGO) build --workspace --bins --locked
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --locked --no-fail-fast; \
 	else \
