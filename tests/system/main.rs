@@ -3,6 +3,8 @@
 //! the public HTTP API and real webhook receivers, like a customer would.
 
 mod bad_input;
+mod conformance;
+mod contract;
 mod helpers;
 mod idempotency;
 mod lifecycle;

@@ -1,6 +1,10 @@
 //! `ApiJson<T>`: the JSON body extractor of the public and admin API. Strict about what
 //! it accepts (media type, size, syntax, unknown fields) and precise about why it refused:
 //! errors name the offending field in `details`. An empty body counts as `{}`.
+//!
+//! One body has one meaning: a key repeated in an object is refused (serde would keep the
+//! last silently), and an explicit `null` member means the same as an absent one, both
+//! to the handler and to the idempotency fingerprint (nulls are dropped before either).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -65,14 +69,135 @@ where
     }
 }
 
+/// Response middleware: every JSON response declares its charset, as SPEC §1 writes the
+/// media type (`application/json; charset=utf-8`), whichever code path rendered it.
+pub async fn declare_charset(mut response: axum::response::Response) -> axum::response::Response {
+    let headers = response.headers_mut();
+    if headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+    {
+        headers.insert(
+            CONTENT_TYPE,
+            axum::http::HeaderValue::from_static(JSON_UTF8),
+        );
+    }
+    response
+}
+
+/// The media type of every JSON response.
+pub const JSON_UTF8: &str = "application/json; charset=utf-8";
+
 fn is_json(content_type: &str) -> bool {
     let essence = content_type.split(';').next().unwrap_or("").trim();
     essence.eq_ignore_ascii_case("application/json")
 }
 
+/// A JSON value parsed strictly: a repeated key in any object is an error, and object
+/// members whose value is `null` are dropped (null and absent mean the same).
+struct StrictValue(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for StrictValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = StrictValue;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<StrictValue, A::Error> {
+        let mut object = serde_json::Map::new();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate key `{key}`"
+                )));
+            }
+            let StrictValue(value) = map.next_value()?;
+            if !value.is_null() {
+                object.insert(key, value);
+            }
+        }
+        Ok(StrictValue(serde_json::Value::Object(object)))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<StrictValue, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictValue(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(StrictValue(serde_json::Value::Array(items)))
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<StrictValue, E> {
+        Ok(StrictValue(v.into()))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<StrictValue, E> {
+        Ok(StrictValue(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<StrictValue, E> {
+        Ok(StrictValue(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<StrictValue, E> {
+        Ok(StrictValue(
+            serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into),
+        ))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<StrictValue, E> {
+        Ok(StrictValue(v.into()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<StrictValue, E> {
+        Ok(StrictValue(v.into()))
+    }
+
+    fn visit_unit<E>(self) -> Result<StrictValue, E> {
+        Ok(StrictValue(serde_json::Value::Null))
+    }
+
+    fn visit_none<E>(self) -> Result<StrictValue, E> {
+        Ok(StrictValue(serde_json::Value::Null))
+    }
+}
+
+/// The canonical form of a raw request body for an idempotency fingerprint: the canonical
+/// JSON when it parses (an empty body is `{}`), else a digest of the bytes themselves.
+pub fn canonical_body(bytes: &[u8]) -> String {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return "{}".to_owned();
+    }
+    match parse::<serde_json::Value>(bytes) {
+        Ok(parsed) => parsed.canonical,
+        Err(_) => {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(bytes);
+            format!(
+                "raw:{}",
+                digest
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            )
+        }
+    }
+}
+
 /// Deserializes `bytes`, naming the failing field when there is one.
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<ApiJson<T>, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|error| {
+    let StrictValue(value) = serde_json::from_slice(bytes).map_err(|error| {
         ApiError::new(
             ErrorCode::InvalidRequest,
             format!("the body is not valid JSON ({error})"),
@@ -162,6 +287,31 @@ mod tests {
         let b = parse::<serde_json::Value>(br#"{"a":[true,null],"b":1}"#).unwrap();
         assert_eq!(a.canonical, b.canonical);
         assert_eq!(a.canonical, r#"{"a":[true,null],"b":1}"#);
+    }
+
+    #[test]
+    fn a_repeated_key_is_refused_at_any_depth() {
+        for body in [
+            &br#"{"externalId": "a", "externalId": "b"}"#[..],
+            br#"{"a": {"x": 1, "x": 1}}"#,
+            br#"{"a": [{"x": 1, "x": 2}]}"#,
+        ] {
+            let error = parse::<serde_json::Value>(body).unwrap_err();
+            assert_eq!(error.code, ErrorCode::InvalidRequest);
+            assert!(error.message.contains("duplicate key"), "{}", error.message);
+        }
+        assert!(parse::<serde_json::Value>(br#"{"a": {"x": 1}, "b": {"x": 1}}"#).is_ok());
+    }
+
+    #[test]
+    fn null_and_absent_members_mean_the_same_also_canonically() {
+        let explicit = parse::<Body>(br#"{"externalId": null}"#).unwrap();
+        let absent = parse::<Body>(br#"{}"#).unwrap();
+        assert_eq!(explicit.body.external_id, None);
+        assert_eq!(explicit.canonical, absent.canonical);
+        let nested =
+            parse::<serde_json::Value>(br#"{"a": {"b": null, "c": 1}, "d": [null]}"#).unwrap();
+        assert_eq!(nested.canonical, r#"{"a":{"c":1},"d":[null]}"#);
     }
 
     #[test]

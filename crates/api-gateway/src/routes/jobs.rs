@@ -3,14 +3,14 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use plangrep_core::JobStatus;
 use plangrep_core::api::JobView;
 use plangrep_core::id::{JobId, ProjectId};
 use plangrep_core::validate::{ExternalId, FieldError};
-use axum::response::IntoResponse;
 use plangrep_proto::orchestrator::{
-    CancelJobRequest, CompleteUploadsRequest, CreateJobRequest, GetJobRequest,
-    GetJobResultRequest, ListJobEventsRequest, ListJobsRequest, ResumeJobRequest,
+    CancelJobRequest, CompleteUploadsRequest, CreateJobRequest, GetJobRequest, GetJobResultRequest,
+    ListJobEventsRequest, ListJobsRequest, ResumeJobRequest,
 };
 use plangrep_proto::time::from_timestamp;
 use plangrep_proto::views::job_view;
@@ -29,12 +29,9 @@ use crate::startup::AppState;
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateJobBody {
-    /// The customer's own reference, echoed back (not unique).
-    #[schema(
-        min_length = 1,
-        max_length = 180,
-        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
-    )]
+    /// The customer's own reference: any string of at most 180 characters but U+0000,
+    /// stored and echoed as is (not unique).
+    #[schema(max_length = 180, pattern = r"^[^\u0000]*$")]
     external_id: Option<String>,
     /// Absolute `https` URL of a public host; receives every status change, signed.
     #[schema(format = "uri", max_length = 2048, pattern = "^https://")]
@@ -78,7 +75,6 @@ pub async fn create(
     idempotency: IdempotencyKey,
     ApiJson { body, canonical }: ApiJson<CreateJobBody>,
 ) -> Result<(StatusCode, Json<CreatedJob>), ApiError> {
-    key.require("jobs:write")?;
     let mut invalid: Vec<FieldError> = Vec::new();
     let external_id = match body
         .external_id
@@ -102,9 +98,14 @@ pub async fn create(
             }
         },
     };
-    if !invalid.is_empty() {
-        return Err(ApiError::invalid_fields(invalid));
-    }
+    // A refusal with an Idempotency-Key still goes to the orchestrator: what is stored
+    // under the key wins (a retry whose host now resolves elsewhere replays the job and
+    // its secret), and otherwise the refusal itself is stored (SPEC §2).
+    let rejection = if invalid.is_empty() {
+        None
+    } else {
+        Some(idempotency.reject(ApiError::invalid_fields(invalid))?)
+    };
     let response = state
         .orchestrator
         .clone()
@@ -114,6 +115,7 @@ pub async fn create(
             external_id: external_id.map(|e| e.as_str().to_owned()),
             webhook_url: webhook_url.map(|u| u.as_str().to_owned()),
             idempotency: idempotency.scope(&canonical),
+            rejection,
         })
         .await?;
     let idempotent = is_replay(response.metadata());
@@ -146,7 +148,6 @@ pub async fn get(
     key: ApiKey,
     PathId(job_id): PathId<JobId>,
 ) -> Result<Json<JobEnvelope>, ApiError> {
-    key.require("jobs:read")?;
     let job = state
         .orchestrator
         .clone()
@@ -176,7 +177,6 @@ async fn transition(
     idempotency: IdempotencyKey,
     transition: Transition,
 ) -> Result<(StatusCode, Json<JobEnvelope>), ApiError> {
-    key.require("jobs:write")?;
     let (org_id, job_id, idempotency) = (
         key.org_id.to_string(),
         job_id.to_string(),
@@ -298,7 +298,6 @@ pub async fn result(
     key: ApiKey,
     PathId(job_id): PathId<JobId>,
 ) -> Result<axum::response::Response, ApiError> {
-    key.require("artifacts:read")?;
     let result = state
         .orchestrator
         .clone()
@@ -334,11 +333,7 @@ pub struct JobListQuery {
     #[param(value_type = Option<plangrep_core::JobStatus>)]
     status: Option<String>,
     /// Only jobs with this external id.
-    #[param(
-        min_length = 1,
-        max_length = 180,
-        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
-    )]
+    #[param(max_length = 180, pattern = r"^[^\u0000]*$")]
     external_id: Option<String>,
 }
 
@@ -367,7 +362,6 @@ pub async fn list(
     PathId(project_id): PathId<ProjectId>,
     ApiQuery(query): ApiQuery<JobListQuery>,
 ) -> Result<Json<JobList>, ApiError> {
-    key.require("jobs:read")?;
     let page = PageQuery {
         limit: query.limit,
         cursor: query.cursor,
@@ -445,7 +439,6 @@ pub async fn events(
     key: ApiKey,
     PathId(job_id): PathId<JobId>,
 ) -> Result<Json<JobEventList>, ApiError> {
-    key.require("jobs:read")?;
     let response = state
         .orchestrator
         .clone()

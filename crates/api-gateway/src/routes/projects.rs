@@ -56,15 +56,22 @@ pub async fn create(
     idempotency: IdempotencyKey,
     ApiJson { body, canonical }: ApiJson<CreateProjectBody>,
 ) -> Result<(StatusCode, Json<ProjectEnvelope>), ApiError> {
-    key.require("jobs:write")?;
-    let name = ProjectName::parse(&body.name)?;
+    // A refused name with an Idempotency-Key is stored like any 4xx (SPEC §2).
+    let (name, rejection) = match ProjectName::parse(&body.name) {
+        Ok(name) => (name.as_str().to_owned(), None),
+        Err(error) => (
+            String::new(),
+            Some(idempotency.reject(ApiError::from(error))?),
+        ),
+    };
     let response = state
         .orchestrator
         .clone()
         .create_project(CreateProjectRequest {
             org_id: key.org_id.to_string(),
-            name: name.as_str().to_owned(),
+            name,
             idempotency: idempotency.scope(&canonical),
+            rejection,
         })
         .await?;
     let idempotent = is_replay(response.metadata());
@@ -96,7 +103,6 @@ pub async fn get(
     key: ApiKey,
     PathId(project_id): PathId<ProjectId>,
 ) -> Result<Json<ProjectEnvelope>, ApiError> {
-    key.require("jobs:read")?;
     let project = state
         .orchestrator
         .clone()
@@ -136,7 +142,6 @@ pub async fn list(
     key: ApiKey,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<ProjectList>, ApiError> {
-    key.require("jobs:read")?;
     let response = state
         .orchestrator
         .clone()
