@@ -294,6 +294,14 @@ async fn redeliver_and_the_admin_api_take_an_idempotency_key() {
         100
     );
     assert_eq!(app.balance(org).await, 100, "granted once");
+    // Expired records are reaped on the way and no longer hold their key.
+    sqlx::query("UPDATE gateway.idempotency_records SET expires_at = now() WHERE key = 'grant-1'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let granted_again = expect_status(grant().await.unwrap(), 200).await;
+    assert!(granted_again.get("idempotent").is_none());
+    assert_eq!(app.balance(org).await, 200, "a fresh request after expiry");
 
     // Redelivery: the second request with the key schedules nothing more.
     let mut receiver = plangrep_test_support::receiver::Receiver::start().await;

@@ -9,6 +9,8 @@
 //! - same key while the first request runs: 409 `idempotency_request_in_progress`;
 //! - a 5xx, and "not now" answers (409, 429), are not stored: the key can be retried.
 //!
+//! Records live 24 h; every claim also deletes a bounded batch of expired ones.
+//!
 //! Unlike the orchestrator's records, the claim and the effect are not one transaction: a
 //! crash between them leaves a pending claim, which a retry takes over after
 //! [`STALE_CLAIM`] (the effect may then happen twice, at most once per crash). Admin
@@ -171,6 +173,14 @@ async fn claim(
     record: &Idempotency,
 ) -> Result<Claimed, ApiError> {
     let now = Utc::now();
+    // Reap a bounded batch of expired records on the way (no separate sweeper needed).
+    sqlx::query(
+        "DELETE FROM idempotency_records WHERE ctid IN ( \
+           SELECT ctid FROM idempotency_records WHERE expires_at <= $1 LIMIT 100)",
+    )
+    .bind(now)
+    .execute(pool)
+    .await?;
     // An expired record, or a claim abandoned by a crash, no longer holds its key.
     sqlx::query(
         "DELETE FROM idempotency_records WHERE scope = $1 AND route = $2 AND key = $3 \
