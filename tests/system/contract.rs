@@ -217,6 +217,34 @@ async fn a_retry_replays_the_stored_job_and_secret_whatever_validation_says_now(
         "idempotency_key_reused",
     )
     .await;
+    // And so is a body refused before any field is read (syntax, unknown fields).
+    let raw = |idempotency_key: &'static str, body: &'static str| {
+        http.post(format!(
+            "{}/api/open/v1/projects/{project}/jobs",
+            replica.url
+        ))
+        .bearer_auth(&key)
+        .header("idempotency-key", idempotency_key)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+    };
+    for body in [
+        r#"{"x": 1}"#,
+        "{",
+        r#"{"externalId": "a", "externalId": "b"}"#,
+    ] {
+        let first = expect_error(raw(body, body).await.unwrap(), 400, "invalid_request").await;
+        let again = expect_status(raw(body, body).await.unwrap(), 400).await;
+        assert_eq!(again["idempotent"], true, "{body}");
+        assert_eq!(again["error"]["message"], first["message"]);
+        expect_error(
+            raw(body, "{}").await.unwrap(),
+            422,
+            "idempotency_key_reused",
+        )
+        .await;
+    }
     // Same for project names.
     let name = |body: Value| {
         http.post(format!("{}/api/open/v1/projects", replica.url))

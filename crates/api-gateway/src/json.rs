@@ -35,38 +35,89 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let content_type = request
-            .headers()
-            .get(CONTENT_TYPE)
-            .map(|v| v.to_str().unwrap_or("").to_owned());
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(
-                        ErrorCode::PayloadTooLarge,
-                        "JSON bodies are limited to 1 MiB",
-                    )
-                } else {
-                    ApiError::new(
-                        ErrorCode::InvalidRequest,
-                        "the request body could not be read",
-                    )
-                }
-            })?;
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            if !content_type.as_deref().is_some_and(is_json) {
-                return Err(ApiError::new(
-                    ErrorCode::UnsupportedMediaType,
-                    "send the body as application/json",
-                ));
-            }
-            &bytes
-        };
-        parse(bytes)
+        let (content_type, bytes) = read(request, state).await?;
+        parse_body(content_type.as_deref(), &bytes)
     }
+}
+
+/// A body the gateway refused (media type, syntax, duplicate or unknown fields, types),
+/// with the canonical form of what was sent: under an Idempotency-Key the refusal is
+/// stored and replayed like any 4xx (SPEC §2).
+#[derive(Debug, Clone)]
+pub struct Refused {
+    /// Why the body was refused.
+    pub error: ApiError,
+    /// [`canonical_body`] of the bytes sent.
+    pub canonical: String,
+}
+
+/// [`ApiJson`], or the refusal with what was sent, for routes that take an
+/// Idempotency-Key. Only an unreadable or oversized body is rejected outright.
+#[derive(Debug, Clone)]
+pub struct CheckedJson<T>(pub Result<ApiJson<T>, Refused>);
+
+impl<S, T> FromRequest<S> for CheckedJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (content_type, bytes) = read(request, state).await?;
+        Ok(Self(parse_body(content_type.as_deref(), &bytes).map_err(
+            |error| Refused {
+                error,
+                canonical: canonical_body(&bytes),
+            },
+        )))
+    }
+}
+
+/// The request's content type and body bytes (413 past [`MAX_JSON_BODY`]).
+async fn read<S: Send + Sync>(
+    request: Request,
+    state: &S,
+) -> Result<(Option<String>, Bytes), ApiError> {
+    let content_type = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("").to_owned());
+    let bytes = Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    ErrorCode::PayloadTooLarge,
+                    "JSON bodies are limited to 1 MiB",
+                )
+            } else {
+                ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    "the request body could not be read",
+                )
+            }
+        })?;
+    Ok((content_type, bytes))
+}
+
+/// Checks the media type and parses: an empty body is `{}`.
+fn parse_body<T: DeserializeOwned>(
+    content_type: Option<&str>,
+    bytes: &[u8],
+) -> Result<ApiJson<T>, ApiError> {
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        if !content_type.is_some_and(is_json) {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "send the body as application/json",
+            ));
+        }
+        bytes
+    };
+    parse(bytes)
 }
 
 /// Response middleware: every JSON response declares its charset, as SPEC §1 writes the

@@ -21,7 +21,7 @@ use crate::auth::ApiKey;
 use crate::destination;
 use crate::error::ApiError;
 use crate::idempotency::{IdempotencyKey, is_replay};
-use crate::json::ApiJson;
+use crate::json::{ApiJson, CheckedJson, Refused};
 use crate::query::{ApiQuery, PageQuery};
 use crate::startup::AppState;
 
@@ -73,8 +73,14 @@ pub async fn create(
     key: ApiKey,
     PathId(project_id): PathId<ProjectId>,
     idempotency: IdempotencyKey,
-    ApiJson { body, canonical }: ApiJson<CreateJobBody>,
+    CheckedJson(body): CheckedJson<CreateJobBody>,
 ) -> Result<(StatusCode, Json<CreatedJob>), ApiError> {
+    // A refused body is answered through the orchestrator too (below), so that under an
+    // Idempotency-Key it is stored and replayed like any 4xx.
+    let (body, canonical, refused) = match body {
+        Ok(ApiJson { body, canonical }) => (body, canonical, None),
+        Err(Refused { error, canonical }) => (CreateJobBody::default(), canonical, Some(error)),
+    };
     let mut invalid: Vec<FieldError> = Vec::new();
     let external_id = match body
         .external_id
@@ -101,10 +107,10 @@ pub async fn create(
     // A refusal with an Idempotency-Key still goes to the orchestrator: what is stored
     // under the key wins (a retry whose host now resolves elsewhere replays the job and
     // its secret), and otherwise the refusal itself is stored (SPEC §2).
-    let rejection = if invalid.is_empty() {
-        None
-    } else {
-        Some(idempotency.reject(ApiError::invalid_fields(invalid))?)
+    let rejection = match refused {
+        Some(error) => Some(idempotency.reject(error)?),
+        None if invalid.is_empty() => None,
+        None => Some(idempotency.reject(ApiError::invalid_fields(invalid))?),
     };
     let response = state
         .orchestrator
