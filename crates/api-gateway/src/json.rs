@@ -4,7 +4,8 @@
 //!
 //! One body has one meaning: a key repeated in an object is refused (serde would keep the
 //! last silently), and an explicit `null` member means the same as an absent one, both
-//! to the handler and to the idempotency fingerprint (nulls are dropped before either).
+//! to the handler (serde reads both as `None`) and to the idempotency fingerprint (nulls
+//! are left out of the canonical form). An unknown key is refused even when null.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -145,8 +146,7 @@ fn is_json(content_type: &str) -> bool {
     essence.eq_ignore_ascii_case("application/json")
 }
 
-/// A JSON value parsed strictly: a repeated key in any object is an error, and object
-/// members whose value is `null` are dropped (null and absent mean the same).
+/// A JSON value parsed strictly: a repeated key in any object is an error.
 struct StrictValue(serde_json::Value);
 
 impl<'de> serde::Deserialize<'de> for StrictValue {
@@ -174,9 +174,7 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
                 )));
             }
             let StrictValue(value) = map.next_value()?;
-            if !value.is_null() {
-                object.insert(key, value);
-            }
+            object.insert(key, value);
         }
         Ok(StrictValue(serde_json::Value::Object(object)))
     }
@@ -246,6 +244,23 @@ pub fn canonical_body(bytes: &[u8]) -> String {
     }
 }
 
+/// `value` without the object members whose value is `null`, at any depth.
+fn without_nulls(value: &serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(object) => serde_json::Value::Object(
+            object
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), without_nulls(v)))
+                .collect(),
+        ),
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(without_nulls).collect())
+        }
+        other => other.clone(),
+    }
+}
+
 /// Deserializes `bytes`, naming the failing field when there is one.
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<ApiJson<T>, ApiError> {
     let StrictValue(value) = serde_json::from_slice(bytes).map_err(|error| {
@@ -266,8 +281,10 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<ApiJson<T>, ApiError> {
             ));
         }
     };
-    // serde_json's map is ordered by key, so this is a canonical rendering.
-    let canonical = value.to_string();
+    // serde_json's map is ordered by key, so this is a canonical rendering; null members
+    // are left out of it, as they mean the same as absent ones (serde reads both as
+    // `None`, while an unknown key stays refused even when its value is null).
+    let canonical = without_nulls(&value).to_string();
     let body = serde_path_to_error::deserialize(value).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
@@ -363,6 +380,8 @@ mod tests {
         let nested =
             parse::<serde_json::Value>(br#"{"a": {"b": null, "c": 1}, "d": [null]}"#).unwrap();
         assert_eq!(nested.canonical, r#"{"a":{"c":1},"d":[null]}"#);
+        let unknown = parse::<Body>(br#"{"externalID": null}"#).unwrap_err();
+        assert_eq!(unknown.details[0].field, "externalID", "a typo stays a 400");
     }
 
     #[test]

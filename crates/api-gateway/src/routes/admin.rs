@@ -344,7 +344,7 @@ pub struct UpdateOrgBody {
     path = "/admin/v1/orgs/{org_id}",
     tag = "admin",
     summary = "Set an organization's credit rates",
-    request_body = UpdateOrgBody,
+    request_body(content = Option<UpdateOrgBody>, description = "The rates to change; every field is optional (`{}`, `null` and an empty body change nothing)"),
     params(("org_id" = String, Path, description = "An `org_` id")),
     responses((status = 200, description = "The organization", body = OrgBalanceEnvelope))
 )]
