@@ -4,6 +4,8 @@
 
 mod bad_input;
 mod cli;
+mod conformance;
+mod contract;
 mod helpers;
 mod idempotency;
 mod lifecycle;

@@ -5,7 +5,7 @@
 use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
 use plangrep_core::validate::FieldError;
-use plangrep_proto::orchestrator::Idempotency;
+use plangrep_proto::orchestrator::{Idempotency, Rejection};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
@@ -54,6 +54,23 @@ impl IdempotencyKey {
             key,
             route: self.route.clone(),
             fingerprint,
+        })
+    }
+}
+
+impl IdempotencyKey {
+    /// A 4xx the gateway decided, as the orchestrator's `Rejection` to store under the
+    /// key; without a key there is nothing to store and the error is returned as is.
+    pub fn reject(&self, error: ApiError) -> Result<Rejection, ApiError> {
+        if self.key.is_none() {
+            return Err(error);
+        }
+        Ok(Rejection {
+            code: error.code.as_str().to_owned(),
+            details: (!error.details.is_empty())
+                .then(|| serde_json::to_string(&error.details).ok())
+                .flatten(),
+            message: error.message,
         })
     }
 }

@@ -4,19 +4,23 @@
 //!
 //! Layout: [`config`] and [`startup`] wire the service; [`routes`] holds the handlers,
 //! one module per resource; [`auth`], [`json`] and [`destination`] parse requests at the
-//! edge; [`error`] is the one HTTP error mapping; [`request_id`] the outermost middleware.
+//! edge; [`error`] is the one HTTP error mapping; [`request_id`] the outermost middleware;
+//! [`idempotency`] scopes keys for the orchestrator and [`replay`] keeps them for the
+//! operations the gateway performs itself.
 
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod config;
 pub mod destination;
+pub mod drain;
 pub mod error;
 pub mod idempotency;
 pub mod json;
 pub mod openapi;
 pub mod query;
 pub mod rate_limit;
+pub mod replay;
 pub mod request_id;
 pub mod routes;
 pub mod startup;

@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::Html;
 use std::sync::Arc;
+use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi, RefOr, Response, ResponseBuilder, content::ContentBuilder};
 
@@ -35,7 +36,7 @@ pub struct IdempotencyHeader {
         title = "Plangrep job platform API",
         description = "Create jobs in projects, upload drawing sets and specification books, and receive every status change as a signed Standard Webhooks POST."
     ),
-    components(schemas(ErrorResponse)),
+    components(schemas(ErrorResponse, plangrep_core::JobStatus)),
     tags(
         (name = "projects", description = "Projects group jobs"),
         (name = "jobs", description = "Jobs and their lifecycle"),
@@ -45,9 +46,71 @@ pub struct IdempotencyHeader {
 )]
 pub struct ApiDoc;
 
-/// Completes the generated document: security per area, and the error responses every
-/// operation can produce.
+/// The camelCase name SPEC gives a route's snake_case path parameter (`project_id` →
+/// `projectId`): client generators turn these names into argument names.
+pub fn camel_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut upper = false;
+    for c in name.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `/jobs/{job_id}` → `/jobs/{jobId}`. The axum routes keep their own names (and the
+/// idempotency scopes stored under them); only the published document changes.
+fn camel_case_template(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else {
+            break;
+        };
+        out.push_str(&rest[..=open]);
+        out.push_str(&camel_case(&rest[open + 1..open + close]));
+        out.push('}');
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn camel_case_path_parameters(parameters: Option<&mut Vec<RefOr<Parameter>>>) {
+    for parameter in parameters.into_iter().flatten() {
+        if let RefOr::T(parameter) = parameter
+            && parameter.parameter_in == ParameterIn::Path
+        {
+            parameter.name = camel_case(&parameter.name);
+        }
+    }
+}
+
+/// Completes the generated document: SPEC's path parameter names, security per area, and
+/// the error responses every operation can produce.
 pub fn finish(mut doc: OpenApi) -> OpenApi {
+    let paths = std::mem::take(&mut doc.paths.paths);
+    for (path, mut item) in paths {
+        for operation in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.patch,
+            &mut item.put,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            camel_case_path_parameters(operation.parameters.as_mut());
+        }
+        doc.paths.paths.insert(camel_case_template(&path), item);
+    }
     let components = doc.components.get_or_insert_with(Default::default);
     let bearer = || SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build());
     components.add_security_scheme("apiKey", bearer());
@@ -214,4 +277,27 @@ pub fn render(doc: &OpenApi) -> String {
         }
     }
     html + "</body></html>"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_parameters_are_named_in_camel_case() {
+        assert_eq!(camel_case("project_id"), "projectId");
+        assert_eq!(camel_case("jobId"), "jobId");
+        assert_eq!(
+            camel_case_template("/api/open/v1/projects/{project_id}/jobs"),
+            "/api/open/v1/projects/{projectId}/jobs"
+        );
+        assert_eq!(
+            camel_case_template("/admin/v1/orgs/{org_id}/api-keys"),
+            "/admin/v1/orgs/{orgId}/api-keys"
+        );
+        assert_eq!(
+            camel_case_template("/api/open/v1/projects"),
+            "/api/open/v1/projects"
+        );
+    }
 }

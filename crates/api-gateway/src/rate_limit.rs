@@ -2,7 +2,7 @@
 //! up to `burst`), in memory per gateway replica. Requests without a valid key are
 //! limited per client address instead, so key guessing is throttled too.
 //!
-//! Every `/api/open/v1` response carries `RateLimit-Limit`, `RateLimit-Remaining` and
+//! Every public response (the API, unknown routes, the OpenAPI document) carries `RateLimit-Limit`, `RateLimit-Remaining` and
 //! `RateLimit-Reset`; a refused request gets 429 `rate_limited` with `Retry-After`.
 
 use std::collections::HashMap;
@@ -111,13 +111,22 @@ pub fn refused(decision: &Decision) -> ApiError {
     )
 }
 
-/// Middleware for the public API: adds the headers, and limits requests that did not
+/// Whether `path` is public (limited, with headers): everything but the admin API (its
+/// own token, for operators) and the ops endpoints (probes and scrapers).
+fn is_limited(path: &str) -> bool {
+    !(path.starts_with("/admin/") || matches!(path, "/healthz" | "/readyz" | "/metrics"))
+}
+
+/// Middleware for every public response (unknown routes included): adds the headers, and limits requests that did not
 /// authenticate (the `ApiKey` extractor limits those that did).
 pub async fn middleware(
     State(limiter): State<Arc<RateLimiter>>,
     mut request: Request,
     next: Next,
 ) -> Response {
+    if !is_limited(request.uri().path()) {
+        return next.run(request).await;
+    }
     let slot = DecisionSlot::default();
     request.extensions_mut().insert(slot.clone());
     let peer = request

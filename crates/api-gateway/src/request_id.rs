@@ -76,7 +76,7 @@ fn normalise(response: Response) -> Response {
             if let Some(allow) = allow {
                 rewritten.headers_mut().insert("allow", allow);
             }
-            return rewritten;
+            return keep_headers(&response, rewritten);
         }
         StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
@@ -89,5 +89,16 @@ fn normalise(response: Response) -> Response {
         // Anything else (e.g. `/readyz` answering 503) is meant as it is.
         _ => return response,
     };
-    error.into_response()
+    keep_headers(&response, error.into_response())
+}
+
+/// A rewritten error keeps the headers middleware set on the original (`RateLimit-*`,
+/// `Retry-After`, …), but not its body's.
+fn keep_headers(original: &Response, mut rewritten: Response) -> Response {
+    for (name, value) in original.headers() {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            rewritten.headers_mut().entry(name).or_insert(value.clone());
+        }
+    }
+    rewritten
 }

@@ -25,10 +25,13 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth;
 use crate::config::Config;
-use crate::json::MAX_JSON_BODY;
+use crate::drain;
+use crate::json::{self, MAX_JSON_BODY};
 use crate::openapi;
 use crate::rate_limit::{self, RateLimiter};
+use crate::replay;
 use crate::request_id;
 use crate::routes::{admin, deliveries, files, jobs, projects};
 
@@ -108,17 +111,35 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(jobs::resume))
         .merge(files::router()) // its own body limit: uploads are not bound by MAX_JSON_BODY
         .routes(routes!(deliveries::list))
-        .routes(routes!(deliveries::redeliver))
-        .layer(axum::middleware::from_fn_with_state(
-            state.rate_limiter.clone(),
-            rate_limit::middleware,
+        // Redelivery keeps its Idempotency-Key records in the gateway (after the scope
+        // check below, which wraps it).
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(deliveries::redeliver))
+                .route_layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    replay::middleware,
+                )),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_scope,
         ));
     let admin = OpenApiRouter::new()
         .routes(routes!(admin::create_org))
         .routes(routes!(admin::get_org, admin::update_org))
         .routes(routes!(admin::create_key))
         .routes(routes!(admin::grant_credits))
-        .routes(routes!(admin::revoke_key));
+        .routes(routes!(admin::revoke_key))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            replay::middleware,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin::require_admin,
+        ));
+    let rate_limiter = state.rate_limiter.clone();
     let (routes, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(api)
         .merge(admin)
@@ -133,8 +154,16 @@ pub fn router(state: AppState) -> Router {
         .merge(docs)
         .merge(ops)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        // Early refusals drain the unread body, so clients that send it whole read them.
+        .layer(axum::middleware::from_fn(drain::middleware))
+        // Outside the routes, so unknown routes and refused bodies carry RateLimit-* too.
+        .layer(axum::middleware::from_fn_with_state(
+            rate_limiter,
+            rate_limit::middleware,
+        ))
         .layer(CatchPanicLayer::new())
         .layer(axum::middleware::from_fn(request_id::middleware))
+        .layer(axum::middleware::map_response(json::declare_charset))
         .layer(plangrep_telemetry::trace::TraceLayer)
 }
 

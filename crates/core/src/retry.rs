@@ -1,6 +1,8 @@
 //! The webhook retry schedule: exponential backoff (the `backoff` crate's schedule) with
-//! jitter that only ever delays, never fires early, and a give-up rule on elapsed time
-//! and attempt count. Pure: the caller persists attempts and the first-attempt time and
+//! full jitter (SPEC §5), and a give-up rule on elapsed time and attempt count. Full
+//! jitter spreads the retries of a herd of deliveries that failed together (a receiver
+//! outage) over the whole interval instead of bunching them at the scheduled instant; the
+//! one floor kept is the initial interval, so a retry never follows its attempt sooner. Pure: the caller persists attempts and the first-attempt time and
 //! passes them back in, so the schedule survives restarts.
 
 use std::time::Duration;
@@ -22,8 +24,6 @@ pub struct RetryPolicy {
     pub max_elapsed: Duration,
     /// Give up after this many attempts in total.
     pub max_attempts: u32,
-    /// Extra random delay, as a fraction of the scheduled delay (0.0 to 1.0).
-    pub jitter: f64,
 }
 
 impl Default for RetryPolicy {
@@ -34,7 +34,6 @@ impl Default for RetryPolicy {
             max_interval: Duration::from_secs(10 * 3600),
             max_elapsed: Duration::from_secs(3 * 24 * 3600),
             max_attempts: 30,
-            jitter: 0.25,
         }
     }
 }
@@ -49,7 +48,8 @@ pub enum NextAttempt {
 }
 
 impl RetryPolicy {
-    /// The delay scheduled before retry number `retry` (1 = first retry), without jitter.
+    /// The ceiling of the delay before retry number `retry` (1 = first retry): the
+    /// exponential schedule, before jitter.
     pub fn base_delay(&self, retry: u32) -> Duration {
         let mut schedule = ExponentialBackoff {
             current_interval: self.initial_interval,
@@ -70,6 +70,9 @@ impl RetryPolicy {
     /// Decides the next step after `attempts_made` failed attempts, the first of which
     /// started `elapsed` ago. `extra_delay` is a receiver's `Retry-After`, honoured up to
     /// `max_interval`. `jitter_sample` in `[0, 1)` makes the result deterministic in tests.
+    ///
+    /// Full jitter: the delay is uniform between the initial interval (the floor) and the
+    /// scheduled delay, `initial + sample × (base − initial)`.
     pub fn next_attempt(
         &self,
         attempts_made: u32,
@@ -81,7 +84,8 @@ impl RetryPolicy {
             return NextAttempt::GiveUp;
         }
         let base = self.base_delay(attempts_made);
-        let jittered = base.mul_f64(1.0 + self.jitter * jitter_sample.clamp(0.0, 1.0));
+        let floor = self.initial_interval.min(base);
+        let jittered = floor + (base - floor).mul_f64(jitter_sample.clamp(0.0, 1.0));
         let delay = match retry_after {
             Some(wait) => jittered.max(wait.min(self.max_interval)),
             None => jittered,
@@ -124,14 +128,43 @@ mod tests {
     }
 
     #[test]
-    fn jitter_only_ever_adds_delay() {
+    fn full_jitter_spans_the_initial_interval_to_the_scheduled_delay() {
         let policy = RetryPolicy::default();
-        for (sample, expected) in [(0.0, 20.0), (0.5, 22.5), (0.999_999, 24.999_995)] {
+        for (sample, expected) in [(0.0, 5.0), (0.5, 12.5), (0.999_999, 19.999_985)] {
             let NextAttempt::After(delay) = policy.next_attempt(2, secs(10), None, sample) else {
                 panic!("gave up early");
             };
             assert!((delay.as_secs_f64() - expected).abs() < 1e-3, "{delay:?}");
-            assert!(delay >= policy.base_delay(2));
+        }
+    }
+
+    #[test]
+    fn a_herd_of_retries_spreads_over_the_whole_interval() {
+        // 1000 deliveries failing together at their 4th attempt (scheduled 320 s): with
+        // full jitter they spread over [5 s, 320 s] instead of bunching at 320–400 s.
+        let policy = RetryPolicy::default();
+        let delays: Vec<f64> = (0..1000)
+            .map(|_| match policy.next_attempt_random(4, secs(0), None) {
+                NextAttempt::After(delay) => delay.as_secs_f64(),
+                NextAttempt::GiveUp => panic!("gave up early"),
+            })
+            .collect();
+        let min = delays.iter().copied().fold(f64::MAX, f64::min);
+        let max = delays.iter().copied().fold(0.0, f64::max);
+        assert!(min >= 5.0, "never sooner than the initial interval: {min}");
+        assert!(max <= 320.0, "never later than the schedule: {max}");
+        // Each tenth of the interval holds some of the herd (expected 100 each).
+        let width = (320.0 - 5.0) / 10.0;
+        for decile in 0..10 {
+            let low = 5.0 + width * f64::from(decile);
+            let count = delays
+                .iter()
+                .filter(|d| (low..low + width).contains(*d))
+                .count();
+            assert!(
+                (40..=200).contains(&count),
+                "decile {decile} holds {count} of 1000"
+            );
         }
     }
 
@@ -145,7 +178,7 @@ mod tests {
         assert_eq!(
             policy.next_attempt(1, secs(0), Some(secs(1)), 0.0),
             NextAttempt::After(secs(5)),
-            "a short Retry-After never makes us retry sooner than the schedule"
+            "a short Retry-After never makes us retry sooner than the initial interval"
         );
         assert_eq!(
             policy.next_attempt(1, secs(0), Some(secs(10 * 86_400)), 0.0),

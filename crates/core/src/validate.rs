@@ -50,7 +50,10 @@ fn bounded_text(
     Ok(value.to_owned())
 }
 
-/// The customer's own reference for a job: at most 180 characters, echoed back as is.
+/// The customer's own reference for a job: any string of at most 180 characters (the
+/// empty string, whitespace and control characters included), stored and echoed byte
+/// for byte. The one exception is U+0000, which PostgreSQL `text` cannot hold: refused
+/// with a 400 rather than mangled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExternalId(String);
 
@@ -60,7 +63,23 @@ impl ExternalId {
 
     /// Validates an `externalId`.
     pub fn parse(value: &str) -> Result<Self, FieldError> {
-        bounded_text("externalId", value, Self::MAX_CHARS, false).map(Self)
+        let chars = value.chars().count();
+        if chars > Self::MAX_CHARS {
+            return Err(FieldError::new(
+                "externalId",
+                format!(
+                    "must be at most {} characters (got {chars})",
+                    Self::MAX_CHARS
+                ),
+            ));
+        }
+        if value.contains('\0') {
+            return Err(FieldError::new(
+                "externalId",
+                "must not contain U+0000 (NUL)",
+            ));
+        }
+        Ok(Self(value.to_owned()))
     }
 
     /// The validated text.
@@ -114,6 +133,13 @@ impl WebhookUrl {
             return Err(issue("must be at most 2048 characters"));
         }
         let url = Url::parse(value).map_err(|_| issue("must be an absolute URL"))?;
+        // The limit applies to what is stored, echoed and sent: the normalised form, in
+        // which non-ASCII characters are percent-encoded (up to 9 bytes each).
+        if url.as_str().len() > Self::MAX_CHARS {
+            return Err(issue(
+                "must be at most 2048 characters once normalised (non-ASCII characters are percent-encoded)",
+            ));
+        }
         let insecure = policy == DestinationPolicy::AllowInsecure;
         match url.scheme() {
             "https" => {}
@@ -218,17 +244,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn external_ids_are_bounded_non_empty_and_printable() {
-        assert_eq!(
-            ExternalId::parse("PO-1138 / tower B").unwrap().as_str(),
-            "PO-1138 / tower B"
-        );
+    fn external_ids_are_any_string_of_at_most_180_characters() {
+        for as_is in [
+            "PO-1138 / tower B",
+            "",
+            "   ",
+            "a\tb",
+            "line\nbreak",
+            " padded ",
+        ] {
+            assert_eq!(ExternalId::parse(as_is).unwrap().as_str(), as_is);
+        }
         assert!(ExternalId::parse(&"x".repeat(180)).is_ok());
         assert!(
             ExternalId::parse(&"é".repeat(180)).is_ok(),
             "chars, not bytes"
         );
-        for bad in ["", "   ", &"x".repeat(181), "line\nbreak", "nul\0"] {
+        for bad in [&"x".repeat(181), "nul\0"] {
             let err = ExternalId::parse(bad).unwrap_err();
             assert_eq!(err.field, "externalId");
         }
@@ -240,6 +272,9 @@ mod tests {
         assert!(WebhookUrl::parse("https://hooks.example.com/plangrep?x=1", strict).is_ok());
         assert!(WebhookUrl::parse("https://93.184.216.34/hook", strict).is_ok());
         let long = format!("https://example.com/{}", "a".repeat(2048));
+        // 2020 bytes as sent, about 5,400 once percent-encoded.
+        let non_ascii = format!("https://example.com/{}", "é".repeat(1000));
+        assert!(non_ascii.len() <= 2048);
         for bad in [
             "http://example.com/hook",
             "ftp://example.com/hook",
@@ -271,6 +306,7 @@ mod tests {
             "https://2130706433/",
             "https://0x7f.1/",
             long.as_str(),
+            non_ascii.as_str(),
         ] {
             let err = WebhookUrl::parse(bad, strict).expect_err(bad);
             assert_eq!(err.field, "webhookUrl");

@@ -39,6 +39,31 @@ pub enum Error {
     Database(#[source] sqlx::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A 4xx the gateway decided, kept under the request's Idempotency-Key.
+    #[error("refused by the gateway: {message}")]
+    Rejected {
+        code: ErrorCode,
+        message: String,
+        details: Option<String>,
+    },
+}
+
+impl Error {
+    /// The error of a gateway `Rejection`; a code that is not a 4xx is kept as a plain
+    /// `invalid_request` (the orchestrator never stores a 5xx).
+    pub fn rejected(rejection: plangrep_proto::orchestrator::Rejection) -> Self {
+        let code = rejection
+            .code
+            .parse::<ErrorCode>()
+            .ok()
+            .filter(|code| (400..500).contains(&code.http_status()))
+            .unwrap_or(ErrorCode::InvalidRequest);
+        Error::Rejected {
+            code,
+            message: rejection.message,
+            details: rejection.details,
+        }
+    }
 }
 
 impl From<sqlx::Error> for Error {
@@ -75,6 +100,7 @@ impl Error {
                 | Error::ProjectNameTaken
                 | Error::InvalidJobState(_)
                 | Error::NoFiles
+                | Error::Rejected { .. }
         )
     }
 }
@@ -140,6 +166,11 @@ impl From<Error> for tonic::Status {
                 "the database is unavailable".to_owned(),
                 None,
             ),
+            Error::Rejected {
+                code,
+                message,
+                details,
+            } => (*code, message.clone(), details.clone()),
             Error::Database(_) | Error::Corrupt(_) | Error::Storage(_) => {
                 tracing::error!(error = ?error, "internal error");
                 (ErrorCode::Internal, "internal error".to_owned(), None)

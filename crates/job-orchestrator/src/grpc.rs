@@ -115,6 +115,24 @@ fn page_bounds(page: Option<PageRequest>) -> Result<(u32, Option<Cursor>), Error
     Ok((limit, cursor))
 }
 
+/// Answers a request the gateway refused: the response already stored under its
+/// Idempotency-Key if there is one (so a retry never loses a created resource, whatever
+/// the gateway's checks say today), else the refusal, stored like any 4xx.
+async fn reject<T: prost::Message + Default>(
+    service: &OrchestratorService,
+    org_id: &str,
+    idempotency: Option<plangrep_proto::orchestrator::Idempotency>,
+    rejection: plangrep_proto::orchestrator::Rejection,
+) -> Result<Response<T>, Status> {
+    let key = Key::from_request(org_id, idempotency);
+    let error = Error::rejected(rejection);
+    let outcome = idempotency::run(&service.pool, &service.secrets_key, key, async |_| {
+        Err::<T, _>(error)
+    })
+    .await?;
+    Ok(outcome.into_response())
+}
+
 #[tonic::async_trait]
 impl JobOrchestrator for OrchestratorService {
     async fn create_project(
@@ -123,6 +141,9 @@ impl JobOrchestrator for OrchestratorService {
     ) -> Result<Response<CreateProjectResponse>, Status> {
         let request = request.into_inner();
         let org_id = parse_org(&request.org_id)?;
+        if let Some(rejection) = request.rejection {
+            return reject(self, &request.org_id, request.idempotency, rejection).await;
+        }
         let name = ProjectName::parse(&request.name).map_err(Error::from)?;
         let key = Key::from_request(&request.org_id, request.idempotency);
         let outcome = idempotency::run(&self.pool, &self.secrets_key, key, async |conn| {
@@ -147,6 +168,10 @@ impl JobOrchestrator for OrchestratorService {
         request: Request<CreateJobRequest>,
     ) -> Result<Response<CreateJobResponse>, Status> {
         let request = request.into_inner();
+        if let Some(rejection) = request.rejection {
+            parse_org(&request.org_id)?;
+            return reject(self, &request.org_id, request.idempotency, rejection).await;
+        }
         // The gateway validated these; re-checking the cheap invariants keeps the table
         // clean whoever the caller is.
         let new = NewJob {

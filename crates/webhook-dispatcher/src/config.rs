@@ -59,7 +59,6 @@ impl Config {
             max_elapsed: settings
                 .duration("PLANGREP_WEBHOOK_RETRY_MAX_ELAPSED", defaults.max_elapsed)?,
             max_attempts: settings.parse("PLANGREP_WEBHOOK_MAX_ATTEMPTS", defaults.max_attempts)?,
-            jitter: defaults.jitter,
         };
         if retry.initial_interval.is_zero() {
             return Err(SettingError::new(

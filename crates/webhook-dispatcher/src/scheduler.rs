@@ -87,9 +87,9 @@ impl Scheduler {
             return Ok(false);
         };
         let started_at = store::now();
-        if deliveries::stopped_before(&mut tx, &delivery.job_id, delivery.sequence).await? {
-            // The receiver said 410 for an earlier event of this job while this one was
-            // being recorded: honour it without sending.
+        if !delivery.manual_requested && deliveries::job_stopped(&mut tx, &delivery.job_id).await? {
+            // The receiver said 410 for this job while this event was being recorded:
+            // honour it without sending. (A manual redelivery revived the webhook.)
             deliveries::stop_job(&mut tx, &delivery.job_id, started_at).await?;
             tx.commit().await?;
             return Ok(true);

@@ -23,7 +23,27 @@ use crate::json::ApiJson;
 use crate::startup::AppState;
 
 /// Proof that the request carries the admin token.
+#[derive(Debug, Clone, Copy)]
 pub struct Admin;
+
+/// Route layer of the admin API: the token is checked before the handler (and its path
+/// and body extractors) runs, and the proof left in the request's extensions.
+pub async fn require_admin(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (mut parts, body) = request.into_parts();
+    match Admin::from_request_parts(&mut parts, &state).await {
+        Ok(admin) => {
+            parts.extensions.insert(admin);
+            next.run(axum::extract::Request::from_parts(parts, body))
+                .await
+        }
+        Err(error) => error.into_response(),
+    }
+}
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
@@ -32,6 +52,9 @@ impl FromRequestParts<AppState> for Admin {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        if let Some(admin) = parts.extensions.get::<Admin>() {
+            return Ok(*admin);
+        }
         let Some(expected) = state.config.admin_token.as_deref() else {
             return Err(ApiError::new(
                 ErrorCode::NotFound,
@@ -92,6 +115,7 @@ fn bounded_name(field: &'static str, value: Option<&str>) -> Result<String, Fiel
     tag = "admin",
     summary = "Create an organization",
     request_body = CreateOrgBody,
+    params(crate::openapi::IdempotencyHeader),
     responses((status = 201, description = "The organization", body = OrgEnvelope))
 )]
 pub async fn create_org(
@@ -153,7 +177,7 @@ pub struct CreatedKey {
     tag = "admin",
     summary = "Mint an API key (the plaintext is shown once)",
     request_body = CreateKeyBody,
-    params(("org_id" = String, Path, description = "An `org_` id")),
+    params(("org_id" = String, Path, description = "An `org_` id"), crate::openapi::IdempotencyHeader),
     responses((status = 201, description = "The key and its plaintext", body = CreatedKey))
 )]
 pub async fn create_key(
@@ -226,7 +250,7 @@ pub struct KeyEnvelope {
     path = "/admin/v1/api-keys/{key_id}/revoke",
     tag = "admin",
     summary = "Revoke an API key",
-    params(("key_id" = String, Path, description = "A `key_` id")),
+    params(("key_id" = String, Path, description = "A `key_` id"), crate::openapi::IdempotencyHeader),
     responses((status = 200, description = "The revoked key", body = KeyEnvelope))
 )]
 pub async fn revoke_key(
@@ -320,7 +344,7 @@ pub struct UpdateOrgBody {
     path = "/admin/v1/orgs/{org_id}",
     tag = "admin",
     summary = "Set an organization's credit rates",
-    request_body = UpdateOrgBody,
+    request_body(content = Option<UpdateOrgBody>, description = "The rates to change; every field is optional (`{}`, `null` and an empty body change nothing)"),
     params(("org_id" = String, Path, description = "An `org_` id")),
     responses((status = 200, description = "The organization", body = OrgBalanceEnvelope))
 )]
@@ -402,7 +426,7 @@ pub struct BalanceView {
     tag = "admin",
     summary = "Grant (or correct) credits",
     request_body = GrantBody,
-    params(("org_id" = String, Path, description = "An `org_` id")),
+    params(("org_id" = String, Path, description = "An `org_` id"), crate::openapi::IdempotencyHeader),
     responses((status = 200, description = "The new balance", body = BalanceView))
 )]
 pub async fn grant_credits(

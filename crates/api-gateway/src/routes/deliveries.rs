@@ -101,7 +101,6 @@ pub async fn list(
     key: ApiKey,
     PathId(job_id): PathId<JobId>,
 ) -> Result<Json<DeliveryList>, ApiError> {
-    key.require("jobs:read")?;
     // The job must exist for this organization: an unknown job is a 404, not an empty list.
     state
         .orchestrator
@@ -132,7 +131,7 @@ pub async fn list(
     path = "/api/open/v1/webhook-deliveries/{delivery_id}/redeliver",
     tag = "webhooks",
     summary = "Send a delivery again now (same webhook-id)",
-    params(("delivery_id" = String, Path, description = "A `dlv_` id")),
+    params(("delivery_id" = String, Path, description = "A `dlv_` id"), crate::openapi::IdempotencyHeader),
     responses((status = 202, description = "The delivery, pending", body = DeliveryEnvelope))
 )]
 pub async fn redeliver(
@@ -140,7 +139,6 @@ pub async fn redeliver(
     key: ApiKey,
     PathId(delivery_id): PathId<DeliveryId>,
 ) -> Result<(StatusCode, Json<DeliveryEnvelope>), ApiError> {
-    key.require("jobs:write")?;
     let delivery = state
         .dispatcher
         .clone()

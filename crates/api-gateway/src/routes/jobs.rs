@@ -21,7 +21,7 @@ use crate::auth::ApiKey;
 use crate::destination;
 use crate::error::ApiError;
 use crate::idempotency::{IdempotencyKey, is_replay};
-use crate::json::ApiJson;
+use crate::json::{ApiJson, CheckedJson, Refused};
 use crate::query::{ApiQuery, PageQuery};
 use crate::startup::AppState;
 
@@ -29,12 +29,9 @@ use crate::startup::AppState;
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateJobBody {
-    /// The customer's own reference, echoed back (not unique).
-    #[schema(
-        min_length = 1,
-        max_length = 180,
-        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
-    )]
+    /// The customer's own reference: any string of at most 180 characters but U+0000,
+    /// stored and echoed as is (not unique).
+    #[schema(max_length = 180, pattern = r"^[^\u0000]*$")]
     external_id: Option<String>,
     /// Absolute `https` URL of a public host; receives every status change, signed.
     #[schema(format = "uri", max_length = 2048, pattern = "^https://")]
@@ -76,9 +73,14 @@ pub async fn create(
     key: ApiKey,
     PathId(project_id): PathId<ProjectId>,
     idempotency: IdempotencyKey,
-    ApiJson { body, canonical }: ApiJson<CreateJobBody>,
+    CheckedJson(body): CheckedJson<CreateJobBody>,
 ) -> Result<(StatusCode, Json<CreatedJob>), ApiError> {
-    key.require("jobs:write")?;
+    // A refused body is answered through the orchestrator too (below), so that under an
+    // Idempotency-Key it is stored and replayed like any 4xx.
+    let (body, canonical, refused) = match body {
+        Ok(ApiJson { body, canonical }) => (body, canonical, None),
+        Err(Refused { error, canonical }) => (CreateJobBody::default(), canonical, Some(error)),
+    };
     let mut invalid: Vec<FieldError> = Vec::new();
     let external_id = match body
         .external_id
@@ -102,9 +104,14 @@ pub async fn create(
             }
         },
     };
-    if !invalid.is_empty() {
-        return Err(ApiError::invalid_fields(invalid));
-    }
+    // A refusal with an Idempotency-Key still goes to the orchestrator: what is stored
+    // under the key wins (a retry whose host now resolves elsewhere replays the job and
+    // its secret), and otherwise the refusal itself is stored (SPEC §2).
+    let rejection = match refused {
+        Some(error) => Some(idempotency.reject(error)?),
+        None if invalid.is_empty() => None,
+        None => Some(idempotency.reject(ApiError::invalid_fields(invalid))?),
+    };
     let response = state
         .orchestrator
         .clone()
@@ -114,6 +121,7 @@ pub async fn create(
             external_id: external_id.map(|e| e.as_str().to_owned()),
             webhook_url: webhook_url.map(|u| u.as_str().to_owned()),
             idempotency: idempotency.scope(&canonical),
+            rejection,
         })
         .await?;
     let idempotent = is_replay(response.metadata());
@@ -146,7 +154,6 @@ pub async fn get(
     key: ApiKey,
     PathId(job_id): PathId<JobId>,
 ) -> Result<Json<JobEnvelope>, ApiError> {
-    key.require("jobs:read")?;
     let job = state
         .orchestrator
         .clone()
@@ -176,7 +183,6 @@ async fn transition(
     idempotency: IdempotencyKey,
     transition: Transition,
 ) -> Result<(StatusCode, Json<JobEnvelope>), ApiError> {
-    key.require("jobs:write")?;
     let (org_id, job_id, idempotency) = (
         key.org_id.to_string(),
         job_id.to_string(),
@@ -298,7 +304,6 @@ pub async fn result(
     key: ApiKey,
     PathId(job_id): PathId<JobId>,
 ) -> Result<axum::response::Response, ApiError> {
-    key.require("artifacts:read")?;
     let result = state
         .orchestrator
         .clone()
@@ -334,11 +339,7 @@ pub struct JobListQuery {
     #[param(value_type = Option<plangrep_core::JobStatus>)]
     status: Option<String>,
     /// Only jobs with this external id.
-    #[param(
-        min_length = 1,
-        max_length = 180,
-        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
-    )]
+    #[param(max_length = 180, pattern = r"^[^\u0000]*$")]
     external_id: Option<String>,
 }
 
@@ -367,7 +368,6 @@ pub async fn list(
     PathId(project_id): PathId<ProjectId>,
     ApiQuery(query): ApiQuery<JobListQuery>,
 ) -> Result<Json<JobList>, ApiError> {
-    key.require("jobs:read")?;
     let page = PageQuery {
         limit: query.limit,
         cursor: query.cursor,
@@ -445,7 +445,6 @@ pub async fn events(
     key: ApiKey,
     PathId(job_id): PathId<JobId>,
 ) -> Result<Json<JobEventList>, ApiError> {
-    key.require("jobs:read")?;
     let response = state
         .orchestrator
         .clone()

@@ -14,12 +14,12 @@ use super::PathId;
 use crate::auth::ApiKey;
 use crate::error::ApiError;
 use crate::idempotency::{IdempotencyKey, is_replay};
-use crate::json::ApiJson;
+use crate::json::{ApiJson, CheckedJson, Refused};
 use crate::query::{ApiQuery, PageQuery};
 use crate::startup::AppState;
 
 /// Body of `POST /projects`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateProjectBody {
     /// 1 to 180 characters, unique within the organization.
@@ -54,17 +54,29 @@ pub async fn create(
     State(state): State<AppState>,
     key: ApiKey,
     idempotency: IdempotencyKey,
-    ApiJson { body, canonical }: ApiJson<CreateProjectBody>,
+    CheckedJson(body): CheckedJson<CreateProjectBody>,
 ) -> Result<(StatusCode, Json<ProjectEnvelope>), ApiError> {
-    key.require("jobs:write")?;
-    let name = ProjectName::parse(&body.name)?;
+    // A refused body or name with an Idempotency-Key is stored like any 4xx (SPEC §2).
+    let (body, canonical, refused) = match body {
+        Ok(ApiJson { body, canonical }) => (body, canonical, None),
+        Err(Refused { error, canonical }) => (CreateProjectBody::default(), canonical, Some(error)),
+    };
+    let (name, rejection) = match (refused, ProjectName::parse(&body.name)) {
+        (Some(error), _) => (String::new(), Some(idempotency.reject(error)?)),
+        (None, Ok(name)) => (name.as_str().to_owned(), None),
+        (None, Err(error)) => (
+            String::new(),
+            Some(idempotency.reject(ApiError::from(error))?),
+        ),
+    };
     let response = state
         .orchestrator
         .clone()
         .create_project(CreateProjectRequest {
             org_id: key.org_id.to_string(),
-            name: name.as_str().to_owned(),
+            name,
             idempotency: idempotency.scope(&canonical),
+            rejection,
         })
         .await?;
     let idempotent = is_replay(response.metadata());
@@ -96,7 +108,6 @@ pub async fn get(
     key: ApiKey,
     PathId(project_id): PathId<ProjectId>,
 ) -> Result<Json<ProjectEnvelope>, ApiError> {
-    key.require("jobs:read")?;
     let project = state
         .orchestrator
         .clone()
@@ -136,7 +147,6 @@ pub async fn list(
     key: ApiKey,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<ProjectList>, ApiError> {
-    key.require("jobs:read")?;
     let response = state
         .orchestrator
         .clone()

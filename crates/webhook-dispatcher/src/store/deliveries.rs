@@ -4,9 +4,12 @@
 //! and the job's previous event has finished (succeeded, failed or stopped), so event
 //! N+1 never overtakes event N, whichever replica or worker looks. A previous event that
 //! never arrived at all (dead-lettered upstream) is given up after a grace period, so one
-//! lost message cannot hold a job's later webhooks forever. A previous event that
-//! never arrived at all (dead-lettered upstream) is given up after a grace period, so one
 //! lost message cannot hold a job's later webhooks forever.
+//!
+//! A 410 Gone stops the job's webhook (a row in `stopped_webhooks`): unfinished and future
+//! deliveries of the job become `stopped` without being sent. A manual redelivery
+//! revives the webhook: the row goes, the redelivered event is attempted, and later
+//! events are delivered again.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
@@ -75,7 +78,7 @@ pub async fn insert_if_new(
            state, next_attempt_at, event_occurred_at, created_at, updated_at, traceparent) \
          SELECT $1, $2, $3, $4, $5, $6, $7, \
            CASE \
-             WHEN EXISTS (SELECT 1 FROM deliveries s WHERE s.job_id = $4 AND s.state = 'stopped') \
+             WHEN EXISTS (SELECT 1 FROM stopped_webhooks s WHERE s.job_id = $4) \
                THEN 'stopped' \
              WHEN $5 = 1 OR EXISTS (SELECT 1 FROM deliveries p WHERE p.job_id = $4 \
                AND p.sequence = $5 - 1 AND p.state IN ('succeeded', 'failed', 'stopped')) \
@@ -167,29 +170,30 @@ pub async fn defer(
     Ok(())
 }
 
-/// Whether an earlier delivery of the job was stopped by a 410 (a delivery inserted while
-/// that 410 was being recorded may have missed the stop).
-pub async fn stopped_before(
-    conn: &mut PgConnection,
-    job_id: &str,
-    sequence: i32,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM deliveries WHERE job_id = $1 AND sequence < $2 \
-           AND state = 'stopped')",
-    )
-    .bind(job_id)
-    .bind(sequence)
-    .fetch_one(conn)
-    .await
+/// Whether the job's webhook is stopped (a delivery inserted while the 410 was being
+/// recorded may have missed the stop).
+pub async fn job_stopped(conn: &mut PgConnection, job_id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM stopped_webhooks WHERE job_id = $1)")
+        .bind(job_id)
+        .fetch_one(conn)
+        .await
 }
 
-/// After a 410: every not-yet-finished delivery of the job is stopped too.
+/// After a 410: the job's webhook is stopped, and every not-yet-finished delivery of the
+/// job with it.
 pub async fn stop_job(
     conn: &mut PgConnection,
     job_id: &str,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO stopped_webhooks (job_id, stopped_at) VALUES ($1, $2) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(job_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
     sqlx::query(
         "UPDATE deliveries SET state = 'stopped', next_attempt_at = NULL, updated_at = $2 \
          WHERE job_id = $1 AND state IN ('pending', 'waiting')",
@@ -248,8 +252,9 @@ pub async fn get(
 }
 
 /// Schedules a manual redelivery now: the delivery becomes pending with a fresh retry
-/// window, whatever state it was in. Fails at once with SQLSTATE 55P03 (NOWAIT) while an
-/// attempt of it is in flight, instead of waiting for that attempt.
+/// window, whatever state it was in, and a job webhook stopped by a 410 is revived (the
+/// customer says the receiver is back). Fails at once with SQLSTATE 55P03 (NOWAIT) while
+/// an attempt of it is in flight, instead of waiting for that attempt.
 pub async fn request_redelivery(
     pool: &PgPool,
     org_id: &str,
@@ -258,7 +263,9 @@ pub async fn request_redelivery(
 ) -> Result<Option<DeliveryRow>, sqlx::Error> {
     sqlx::query_as(
         "WITH target AS ( \
-           SELECT id FROM deliveries WHERE org_id = $1 AND id = $2 FOR UPDATE NOWAIT) \
+           SELECT id, job_id FROM deliveries WHERE org_id = $1 AND id = $2 FOR UPDATE NOWAIT), \
+         revived AS ( \
+           DELETE FROM stopped_webhooks s USING target WHERE s.job_id = target.job_id) \
          UPDATE deliveries d SET state = 'pending', next_attempt_at = $3, \
            window_started_at = $3, window_start_attempt = d.attempt_count, \
            manual_requested = true, updated_at = $3 \
