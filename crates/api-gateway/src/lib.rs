@@ -4,7 +4,8 @@
 //!
 //! Layout: [`config`] and [`startup`] wire the service; [`routes`] holds the handlers,
 //! one module per resource; [`auth`], [`json`] and [`destination`] parse requests at the
-//! edge; [`error`] is the one HTTP error mapping; [`request_id`] the outermost middleware.
+//! edge; [`error`] is the one HTTP error mapping; [`request_id`] the outermost middleware;
+//! [`metrics`] what the ops listener's `/metrics` shows.
 
 #![forbid(unsafe_code)]
 
@@ -14,6 +15,7 @@ pub mod destination;
 pub mod error;
 pub mod idempotency;
 pub mod json;
+pub mod metrics;
 pub mod openapi;
 pub mod query;
 pub mod rate_limit;
