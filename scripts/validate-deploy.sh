@@ -54,6 +54,11 @@ ensure_promtool() {
     command -v promtool >/dev/null 2>&1 || die "the prometheus package did not provide promtool"
 }
 
+ensure_kustomize() {
+    command -v kubectl >/dev/null 2>&1 || command -v kustomize >/dev/null 2>&1 \
+        || die "kubectl (with kustomize) or kustomize is required: install kubectl (https://kubernetes.io/docs/tasks/tools/)"
+}
+
 # render DIR: print the kustomize build of DIR.
 render() {
     if command -v kubectl >/dev/null 2>&1; then
@@ -81,6 +86,7 @@ PY
 }
 
 ensure_tools
+ensure_kustomize
 ensure_promtool
 cd "$ROOT"
 
