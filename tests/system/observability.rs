@@ -147,12 +147,15 @@ async fn every_service_exports_prometheus_metrics_after_real_traffic() {
         r#"plangrep_pipeline_stage_duration_seconds_count{stage="provision",outcome="ok"}"#,
         |v| v >= 1.0,
     );
-    for stage in ["provision", "preflight", "process"] {
+    for queue in [
+        "plangrep.orchestrator.provision",
+        "plangrep.orchestrator.preflight",
+        "plangrep.orchestrator.process",
+        "plangrep.dispatcher.events",
+    ] {
         assert_sample(
             &orchestrator,
-            &format!(
-                r#"plangrep_dead_letter_messages{{queue="plangrep.orchestrator.{stage}.dead"}}"#
-            ),
+            &format!(r#"plangrep_dead_letter_messages{{queue="{queue}.dead"}}"#),
             |v| v == 0.0,
         );
     }

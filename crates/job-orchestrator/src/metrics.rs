@@ -6,7 +6,7 @@
 //! Counters and histograms are updated where the work happens; the outbox and dead-letter
 //! gauges are read at scrape time, each by a bounded query: the outbox figures from its
 //! partial index of unpublished rows (never a full-table count), the dead-letter depths by
-//! a passive queue declare per stage on a connection kept between scrapes.
+//! a passive queue declare per work queue on a connection kept between scrapes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64};
@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
+use plangrep_messaging::topology::ALL_QUEUES;
 use plangrep_messaging::{HandleError, Topology};
 use plangrep_service::grpc_metrics::GrpcMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -143,7 +144,7 @@ impl OrchestratorMetrics {
         let dead_letters = Family::<QueueLabels, Gauge<i64, AtomicI64>>::default();
         registry.register(
             "plangrep_dead_letter_messages",
-            "Messages waiting in a pipeline stage's dead-letter queue",
+            "Messages waiting in a dead-letter queue (the pipeline stages' and the dispatcher's)",
             dead_letters.clone(),
         );
         Self {
@@ -255,10 +256,11 @@ impl OrchestratorMetrics {
         let Some(live) = connection.as_ref() else {
             return;
         };
-        for stage in Stage::ALL {
-            let name = self.probe.topology.dead_queue(&stage.queue());
+        // The stages' queues and the dispatcher's: one place reports every dead letter.
+        for queue in ALL_QUEUES {
+            let name = self.probe.topology.dead_queue(&queue);
             let labels = QueueLabels {
-                queue: stage.queue().name.to_owned() + ".dead",
+                queue: format!("{}.dead", queue.name),
             };
             // A passive declare only reads the queue; one channel each, since a missing
             // queue (not declared yet) closes the channel it was asked on.
