@@ -37,12 +37,8 @@ unit: ## unit, service and system tests (nextest when installed)
 		$(CARGO) test --workspace --locked --no-fail-fast; \
 	fi
 
-validate-deploy: ## validate compose and Kubernetes files offline (needs python3 and kubectl)
-	@if command -v kubectl >/dev/null 2>&1 && command -v python3 >/dev/null 2>&1; then \
-		scripts/validate-deploy.sh; \
-	else \
-		echo "validate-deploy: skipped (needs kubectl and python3)"; \
-	fi
+validate-deploy: ## validate compose, Kubernetes and alerting files offline (fails if a validator is missing)
+	@scripts/validate-deploy.sh
 
 deny: ## licenses, banned crates and sources (cargo install cargo-deny --locked)
 	@command -v cargo-deny >/dev/null 2>&1 || { echo "deny: install it with: cargo install cargo-deny --locked"; exit 1; }

@@ -28,6 +28,8 @@ fi
 export PLANGREP_ADMIN_TOKEN
 GATEWAY_ADDR="${PLANGREP_GATEWAY_ADDR:-0.0.0.0:8080}"
 GATEWAY_URL="http://127.0.0.1:${GATEWAY_ADDR##*:}"
+GATEWAY_OPS_ADDR="${PLANGREP_GATEWAY_OPS_ADDR:-0.0.0.0:9090}"
+GATEWAY_OPS_URL="http://127.0.0.1:${GATEWAY_OPS_ADDR##*:}"
 
 pids=()
 stop() {
@@ -39,26 +41,28 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-"$TARGET_DIR/debug/job-orchestrator" serve & pids+=($!)
-"$TARGET_DIR/debug/webhook-dispatcher" serve & pids+=($!)
-"$TARGET_DIR/debug/api-gateway" serve & pids+=($!)
+# `serve --migrate`: the one-process dev path. Deployments run `migrate` once instead (a
+# k8s Job, a one-shot compose service) and start the services without it.
+"$TARGET_DIR/debug/job-orchestrator" serve --migrate & pids+=($!)
+"$TARGET_DIR/debug/webhook-dispatcher" serve --migrate & pids+=($!)
+"$TARGET_DIR/debug/api-gateway" serve --migrate & pids+=($!)
 
 # Wait (bounded) for the gateway to answer /readyz; stop if a service died.
 for _ in $(seq 1 120); do
-    if curl -fsS "$GATEWAY_URL/readyz" >/dev/null 2>&1; then break; fi
+    if curl -fsS "$GATEWAY_OPS_URL/readyz" >/dev/null 2>&1; then break; fi
     for pid in "${pids[@]}"; do
         kill -0 "$pid" 2>/dev/null || { echo "run: a service exited during start-up (see its log above)" >&2; exit 1; }
     done
     sleep 0.5
 done
-curl -fsS "$GATEWAY_URL/readyz" >/dev/null || { echo "run: the gateway did not become ready" >&2; exit 1; }
+curl -fsS "$GATEWAY_OPS_URL/readyz" >/dev/null || { echo "run: the gateway did not become ready" >&2; exit 1; }
 
 cat <<EOF_WALKTHROUGH
 
 Plangrep is running (dev mode).
-  gateway        $GATEWAY_URL   (/healthz, /readyz)
-  orchestrator   gRPC 127.0.0.1:50051, ops http://127.0.0.1:9091
-  dispatcher     gRPC 127.0.0.1:50052, ops http://127.0.0.1:9092
+  gateway        $GATEWAY_URL, ops $GATEWAY_OPS_URL (/healthz, /readyz, /metrics)
+  orchestrator   gRPC 127.0.0.1:50051, ops http://127.0.0.1:9091 (/healthz, /readyz, /metrics)
+  dispatcher     gRPC 127.0.0.1:50052, ops http://127.0.0.1:9092 (/healthz, /readyz, /metrics)
   admin token    $PLANGREP_ADMIN_TOKEN
 
 Try it (paste into another shell; needs jq):

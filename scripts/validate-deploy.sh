@@ -4,11 +4,17 @@
 #   - deploy/compose.yaml against the Compose Specification schema (check-jsonschema);
 #   - deploy/k8s/base and every overlay: rendered with kustomize, checked against the
 #     Kubernetes OpenAPI schemas in strict mode (kubernetes-validate), for the oldest and the
-#     newest Kubernetes version we target, plus "every object lands in one namespace".
+#     newest Kubernetes version we target, plus "every object lands in one namespace";
+#   - deploy/observability: the alert rules (`promtool check rules`, and their unit tests with
+#     `promtool test rules`), the Prometheus config, and the Grafana dashboard's JSON.
+#
+# A missing validator is an error, never a skip: the Python tools and (on Debian, as root)
+# promtool are installed on first use; anything that cannot be installed stops the script
+# with what to install.
 #
 # The Python tools live in a venv under ${XDG_CACHE_HOME:-~/.cache}/plangrep-venv, installed
 # from PyPI on first use; everything after that works offline. Needs python3 and kubectl (or
-# kustomize).
+# kustomize); promtool comes from Debian's `prometheus` package.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,6 +38,25 @@ ensure_tools() {
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
         'check-jsonschema>=0.29' 'kubernetes-validate>=1.37' \
         || die "pip install from PyPI failed"
+}
+
+ensure_promtool() {
+    command -v promtool >/dev/null 2>&1 && return 0
+    local sudo=()
+    if ((EUID != 0)); then
+        sudo -n true 2>/dev/null || die "promtool is required: apt-get install prometheus (Debian), or put Prometheus' promtool on PATH"
+        sudo=(sudo -n)
+    fi
+    command -v apt-get >/dev/null 2>&1 || die "promtool is required: install Prometheus' promtool and put it on PATH"
+    echo "validate-deploy: installing promtool (Debian package prometheus)"
+    "${sudo[@]}" apt-get install -y --no-install-recommends prometheus >/dev/null \
+        || die "apt-get install prometheus failed (promtool is required)"
+    command -v promtool >/dev/null 2>&1 || die "the prometheus package did not provide promtool"
+}
+
+ensure_kustomize() {
+    command -v kubectl >/dev/null 2>&1 || command -v kustomize >/dev/null 2>&1 \
+        || die "kubectl (with kustomize) or kustomize is required: install kubectl (https://kubernetes.io/docs/tasks/tools/)"
 }
 
 # render DIR: print the kustomize build of DIR.
@@ -61,6 +86,8 @@ PY
 }
 
 ensure_tools
+ensure_kustomize
+ensure_promtool
 cd "$ROOT"
 
 work="$(mktemp -d)"
@@ -95,6 +122,24 @@ for dir in deploy/k8s/base deploy/k8s/overlays/*/; do
     summary+=("$name ($count objects)")
 done
 
+# 3. Observability: alert rules (syntax and unit tests), Prometheus config, dashboard JSON.
+# Which metric names they may use is checked against real scrapes by the system test
+# observability::the_alert_rules_and_dashboard_only_read_metrics_the_services_export.
+obs=deploy/observability
+promtool check rules "$obs/alerts.yaml" >"$work/promtool.out" 2>&1 \
+    || { cat "$work/promtool.out" >&2; die "$obs/alerts.yaml: promtool check rules failed"; }
+(cd "$obs" && promtool test rules alerts.test.yaml) >"$work/promtool.out" 2>&1 \
+    || { cat "$work/promtool.out" >&2; die "$obs/alerts.test.yaml: the alert rules' unit tests failed"; }
+promtool check config "$obs/prometheus.yml" >"$work/promtool.out" 2>&1 \
+    || { cat "$work/promtool.out" >&2; die "$obs/prometheus.yml: promtool check config failed"; }
+"$VENV/bin/python" - "$obs/dashboard.json" <<'PY' || die "$obs/dashboard.json is not a valid dashboard"
+import json, sys
+dashboard = json.load(open(sys.argv[1]))
+exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+if not exprs or not all("plangrep_" in e for e in exprs):
+    sys.exit("every panel target must query a plangrep_ metric")
+PY
+
 joined="$(printf '%s, ' "${summary[@]}")"
-printf 'validate-deploy: ok: compose schema; kubernetes %s strict: %s\n' \
+printf 'validate-deploy: ok: compose schema; kubernetes %s strict: %s; alert rules, their tests, prometheus.yml and dashboard.json\n' \
     "${KUBE_VERSIONS// /+}" "${joined%, }"

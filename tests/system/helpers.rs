@@ -82,6 +82,10 @@ impl DispatcherProcess {
             runtime.block_on(async move {
                 let config = plangrep_webhook_dispatcher::Config::from_settings(&settings)
                     .expect("dispatcher config");
+                // Services no longer migrate on start: tests do it as the deploy's job does.
+                plangrep_webhook_dispatcher::startup::migrate(&config)
+                    .await
+                    .expect("dispatcher migrations");
                 let grpc = TcpListener::bind(grpc_addr)
                     .await
                     .expect("bind dispatcher gRPC");
@@ -145,6 +149,8 @@ impl Drop for DispatcherProcess {
 pub struct GatewayReplica {
     /// Its base URL.
     pub url: String,
+    /// Its ops base URL (`/healthz`, `/readyz`, `/metrics`).
+    pub ops_url: String,
     stop: CancellationToken,
     stopped: tokio::sync::oneshot::Receiver<()>,
 }
@@ -163,8 +169,10 @@ pub struct TestApp {
     pub base_url: String,
     /// The orchestrator's gRPC address.
     pub orchestrator_addr: std::net::SocketAddr,
-    /// The orchestrator's ops HTTP address (`/healthz`, `/readyz`).
+    /// The orchestrator's ops HTTP address (`/healthz`, `/readyz`, `/metrics`).
     pub orchestrator_ops_addr: std::net::SocketAddr,
+    /// The gateway's ops HTTP address (`/healthz`, `/readyz`, `/metrics`).
+    pub gateway_ops_addr: std::net::SocketAddr,
     /// The dispatcher's gRPC address.
     pub dispatcher_addr: std::net::SocketAddr,
     /// An HTTP client for the API.
@@ -249,9 +257,14 @@ impl TestApp {
         } else {
             None
         };
-        let orchestrator = plangrep_job_orchestrator::App::build(
+        let orchestrator_config =
             plangrep_job_orchestrator::Config::from_settings(&orchestrator_settings)
-                .expect("orchestrator config"),
+                .expect("orchestrator config");
+        plangrep_job_orchestrator::startup::migrate(&orchestrator_config)
+            .await
+            .expect("orchestrator migrations");
+        let orchestrator = plangrep_job_orchestrator::App::build(
+            orchestrator_config,
             listener().await,
             listener().await,
         )
@@ -278,13 +291,17 @@ impl TestApp {
         };
         base.set("PLANGREP_DISPATCHER_ADDR", dispatcher_addr.to_string());
 
-        let gateway = plangrep_api_gateway::App::build(
-            plangrep_api_gateway::Config::from_settings(&base).expect("gateway config"),
-            listener().await,
-        )
-        .await
-        .expect("gateway starts");
+        let gateway_config =
+            plangrep_api_gateway::Config::from_settings(&base).expect("gateway config");
+        plangrep_api_gateway::startup::migrate(&gateway_config)
+            .await
+            .expect("gateway migrations");
+        let gateway =
+            plangrep_api_gateway::App::build(gateway_config, listener().await, listener().await)
+                .await
+                .expect("gateway starts");
         let base_url = format!("http://{}", gateway.local_addr());
+        let gateway_ops_addr = gateway.ops_addr();
         let token = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             gateway
@@ -297,6 +314,7 @@ impl TestApp {
             base_url,
             orchestrator_addr,
             orchestrator_ops_addr,
+            gateway_ops_addr,
             dispatcher_addr,
             http: reqwest::Client::new(),
             database,
@@ -330,10 +348,12 @@ impl TestApp {
         let gateway = plangrep_api_gateway::App::build(
             plangrep_api_gateway::Config::from_settings(&settings).expect("gateway config"),
             listener().await,
+            listener().await,
         )
         .await
         .expect("gateway starts");
         let url = format!("http://{}", gateway.local_addr());
+        let ops_url = format!("http://{}", gateway.ops_addr());
         let stop = self.shutdown.child_token();
         let token = stop.clone();
         let (stopped_tx, stopped) = tokio::sync::oneshot::channel();
@@ -344,7 +364,12 @@ impl TestApp {
                 .expect("gateway runs");
             let _ = stopped_tx.send(());
         }));
-        GatewayReplica { url, stop, stopped }
+        GatewayReplica {
+            url,
+            ops_url,
+            stop,
+            stopped,
+        }
     }
 
     /// Starts one more dispatcher replica (own listeners, same database and queue).

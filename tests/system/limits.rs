@@ -131,7 +131,8 @@ async fn a_database_outage_is_a_fast_503_and_readiness_flips_until_it_is_back() 
         .url()
         .replace("127.0.0.1:5432", &proxy.addr().to_string());
     settings.set("DATABASE_URL", proxied);
-    let url = app.start_gateway(settings).await.url;
+    let replica = app.start_gateway(settings).await;
+    let (url, ops_url) = (replica.url.clone(), replica.ops_url.clone());
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(15))
         .build()
@@ -145,7 +146,7 @@ async fn a_database_outage_is_a_fast_503_and_readiness_flips_until_it_is_back() 
     assert_eq!(list().await.unwrap().status(), 200);
     assert_eq!(
         client
-            .get(format!("{url}/readyz"))
+            .get(format!("{ops_url}/readyz"))
             .send()
             .await
             .unwrap()
@@ -162,7 +163,7 @@ async fn a_database_outage_is_a_fast_503_and_readiness_flips_until_it_is_back() 
     .await;
     assert_eq!(
         client
-            .get(format!("{url}/readyz"))
+            .get(format!("{ops_url}/readyz"))
             .send()
             .await
             .unwrap()

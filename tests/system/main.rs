@@ -10,6 +10,7 @@ mod helpers;
 mod idempotency;
 mod lifecycle;
 mod limits;
+mod observability;
 mod openapi;
 mod pipeline;
 mod reflection;

@@ -18,6 +18,8 @@ pub struct Config {
     pub database_url: String,
     /// Public listen address.
     pub addr: SocketAddr,
+    /// Ops listen address (`/healthz`, `/readyz`, `/metrics`): not for customers.
+    pub ops_addr: SocketAddr,
     /// Bearer token of the admin API; `None` turns the admin API off.
     pub admin_token: Option<String>,
     /// The orchestrator's gRPC endpoint.
@@ -40,6 +42,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("addr", &self.addr)
+            .field("ops_addr", &self.ops_addr)
             .field(
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
@@ -71,6 +74,7 @@ impl Config {
         Ok(Self {
             database_url: settings.database_url(),
             addr: settings.socket_addr("PLANGREP_GATEWAY_ADDR", "0.0.0.0:8080")?,
+            ops_addr: settings.socket_addr("PLANGREP_GATEWAY_OPS_ADDR", "0.0.0.0:9090")?,
             admin_token,
             orchestrator_endpoint: grpc_endpoint(
                 &settings.string("PLANGREP_ORCHESTRATOR_ADDR", "127.0.0.1:50051"),

@@ -6,7 +6,8 @@
 //! one module per resource; [`auth`], [`json`] and [`destination`] parse requests at the
 //! edge; [`error`] is the one HTTP error mapping; [`request_id`] the outermost middleware;
 //! [`idempotency`] scopes keys for the orchestrator and [`replay`] keeps them for the
-//! operations the gateway performs itself.
+//! operations the gateway performs itself; [`metrics`] is what the ops listener's
+//! `/metrics` shows.
 
 #![forbid(unsafe_code)]
 
@@ -17,6 +18,7 @@ pub mod drain;
 pub mod error;
 pub mod idempotency;
 pub mod json;
+pub mod metrics;
 pub mod openapi;
 pub mod query;
 pub mod rate_limit;

@@ -1,4 +1,4 @@
-//! The `api-gateway` binary: `serve` (default), `migrate`, `healthcheck`.
+//! The `api-gateway` binary: `serve [--migrate]` (default), `migrate`, `healthcheck`.
 
 use std::process::ExitCode;
 
@@ -11,10 +11,14 @@ async fn main() -> ExitCode {
         let config = Config::from_settings(&settings)?;
         match command {
             Command::Migrate => startup::migrate(&config).await?,
-            Command::Healthcheck => plangrep_service::healthcheck::probe(config.addr).await?,
-            Command::Serve => {
+            Command::Healthcheck => plangrep_service::healthcheck::probe(config.ops_addr).await?,
+            Command::Serve { migrate } => {
+                if migrate {
+                    startup::migrate(&config).await?;
+                }
                 let listener = tokio::net::TcpListener::bind(config.addr).await?;
-                let app = App::build(config, listener).await?;
+                let ops = tokio::net::TcpListener::bind(config.ops_addr).await?;
+                let app = App::build(config, listener, ops).await?;
                 app.run_until_stopped(plangrep_service::shutdown::on_signal())
                     .await?;
             }

@@ -1,6 +1,8 @@
-//! Building and running the gateway: `App::build` migrates and wires the router on an
-//! already-bound listener (tests pass port 0); `run_until_stopped` serves until the
-//! token is cancelled, finishing in-flight requests.
+//! Building and running the gateway: `App::build` checks the schema is migrated and wires
+//! the public router and the ops router on already-bound listeners (tests pass port 0);
+//! `run_until_stopped` serves both until the token is cancelled, finishing in-flight
+//! requests. The public port serves the API only: health and metrics are on the ops
+//! listener, which is not exposed to customers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +31,7 @@ use crate::auth;
 use crate::config::Config;
 use crate::drain;
 use crate::json::{self, MAX_JSON_BODY};
+use crate::metrics::HttpMetrics;
 use crate::openapi;
 use crate::rate_limit::{self, RateLimiter};
 use crate::replay;
@@ -48,6 +51,8 @@ pub enum StartupError {
     DatabaseUrl(#[source] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Schema(#[from] database::SchemaError),
     #[error("invalid gRPC endpoint: {0}")]
     Endpoint(#[from] http::uri::InvalidUri),
     #[error("listener: {0}")]
@@ -78,7 +83,7 @@ pub fn connect_options(config: &Config) -> Result<PgConnectOptions, StartupError
     database::connect_options(&config.database_url, SCHEMA).map_err(StartupError::DatabaseUrl)
 }
 
-/// Applies the gateway's migrations (the `migrate` subcommand, and every start).
+/// Applies the gateway's migrations (the `migrate` subcommand and `serve --migrate`).
 pub async fn migrate(config: &Config) -> Result<(), StartupError> {
     database::migrate(&connect_options(config)?, SCHEMA, &MIGRATOR).await?;
     Ok(())
@@ -92,13 +97,21 @@ fn channel(endpoint: &str) -> Result<Channel, http::uri::InvalidUri> {
         .connect_lazy())
 }
 
-/// The complete HTTP router: the public API (rate limited), the admin API, the OpenAPI
-/// document and reference page generated from the same handlers, and the ops endpoints.
-pub fn router(state: AppState) -> Router {
-    let ops = plangrep_service::ops::router(
-        plangrep_service::ops::database_readiness(state.pool.clone(), || true),
-        None,
-    );
+/// The ops router: `/healthz`, `/readyz` (the database answers) and `/metrics`.
+pub fn ops_router(pool: PgPool, metrics: HttpMetrics) -> Router {
+    plangrep_service::ops::router(
+        plangrep_service::ops::database_readiness(pool, || true),
+        Some(Arc::new(move || {
+            let metrics = metrics.clone();
+            Box::pin(async move { metrics.render() })
+        })),
+    )
+}
+
+/// The public HTTP router: the public API (rate limited), the admin API, and the OpenAPI
+/// document and reference page generated from the same handlers; every request recorded
+/// in `metrics`.
+pub fn router(state: AppState, metrics: HttpMetrics) -> Router {
     let api = OpenApiRouter::new()
         .routes(routes!(projects::create, projects::list))
         .routes(routes!(projects::get))
@@ -152,7 +165,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(doc);
     routes
         .merge(docs)
-        .merge(ops)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         // Early refusals drain the unread body, so clients that send it whole read them.
         .layer(axum::middleware::from_fn(drain::middleware))
@@ -162,6 +174,12 @@ pub fn router(state: AppState) -> Router {
             rate_limit::middleware,
         ))
         .layer(CatchPanicLayer::new())
+        // After routing (it needs the matched route template) and outside the panic
+        // catcher (a panic is counted as the 500 it becomes).
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::middleware,
+        ))
         .layer(axum::middleware::from_fn(request_id::middleware))
         .layer(axum::middleware::map_response(json::declare_charset))
         .layer(plangrep_telemetry::trace::TraceLayer)
@@ -171,13 +189,20 @@ pub fn router(state: AppState) -> Router {
 pub struct App {
     listener: TcpListener,
     router: Router,
+    ops_listener: TcpListener,
+    ops_router: Router,
     pool: PgPool,
 }
 
 impl App {
-    /// Migrates the database and builds the router for `listener`.
-    pub async fn build(config: Config, listener: TcpListener) -> Result<Self, StartupError> {
-        migrate(&config).await?;
+    /// Checks that the schema is migrated and builds the public router for `listener`
+    /// and the ops router for `ops_listener`.
+    pub async fn build(
+        config: Config,
+        listener: TcpListener,
+        ops_listener: TcpListener,
+    ) -> Result<Self, StartupError> {
+        database::ensure_migrated(&connect_options(&config)?, SCHEMA, &MIGRATOR).await?;
         let pool = database::lazy_pool(connect_options(&config)?, 20);
         let storage = plangrep_storage::Storage::open(&config.storage)?;
         let state = AppState {
@@ -197,30 +222,48 @@ impl App {
             )),
             config: Arc::new(config),
         };
+        let metrics = HttpMetrics::default();
         Ok(Self {
             listener,
-            router: router(state),
+            router: router(state, metrics.clone()),
+            ops_listener,
+            ops_router: ops_router(pool.clone(), metrics),
             pool,
         })
     }
 
-    /// The bound address.
+    /// The bound public address.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("bound listener")
     }
 
+    /// The bound ops address (`/healthz`, `/readyz`, `/metrics`).
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops_listener.local_addr().expect("bound listener")
+    }
+
     /// Serves until `shutdown` is cancelled.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
-        tracing::info!(addr = %self.local_addr(), "api-gateway serving");
+        tracing::info!(addr = %self.local_addr(), ops = %self.ops_addr(), "api-gateway serving");
+        let ops = tokio::spawn(plangrep_service::ops::serve(
+            self.ops_listener,
+            self.ops_router,
+            shutdown.clone(),
+        ));
         // Connect info lets the rate limiter key unauthenticated requests by peer address.
-        axum::serve(
+        let served = axum::serve(
             self.listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
+        // The public listener may also end on an error: stop the ops listener with it.
+        shutdown.cancel();
+        let ops = ops.await.unwrap_or(Ok(()));
         self.pool.close().await;
+        served?;
+        ops?;
         Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! The `api-gateway` binary as an operator runs it: `migrate`, `serve`, `healthcheck`,
-//! a clear one-line error for a bad setting, and a clean exit on SIGTERM.
+//! a clear one-line error for a bad setting or an un-migrated database, and a clean exit
+//! on SIGTERM.
 
 use std::time::Duration;
 
@@ -26,6 +27,36 @@ async fn a_bad_setting_stops_the_binary_with_one_line_naming_it() {
 }
 
 #[tokio::test]
+async fn serve_against_an_unmigrated_database_says_so_in_one_line_and_exits_non_zero() {
+    let db = TestDatabase::create().await;
+    let env = vec![
+        ("DATABASE_URL", db.url().to_owned()),
+        ("PLANGREP_GATEWAY_ADDR", "127.0.0.1:0".to_owned()),
+        ("PLANGREP_GATEWAY_OPS_ADDR", "127.0.0.1:0".to_owned()),
+    ];
+    let (code, stderr) = run(BINARY, &["serve"], &env).await;
+    assert_eq!(code, 1, "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].starts_with("api-gateway: the database schema \"gateway\" is not migrated")
+            && lines[0].contains("`migrate`"),
+        "{stderr}"
+    );
+
+    // `serve --migrate` (the dev path) migrates first, then serves.
+    let mut gateway = plangrep_test_support::process::ServiceProcess::start_with_args(
+        BINARY,
+        &["serve", "--migrate"],
+        &env,
+    );
+    gateway
+        .wait_for_log("api-gateway serving", Duration::from_secs(30))
+        .await;
+    assert_eq!(gateway.terminate(Duration::from_secs(30)).await, Some(0));
+}
+
+#[tokio::test]
 async fn migrate_serve_healthcheck_and_sigterm_behave() {
     let db = TestDatabase::create().await;
     let env = vec![("DATABASE_URL", db.url().to_owned())];
@@ -34,18 +65,20 @@ async fn migrate_serve_healthcheck_and_sigterm_behave() {
 
     let mut serving_env = env.clone();
     serving_env.push(("PLANGREP_GATEWAY_ADDR", "127.0.0.1:0".to_owned()));
+    serving_env.push(("PLANGREP_GATEWAY_OPS_ADDR", "127.0.0.1:0".to_owned()));
     let mut gateway = ServiceProcess::start(BINARY, &serving_env);
     let line = gateway
         .wait_for_log("api-gateway serving", Duration::from_secs(30))
         .await;
     let log: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-    let addr = log["addr"]
+    let ops = log["ops"]
         .as_str()
-        .expect("the bound address is logged")
+        .expect("the bound ops address is logged")
         .to_owned();
 
+    // The probe asks the ops listener, where /healthz lives.
     let mut probe_env = env.clone();
-    probe_env.push(("PLANGREP_GATEWAY_ADDR", addr.clone()));
+    probe_env.push(("PLANGREP_GATEWAY_OPS_ADDR", ops));
     let (code, stderr) = run(BINARY, &["healthcheck"], &probe_env).await;
     assert_eq!(code, 0, "{stderr}");
 
@@ -99,9 +132,17 @@ async fn spans_are_exported_over_otlp_in_the_callers_trace() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let db = TestDatabase::create().await;
     let (endpoint, mut exported) = otlp::start().await;
+    let (code, stderr) = run(
+        BINARY,
+        &["migrate"],
+        &[("DATABASE_URL", db.url().to_owned())],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
     let env = vec![
         ("DATABASE_URL", db.url().to_owned()),
         ("PLANGREP_GATEWAY_ADDR", "127.0.0.1:0".to_owned()),
+        ("PLANGREP_GATEWAY_OPS_ADDR", "127.0.0.1:0".to_owned()),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
         ("OTEL_SERVICE_NAME", "gateway-under-test".to_owned()),
     ];

@@ -7,7 +7,7 @@
 //! writer of statuses; [`relay`] publishes the outbox; [`pipeline`] is the set of stages
 //! that consume our own events, parsing PDFs through [`pdf`]'s sandboxed child process;
 //! [`expiry`] expires overdue jobs; [`idempotency`] stores replayable responses;
-//! [`housekeeping`] deletes what expired.
+//! [`housekeeping`] deletes what expired; [`metrics`] is what `/metrics` shows.
 
 #![forbid(unsafe_code)]
 
@@ -20,6 +20,7 @@ pub mod housekeeping;
 pub mod idempotency;
 pub mod jobs;
 pub mod lifecycle;
+pub mod metrics;
 pub mod pdf;
 pub mod pipeline;
 pub mod relay;

@@ -1,4 +1,4 @@
-//! The `job-orchestrator` binary: `serve` (default), `migrate`, `healthcheck`, and the
+//! The `job-orchestrator` binary: `serve [--migrate]` (default), `migrate`, `healthcheck`, and the
 //! hidden `pdf-worker` that the service runs as a child process to parse one PDF under
 //! resource limits (see `plangrep_job_orchestrator::pdf`).
 
@@ -25,7 +25,10 @@ async fn serve_main() -> ExitCode {
         match command {
             Command::Migrate => startup::migrate(&config).await?,
             Command::Healthcheck => plangrep_service::healthcheck::probe(config.http_addr).await?,
-            Command::Serve => {
+            Command::Serve { migrate } => {
+                if migrate {
+                    startup::migrate(&config).await?;
+                }
                 let grpc = tokio::net::TcpListener::bind(config.grpc_addr).await?;
                 let http = tokio::net::TcpListener::bind(config.http_addr).await?;
                 let app = App::build(config, grpc, http).await?;

@@ -15,6 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::OrchestratorMetrics;
 use crate::store::outbox;
 
 /// Arbitrary but fixed: identifies the relay's advisory lock within the database.
@@ -37,6 +38,8 @@ pub struct Relay {
     pub topology: Topology,
     /// Backstop poll interval.
     pub poll_interval: Duration,
+    /// Leadership and published transitions are recorded here.
+    pub metrics: OrchestratorMetrics,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +95,9 @@ impl Relay {
             }
         }
         tracing::info!("outbox relay is active");
+        self.metrics.set_relay_leader(true);
         let outcome = self.relay_while_leading(shutdown).await;
+        self.metrics.set_relay_leader(false);
         // Closing the session releases the advisory lock.
         let _ = lock.close().await;
         outcome
@@ -158,6 +163,9 @@ impl Relay {
             let ids: Vec<i64> = batch.iter().map(|row| row.id).collect();
             outbox::mark_published(&mut tx, &ids).await?;
             tx.commit().await?;
+            for row in &batch {
+                self.metrics.record_transition(&row.routing_key);
+            }
             tracing::debug!(count = ids.len(), "outbox batch published");
         }
     }

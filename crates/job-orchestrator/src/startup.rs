@@ -1,22 +1,28 @@
-//! Building and running the orchestrator: `App::build` migrates and wires everything on
-//! already-bound listeners (tests pass port 0); `run_until_stopped` serves gRPC and the
-//! ops endpoints and runs the relay and pipeline loops until the token is cancelled.
+//! Building and running the orchestrator: `App::build` checks the schema is migrated and
+//! wires everything on already-bound listeners (tests pass port 0); `run_until_stopped`
+//! serves gRPC and the ops endpoints (`/metrics` included) and runs the relay, pipeline
+//! and gRPC-health loops until the token is cancelled.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
 
 use plangrep_messaging::{BrokerHealth, ConsumerConfig, Topology, consume_loop};
 use plangrep_proto::orchestrator::job_orchestrator_server::JobOrchestratorServer;
-use plangrep_service::database;
+use plangrep_service::grpc_metrics::GrpcMetricsLayer;
+use plangrep_service::{database, grpc_health};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 
 use crate::config::Config;
 use crate::grpc::OrchestratorService;
 use crate::housekeeping::Housekeeping;
+use crate::metrics::OrchestratorMetrics;
 use crate::pdf::Inspector;
 use crate::pipeline::{Pipeline, Stage};
 use crate::relay::Relay;
@@ -34,6 +40,8 @@ pub enum StartupError {
     DatabaseUrl(#[source] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Schema(#[from] database::SchemaError),
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
     #[error("server: {0}")]
@@ -57,21 +65,21 @@ pub fn connect_options(config: &Config) -> Result<PgConnectOptions, StartupError
     database::connect_options(&config.database_url, SCHEMA).map_err(StartupError::DatabaseUrl)
 }
 
-/// Applies the orchestrator's migrations (the `migrate` subcommand, and every start).
+/// Applies the orchestrator's migrations (the `migrate` subcommand and `serve --migrate`).
 pub async fn migrate(config: &Config) -> Result<(), StartupError> {
     database::migrate(&connect_options(config)?, SCHEMA, &MIGRATOR).await?;
     Ok(())
 }
 
 impl App {
-    /// Migrates the database and prepares the servers on the given listeners.
+    /// Checks that the schema is migrated and prepares the servers on the given listeners.
     pub async fn build(
         config: Config,
         grpc_listener: TcpListener,
         http_listener: TcpListener,
     ) -> Result<Self, StartupError> {
-        migrate(&config).await?;
         let options = connect_options(&config)?;
+        database::ensure_migrated(&options, SCHEMA, &MIGRATOR).await?;
         let pool = database::lazy_pool(options.clone(), 20);
         let storage = plangrep_storage::Storage::open(&config.storage)?;
         Ok(Self {
@@ -105,8 +113,10 @@ impl App {
             http_listener,
         } = self;
         let topology = Topology::new(config.amqp_prefix.clone());
+        let metrics = OrchestratorMetrics::new(config.amqp_url.clone(), topology.clone());
 
         let relay = Relay {
+            metrics: metrics.clone(),
             pool: pool.clone(),
             lock_options: options,
             amqp_url: config.amqp_url.clone(),
@@ -153,23 +163,37 @@ impl App {
             let health = BrokerHealth::default();
             stage_health.push(health.clone());
             let pipeline = pipeline.clone();
+            let metrics = metrics.clone();
             stage_tasks.push(tokio::spawn(consume_loop(
                 consumer,
                 health,
                 move |message| {
                     let pipeline = pipeline.clone();
-                    async move { pipeline.handle(stage, message).await }
+                    let metrics = metrics.clone();
+                    async move {
+                        let started = Instant::now();
+                        let outcome = pipeline.handle(stage, message).await;
+                        metrics.record_stage(stage, &outcome, started.elapsed());
+                        outcome
+                    }
                 },
                 shutdown.clone(),
             )));
         }
 
-        // Ready while the database answers and every stage consumes.
+        // Ready while the database answers and every stage consumes; gRPC health follows.
+        let readiness = plangrep_service::ops::database_readiness(pool.clone(), move || {
+            stage_health.iter().all(BrokerHealth::is_up)
+        });
+        let metrics_pool = pool.clone();
+        let scraped = metrics.clone();
         let ops = plangrep_service::ops::router(
-            plangrep_service::ops::database_readiness(pool.clone(), move || {
-                stage_health.iter().all(BrokerHealth::is_up)
-            }),
-            None,
+            readiness.clone(),
+            Some(Arc::new(move || {
+                let pool = metrics_pool.clone();
+                let metrics = scraped.clone();
+                Box::pin(async move { metrics.render(&pool).await })
+            })),
         );
         let http_task = tokio::spawn(plangrep_service::ops::serve(
             http_listener,
@@ -178,9 +202,13 @@ impl App {
         ));
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<JobOrchestratorServer<OrchestratorService>>()
-            .await;
+        let health_task = tokio::spawn(grpc_health::health_loop(
+            health_reporter,
+            vec![<JobOrchestratorServer<OrchestratorService> as NamedService>::NAME],
+            readiness,
+            grpc_health::HEALTH_POLL_INTERVAL,
+            shutdown.clone(),
+        ));
         let (reflection_v1, reflection_v1alpha) = plangrep_proto::reflection::services();
         let service = OrchestratorService::new(
             pool.clone(),
@@ -190,6 +218,7 @@ impl App {
         );
         tracing::info!(grpc = %grpc_listener.local_addr()?, "job-orchestrator serving");
         let grpc_result = tonic::transport::Server::builder()
+            .layer(GrpcMetricsLayer(metrics.grpc.clone()))
             .layer(plangrep_telemetry::trace::TraceLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -199,7 +228,13 @@ impl App {
             .await;
 
         shutdown.cancel();
-        let _ = tokio::join!(relay_task, housekeeping_task, expiry_task, http_task);
+        let _ = tokio::join!(
+            relay_task,
+            housekeeping_task,
+            expiry_task,
+            http_task,
+            health_task
+        );
         for task in stage_tasks {
             let _ = task.await;
         }

@@ -1,13 +1,22 @@
-//! The command line every service shares: `<service> [--config FILE] [serve|migrate|healthcheck]`,
-//! and [`run_main`], the body of every `main`.
+//! The command line every service shares:
+//! `<service> [--config FILE] [serve [--migrate]|migrate|healthcheck]`, and [`run_main`],
+//! the body of every `main`.
+//!
+//! Migrations run once per deploy (`migrate`: a k8s Job, a one-shot compose service), not
+//! on every replica start: `serve` only checks that they were applied. `serve --migrate`
+//! keeps the one-process development path (`make run`).
 
 use std::path::PathBuf;
 
 /// What the process was asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
-    /// Run the service (the default).
-    Serve,
+    /// Run the service (the default); with `migrate`, apply the migrations first (the
+    /// one-process development path), else refuse to start on an un-migrated database.
+    Serve {
+        /// `serve --migrate`.
+        migrate: bool,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// Probe the running service's `/healthz` and exit 0 or 1.
@@ -28,6 +37,7 @@ impl Cli {
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
         let mut command = None;
         let mut config_file = None;
+        let mut migrate_first = false;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             match arg.as_str() {
@@ -36,22 +46,31 @@ impl Cli {
                         args.next().ok_or("--config needs a file path")?,
                     ));
                 }
+                "--migrate" if command == Some(Command::Serve { migrate: false }) => {
+                    migrate_first = true;
+                }
                 "serve" | "migrate" | "healthcheck" if command.is_none() => {
                     command = Some(match arg.as_str() {
-                        "serve" => Command::Serve,
+                        "serve" => Command::Serve { migrate: false },
                         "migrate" => Command::Migrate,
                         _ => Command::Healthcheck,
                     });
                 }
                 other => {
                     return Err(format!(
-                        "unexpected argument {other:?}; usage: [--config FILE] [serve|migrate|healthcheck]"
+                        "unexpected argument {other:?}; usage: [--config FILE] [serve [--migrate]|migrate|healthcheck]"
                     ));
                 }
             }
         }
+        let command = match command.unwrap_or(Command::Serve { migrate: false }) {
+            Command::Serve { .. } => Command::Serve {
+                migrate: migrate_first,
+            },
+            other => other,
+        };
         Ok(Self {
-            command: command.unwrap_or(Command::Serve),
+            command,
             config_file,
         })
     }
@@ -102,7 +121,16 @@ mod tests {
 
     #[test]
     fn subcommands_and_config_parse() {
-        assert_eq!(parse(&[]).unwrap().command, Command::Serve);
+        assert_eq!(
+            parse(&[]).unwrap().command,
+            Command::Serve { migrate: false }
+        );
+        assert_eq!(
+            parse(&["serve", "--migrate"]).unwrap().command,
+            Command::Serve { migrate: true }
+        );
+        assert!(parse(&["--migrate"]).is_err(), "--migrate belongs to serve");
+        assert!(parse(&["migrate", "--migrate"]).is_err());
         let cli = parse(&["--config", "a.toml", "migrate"]).unwrap();
         assert_eq!(cli.command, Command::Migrate);
         assert_eq!(cli.config_file, Some(PathBuf::from("a.toml")));

@@ -33,10 +33,7 @@ pub async fn migrate(
     schema: &str,
     migrator: &Migrator,
 ) -> Result<(), sqlx::migrate::MigrateError> {
-    assert!(
-        schema.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
-        "schema names are compile-time identifiers of ours"
-    );
+    assert_identifier(schema);
     let mut connection = PgConnection::connect_with(options).await?;
     // Identifiers cannot be bind parameters; the assertion above makes this safe.
     sqlx::query(AssertSqlSafe(format!(
@@ -47,6 +44,79 @@ pub async fn migrate(
     migrator.run(&mut connection).await?;
     connection.close().await?;
     Ok(())
+}
+
+/// Why a service refuses to start against its schema.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// The database could not be asked.
+    #[error("cannot check the database schema: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Some of this binary's migrations are not applied.
+    #[error(
+        "the database schema \"{schema}\" is not migrated ({missing} of {known} migrations \
+         missing): run the `migrate` subcommand once (or `serve --migrate` in development)"
+    )]
+    NotMigrated {
+        /// The service's schema.
+        schema: String,
+        /// Migrations of this binary not applied (successfully) in the database.
+        missing: usize,
+        /// Migrations this binary knows.
+        known: usize,
+    },
+}
+
+/// Checks that every migration of `migrator` was applied successfully in `schema` (the
+/// `migrate` subcommand, run once per deploy, applies them). Migrations the database has
+/// but this binary does not know are fine: during a rolling deploy the old replicas keep
+/// serving after the new release migrated (migrations are additive).
+pub async fn ensure_migrated(
+    options: &PgConnectOptions,
+    schema: &str,
+    migrator: &Migrator,
+) -> Result<(), SchemaError> {
+    assert_identifier(schema);
+    let mut connection = PgConnection::connect_with(options).await?;
+    // `to_regclass` answers NULL instead of failing when the table does not exist.
+    let table_exists: bool = sqlx::query_scalar(
+        "SELECT to_regclass(format('%I._sqlx_migrations', $1::text)) IS NOT NULL",
+    )
+    .bind(schema)
+    .fetch_one(&mut connection)
+    .await?;
+    let applied: Vec<i64> = if table_exists {
+        sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT version FROM \"{schema}\"._sqlx_migrations WHERE success"
+        )))
+        .fetch_all(&mut connection)
+        .await?
+    } else {
+        Vec::new()
+    };
+    connection.close().await?;
+    let known: Vec<i64> = migrator
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .map(|m| m.version)
+        .collect();
+    let missing = known.iter().filter(|v| !applied.contains(v)).count();
+    if missing == 0 {
+        Ok(())
+    } else {
+        Err(SchemaError::NotMigrated {
+            schema: schema.to_owned(),
+            missing,
+            known: known.len(),
+        })
+    }
+}
+
+fn assert_identifier(schema: &str) {
+    assert!(
+        schema.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+        "schema names are compile-time identifiers of ours"
+    );
 }
 
 /// Whether the database answers a trivial query within the acquire timeout.

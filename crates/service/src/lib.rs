@@ -6,12 +6,16 @@
 //! - [`database`]: a PostgreSQL pool confined to the service's own schema, migrations;
 //! - [`shutdown`]: one cancellation token fed by SIGTERM and ctrl-c;
 //! - [`ops`]: `/healthz`, `/readyz` and (where a service has metrics) `/metrics`;
+//! - [`grpc_metrics`]: calls by method and code, as a tower layer around tonic;
+//! - [`grpc_health`]: `grpc.health.v1` answers kept in step with readiness;
 //! - [`cli`]: the `serve | migrate | healthcheck` subcommands and `run_main`, the body of
 //!   every binary's `main` (settings, telemetry, one-line errors);
 //! - [`healthcheck`]: the probe behind the `healthcheck` subcommand.
 
 pub mod cli;
 pub mod database;
+pub mod grpc_health;
+pub mod grpc_metrics;
 pub mod healthcheck;
 pub mod ops;
 pub mod settings;

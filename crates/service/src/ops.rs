@@ -73,3 +73,13 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }
+
+/// Renders `registry` in the Prometheus text exposition format (an encoding error, which
+/// only a broken metric implementation can cause, is logged and yields what was written).
+pub fn encode(registry: &prometheus_client::registry::Registry) -> String {
+    let mut text = String::new();
+    if let Err(error) = prometheus_client::encoding::text::encode(&mut text, registry) {
+        tracing::error!(%error, "metrics encoding failed");
+    }
+    text
+}

@@ -214,8 +214,13 @@ pub mod process {
     impl ServiceProcess {
         /// Starts `binary serve` with `env` (plus `LOG_FORMAT=json`).
         pub fn start(binary: &str, env: &[(&str, String)]) -> Self {
+            Self::start_with_args(binary, &["serve"], env)
+        }
+
+        /// Starts `binary args…` with `env` (plus `LOG_FORMAT=json`).
+        pub fn start_with_args(binary: &str, args: &[&str], env: &[(&str, String)]) -> Self {
             let mut child = Command::new(binary)
-                .arg("serve")
+                .args(args)
                 .env_clear()
                 .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
                 .env("LOG_FORMAT", "json")

@@ -1,4 +1,4 @@
-//! The `webhook-dispatcher` binary: `serve` (default), `migrate`, `healthcheck`.
+//! The `webhook-dispatcher` binary: `serve [--migrate]` (default), `migrate`, `healthcheck`.
 
 use std::process::ExitCode;
 
@@ -12,7 +12,10 @@ async fn main() -> ExitCode {
         match command {
             Command::Migrate => startup::migrate(&config).await?,
             Command::Healthcheck => plangrep_service::healthcheck::probe(config.http_addr).await?,
-            Command::Serve => {
+            Command::Serve { migrate } => {
+                if migrate {
+                    startup::migrate(&config).await?;
+                }
                 let grpc = tokio::net::TcpListener::bind(config.grpc_addr).await?;
                 let http = tokio::net::TcpListener::bind(config.http_addr).await?;
                 let app = App::build(config, grpc, http).await?;

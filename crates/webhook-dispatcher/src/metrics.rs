@@ -1,11 +1,13 @@
 //! Delivery metrics, exposed on the ops listener at `/metrics` (Prometheus text format):
 //! attempts by outcome, event-to-first-success latency, the scheduled backlog and the
-//! number of dead (failed) deliveries. One registry per dispatcher instance, no globals.
+//! number of dead (failed) deliveries, and gRPC calls by method and code. One registry per
+//! dispatcher instance, no globals.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
+use plangrep_service::grpc_metrics::GrpcMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -13,6 +15,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use sqlx::PgPool;
+
+use crate::store::deliveries::state;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
@@ -24,6 +28,8 @@ struct OutcomeLabels {
 #[derive(Clone)]
 pub struct DeliveryMetrics {
     registry: Arc<Registry>,
+    /// gRPC calls, for the server's layer.
+    pub grpc: GrpcMetrics,
     attempts: Family<OutcomeLabels, Counter>,
     latency: Histogram,
     backlog: Gauge<i64, AtomicI64>,
@@ -33,7 +39,20 @@ pub struct DeliveryMetrics {
 impl Default for DeliveryMetrics {
     fn default() -> Self {
         let mut registry = Registry::default();
+        let grpc = GrpcMetrics::register(&mut registry);
         let attempts = Family::<OutcomeLabels, Counter>::default();
+        // Every outcome exported from the start (at 0), so `increase()` and alerts see the
+        // first failure, and dashboards find the series before any webhook was sent.
+        for outcome in [
+            state::SUCCEEDED,
+            state::PENDING,
+            state::FAILED,
+            state::STOPPED,
+        ] {
+            let _ = attempts.get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            });
+        }
         registry.register(
             "plangrep_webhook_attempts",
             "Webhook attempts, by the delivery state they led to",
@@ -60,6 +79,7 @@ impl Default for DeliveryMetrics {
         );
         Self {
             registry: Arc::new(registry),
+            grpc,
             attempts,
             latency,
             backlog,

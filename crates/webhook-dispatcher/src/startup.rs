@@ -1,7 +1,8 @@
-//! Building and running the dispatcher: `App::build` migrates and wires everything on
-//! already-bound listeners; `run_until_stopped` runs the intake consumer, the scheduler
-//! workers, the gRPC delivery log and the ops endpoints until the token is cancelled,
-//! then lets in-flight attempts finish.
+//! Building and running the dispatcher: `App::build` checks the schema is migrated and
+//! wires everything on already-bound listeners; `run_until_stopped` runs the intake
+//! consumer, the scheduler workers, the gRPC delivery log (with `grpc.health.v1`
+//! following readiness) and the ops endpoints until the token is cancelled, then lets
+//! in-flight attempts finish.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,7 +11,8 @@ use plangrep_core::validate::DestinationPolicy;
 use plangrep_messaging::topology::DISPATCHER_EVENTS;
 use plangrep_messaging::{BrokerHealth, ConsumerConfig, Topology, consume_loop};
 use plangrep_proto::dispatcher::webhook_dispatcher_server::WebhookDispatcherServer;
-use plangrep_service::database;
+use plangrep_service::grpc_metrics::GrpcMetricsLayer;
+use plangrep_service::{database, grpc_health};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgConnectOptions;
@@ -18,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 
 use crate::config::Config;
@@ -41,6 +44,8 @@ pub enum StartupError {
     DatabaseUrl(#[source] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Schema(#[from] database::SchemaError),
     #[error("invalid PLANGREP_ORCHESTRATOR_ADDR: {0}")]
     OrchestratorAddr(#[from] http::uri::InvalidUri),
     #[error("HTTP client: {0}")]
@@ -56,7 +61,7 @@ pub fn connect_options(config: &Config) -> Result<PgConnectOptions, StartupError
     database::connect_options(&config.database_url, SCHEMA).map_err(StartupError::DatabaseUrl)
 }
 
-/// Applies the dispatcher's migrations (the `migrate` subcommand, and every start).
+/// Applies the dispatcher's migrations (the `migrate` subcommand and `serve --migrate`).
 pub async fn migrate(config: &Config) -> Result<(), StartupError> {
     database::migrate(&connect_options(config)?, SCHEMA, &MIGRATOR).await?;
     Ok(())
@@ -72,13 +77,14 @@ pub struct App {
 }
 
 impl App {
-    /// Migrates the database and prepares the loops and servers on the given listeners.
+    /// Checks that the schema is migrated and prepares the loops and servers on the given
+    /// listeners.
     pub async fn build(
         config: Config,
         grpc_listener: TcpListener,
         http_listener: TcpListener,
     ) -> Result<Self, StartupError> {
-        migrate(&config).await?;
+        database::ensure_migrated(&connect_options(&config)?, SCHEMA, &MIGRATOR).await?;
         // Each worker holds a connection for the length of an attempt; leave room for
         // intake and the gRPC service.
         let max_connections = u32::try_from(config.workers + 8).unwrap_or(u32::MAX);
@@ -153,8 +159,10 @@ impl App {
 
         let metrics_pool = pool.clone();
         let metrics = scheduler.metrics.clone();
+        let readiness =
+            plangrep_service::ops::database_readiness(pool.clone(), move || broker.is_up());
         let ops = plangrep_service::ops::router(
-            plangrep_service::ops::database_readiness(pool.clone(), move || broker.is_up()),
+            readiness.clone(),
             Some(Arc::new(move || {
                 let pool = metrics_pool.clone();
                 let metrics = metrics.clone();
@@ -166,16 +174,20 @@ impl App {
             ops,
             shutdown.clone(),
         ));
-        tasks.close();
-
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<WebhookDispatcherServer<DispatcherService>>()
-            .await;
+        tasks.spawn(grpc_health::health_loop(
+            health_reporter,
+            vec![<WebhookDispatcherServer<DispatcherService> as NamedService>::NAME],
+            readiness,
+            grpc_health::HEALTH_POLL_INTERVAL,
+            shutdown.clone(),
+        ));
+        tasks.close();
         let (reflection_v1, reflection_v1alpha) = plangrep_proto::reflection::services();
         let service = DispatcherService::new(pool.clone(), scheduler.wake.clone());
         tracing::info!(grpc = %grpc_listener.local_addr()?, "webhook-dispatcher serving");
         let grpc_result = tonic::transport::Server::builder()
+            .layer(GrpcMetricsLayer(scheduler.metrics.grpc.clone()))
             .layer(plangrep_telemetry::trace::TraceLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
