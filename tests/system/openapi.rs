@@ -101,8 +101,7 @@ async fn the_document_lists_every_route_and_the_reference_page_renders_it() {
                     .into_iter()
                     .flatten()
                     .any(|p| p["in"] == "header" && p["name"] == "Idempotency-Key");
-                let exempt = path.ends_with("/files"); // uploads: one request per file set
-                assert!(takes_key || exempt, "POST {path} takes no Idempotency-Key");
+                assert!(takes_key, "POST {path} takes no Idempotency-Key");
             }
         }
     }

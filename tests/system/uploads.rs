@@ -741,3 +741,40 @@ async fn an_unreachable_object_store_is_unavailable() {
     assert_eq!(job["job"]["status"], "awaiting_uploads");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_retried_upload_with_the_same_idempotency_key_is_replayed_not_stored_twice() {
+    let app = TestApp::spawn().await;
+    let (_org, key) = app.create_customer().await;
+    let job = app.create_job(&key).await;
+    app.wait_until_awaiting_uploads(&key, &job).await;
+    let send = |name: &'static str| {
+        let (app, key, job) = (&app, &key, &job);
+        async move {
+            let metadata = json!({ "files": [{
+                "partName": "file0", "fileName": name, "contentType": "application/pdf"
+            }]});
+            let form = reqwest::multipart::Form::new()
+                .text("metadata", metadata.to_string())
+                .part(
+                    "file0",
+                    reqwest::multipart::Part::bytes(plangrep_test_support::pdf::many_pages(1))
+                        .file_name(name),
+                );
+            app.api(reqwest::Method::POST, &format!("/jobs/{job}/files"), key)
+                .header("Idempotency-Key", "upload-1")
+                .multipart(form)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let first = expect_status(send("A-101.pdf").await, 200).await;
+    let again = expect_status(send("A-101.pdf").await, 200).await;
+    assert_eq!(again["idempotent"], true);
+    assert_eq!(again["uploads"], first["uploads"]);
+    let job_now = app.get_json(&format!("/jobs/{job}"), &key).await;
+    assert_eq!(job_now["job"]["files"].as_array().unwrap().len(), 1);
+    // The same key with other files is a different request.
+    expect_error(send("B-201.pdf").await, 422, "idempotency_key_reused").await;
+}

@@ -49,6 +49,14 @@ struct Scope {
 }
 
 impl Scope {
+    /// The records of an API key's organization (kept in the clear: no secrets in them).
+    fn of_key(key: &ApiKey) -> Self {
+        Self {
+            name: key.org_id.to_string(),
+            seal: None,
+        }
+    }
+
     fn context(&self, record: &Idempotency) -> Vec<u8> {
         format!("{}\n{}\n{}", self.name, record.route, record.key).into_bytes()
     }
@@ -119,10 +127,7 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
         Err(error) => return error.into_response(),
     };
     let scope = if let Some(key) = parts.extensions.get::<ApiKey>() {
-        Scope {
-            name: key.org_id.to_string(),
-            seal: None,
-        }
+        Scope::of_key(key)
     } else if parts.extensions.get::<Admin>().is_some() {
         Scope {
             name: "admin".to_owned(),
@@ -155,6 +160,33 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
     match complete(&state.pool, &scope, &record, response).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// For a handler that fingerprints its request itself (uploads: the metadata part, since
+/// the files stream through): the stored answer of an earlier request with this key, or
+/// `None` when this request owns the key and must [`finish_owned`] it.
+pub async fn claim_owned(
+    state: &AppState,
+    key: &ApiKey,
+    record: &Idempotency,
+) -> Result<Option<Response>, ApiError> {
+    match claim(&state.pool, &Scope::of_key(key), record).await? {
+        Claimed::Owned => Ok(None),
+        Claimed::Replay(response) => Ok(Some(response)),
+    }
+}
+
+/// Stores the answer of a request that [`claim_owned`] the key.
+pub async fn finish_owned(
+    state: &AppState,
+    key: &ApiKey,
+    record: &Idempotency,
+    response: Response,
+) -> Response {
+    match complete(&state.pool, &Scope::of_key(key), record, response).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }

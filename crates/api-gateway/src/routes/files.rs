@@ -11,6 +11,7 @@ use axum::Json;
 use axum::extract::multipart::{Multipart, MultipartError, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use plangrep_core::ErrorCode;
 use plangrep_core::api::JobView;
 use plangrep_core::id::{DocumentId, JobId};
@@ -22,12 +23,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use self::budget::{Budget, job_limit};
-use self::metadata::{FileEntry, UploadMetadata, invalid_fields, parse_metadata};
+use self::metadata::{FileEntry, Metadata, UploadMetadata, invalid_fields, parse_metadata};
 use self::stored::StoredObjects;
 use super::PathId;
 use crate::auth::ApiKey;
 use crate::error::{ApiError, Detail};
+use crate::idempotency::IdempotencyKey;
 use crate::startup::AppState;
+use crate::{json, replay};
 
 mod budget;
 mod metadata;
@@ -81,7 +84,7 @@ pub struct UploadResponse {
     summary = "Upload files (multipart/form-data: a metadata part, then file0, file1, …)",
     request_body(content = UploadForm, content_type = "multipart/form-data",
         description = "Part `metadata` (JSON) first, then one part per `files[].partName`. Limits: 100 files and 10 GB per job, PLANGREP_UPLOAD_MAX_FILE_BYTES (512 MiB) per file, 1 MiB of metadata."),
-    params(("job_id" = String, Path, description = "A `job_` id")),
+    params(("job_id" = String, Path, description = "A `job_` id"), crate::openapi::IdempotencyHeader),
     responses((status = 200, description = "The stored files and the job", body = UploadResponse))
 )]
 #[tracing::instrument(skip_all, fields(job_id = %job_id, client_upload_flow_id = tracing::field::Empty))]
@@ -89,10 +92,27 @@ pub async fn upload(
     State(state): State<AppState>,
     key: ApiKey,
     PathId(job_id): PathId<JobId>,
+    idempotency: IdempotencyKey,
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
-) -> Result<Json<UploadResponse>, ApiError> {
-    key.require("jobs:write")?;
+) -> Response {
+    match checked_upload(&state, &key, job_id, &idempotency, &headers, multipart).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Checks the job, reads the metadata part, and then (unless an earlier request with the
+/// same `Idempotency-Key` and metadata is replayed) stores the files: the key's record is
+/// fingerprinted by the metadata, which names every file (and its sha256, when declared).
+async fn checked_upload(
+    state: &AppState,
+    key: &ApiKey,
+    job_id: JobId,
+    idempotency: &IdempotencyKey,
+    headers: &HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
     let (org_id, job_id) = (key.org_id.to_string(), job_id.to_string());
     let job = state
         .orchestrator
@@ -103,9 +123,9 @@ pub async fn upload(
         })
         .await?
         .into_inner();
-    let budget = Budget::of(&job, &headers)?;
-    let multipart = multipart.map_err(|rejection| match rejection {
-        _ if !is_multipart(&headers) => ApiError::new(
+    let budget = Budget::of(&job, headers)?;
+    let mut multipart = multipart.map_err(|rejection| match rejection {
+        _ if !is_multipart(headers) => ApiError::new(
             ErrorCode::UnsupportedMediaType,
             "send the body as multipart/form-data",
         ),
@@ -118,12 +138,37 @@ pub async fn upload(
         ),
     })?;
 
+    let (metadata, raw_metadata) = read_metadata(&mut multipart).await?;
+    let Some(record) = idempotency.scope(&json::canonical_body(&raw_metadata)) else {
+        return store_files(state, org_id, job_id, multipart, metadata, &budget)
+            .await
+            .map(IntoResponse::into_response);
+    };
+    if let Some(replayed) = replay::claim_owned(state, key, &record).await? {
+        return Ok(replayed);
+    }
+    let response = store_files(state, org_id, job_id, multipart, metadata, &budget)
+        .await
+        .map_or_else(IntoResponse::into_response, IntoResponse::into_response);
+    Ok(replay::finish_owned(state, key, &record, response).await)
+}
+
+/// Streams the file parts into storage and registers them with the orchestrator.
+async fn store_files(
+    state: &AppState,
+    org_id: String,
+    job_id: String,
+    multipart: Multipart,
+    metadata: Metadata,
+    budget: &Budget,
+) -> Result<Json<UploadResponse>, ApiError> {
     let mut stored = StoredObjects::new(state.storage.clone());
     let received = match receive(
         &state.storage,
         &job_id,
         multipart,
-        &budget,
+        metadata,
+        budget,
         state.config.upload_max_file_bytes,
         &mut stored,
     )
@@ -210,16 +255,9 @@ struct Received {
     stored: Stored,
 }
 
-/// Reads the metadata part, then streams every file part into storage.
-async fn receive(
-    storage: &Storage,
-    job_id: &str,
-    mut multipart: Multipart,
-    budget: &Budget,
-    max_file_bytes: u64,
-    stored: &mut StoredObjects,
-) -> Result<Vec<Received>, ApiError> {
-    let metadata = {
+/// Reads the metadata part, which must come first: parsed, and as sent.
+async fn read_metadata(multipart: &mut Multipart) -> Result<(Metadata, Vec<u8>), ApiError> {
+    {
         let Some(mut field) = multipart.next_field().await.map_err(malformed("body"))? else {
             return Err(invalid(
                 "metadata",
@@ -245,8 +283,20 @@ async fn receive(
             }
             bytes.extend_from_slice(&chunk);
         }
-        parse_metadata(&bytes)?
-    };
+        Ok((parse_metadata(&bytes)?, bytes))
+    }
+}
+
+/// Streams every file part named by `metadata` into storage.
+async fn receive(
+    storage: &Storage,
+    job_id: &str,
+    mut multipart: Multipart,
+    metadata: Metadata,
+    budget: &Budget,
+    max_file_bytes: u64,
+    stored: &mut StoredObjects,
+) -> Result<Vec<Received>, ApiError> {
     if let Some(flow) = &metadata.client_upload_flow_id {
         tracing::Span::current().record("client_upload_flow_id", flow.as_str());
     }
