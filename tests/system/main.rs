@@ -8,6 +8,7 @@ mod idempotency;
 mod lifecycle;
 mod limits;
 mod openapi;
+mod otlp;
 mod pipeline;
 mod reflection;
 mod resources;

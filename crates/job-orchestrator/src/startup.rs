@@ -24,12 +24,17 @@ use crate::relay::Relay;
 /// The orchestrator's migrations, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
+/// The service name: its spans' default `service.name`.
+pub const SERVICE: &str = "job-orchestrator";
+
 /// The database schema the orchestrator owns.
 pub const SCHEMA: &str = "orchestrator";
 
 /// Why the orchestrator could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    #[error("span export: {0}")]
+    Telemetry(#[from] plangrep_telemetry::InitError),
     #[error("invalid DATABASE_URL: {0}")]
     DatabaseUrl(#[source] sqlx::Error),
     #[error("database migration failed: {0}")]
@@ -104,6 +109,7 @@ impl App {
             grpc_listener,
             http_listener,
         } = self;
+        let export = plangrep_telemetry::SpanExport::start(SERVICE, &config.export)?;
         let topology = Topology::new(config.amqp_prefix.clone());
 
         let relay = Relay {
@@ -148,7 +154,8 @@ impl App {
                 topology: topology.clone(),
                 queue: stage.queue(),
                 concurrency,
-                consumer_tag: format!("job-orchestrator.{}", stage.name()),
+                service: SERVICE,
+            consumer_tag: format!("job-orchestrator.{}", stage.name()),
             };
             let health = BrokerHealth::default();
             stage_health.push(health.clone());
@@ -190,7 +197,7 @@ impl App {
         );
         tracing::info!(grpc = %grpc_listener.local_addr()?, "job-orchestrator serving");
         let grpc_result = tonic::transport::Server::builder()
-            .layer(plangrep_telemetry::trace::TraceLayer)
+            .layer(plangrep_telemetry::trace::TraceLayer::new(SERVICE))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -204,6 +211,7 @@ impl App {
             let _ = task.await;
         }
         pool.close().await;
+        export.shutdown().await;
         grpc_result?;
         Ok(())
     }
