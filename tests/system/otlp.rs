@@ -5,8 +5,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use plangrep_test_support::receiver::Receiver;
 use serde_json::json;
@@ -221,6 +221,7 @@ async fn one_create_job_is_one_trace_of_our_spans_joined_across_the_three_servic
             ("api-gateway", "POST") => "gateway request",
             ("api-gateway", n) if n.ends_with("/CreateJob") => "grpc client",
             ("job-orchestrator", n) if n.ends_with("/CreateJob") => "orchestrator server",
+            ("job-orchestrator", "outbox append") => "outbox write",
             ("job-orchestrator", n) if n.starts_with("publish ") => "relay publish",
             ("job-orchestrator", n) if n.starts_with("consume ") => "pipeline stage",
             ("webhook-dispatcher", n) if n.starts_with("consume ") => "dispatcher consume",
@@ -233,6 +234,7 @@ async fn one_create_job_is_one_trace_of_our_spans_joined_across_the_three_servic
         "gateway request",
         "grpc client",
         "orchestrator server",
+        "outbox write",
         "relay publish",
         "dispatcher consume",
         "webhook attempt",
@@ -255,6 +257,13 @@ async fn one_create_job_is_one_trace_of_our_spans_joined_across_the_three_servic
         "no pipeline stage in the trace: {names:?}"
     );
 
+    if std::env::var_os("TEST_LOG").is_some() {
+        eprintln!(
+            "{} spans exported in all, {} in the create's trace: {names:#?}\nattempt chain: {chain:#?}",
+            spans.len(),
+            trace.len()
+        );
+    }
     let services: BTreeSet<&str> = trace.iter().map(|s| s.service.as_str()).collect();
     assert_eq!(
         services,

@@ -160,7 +160,9 @@ impl App {
         let state = AppState {
             storage,
             pool: pool.clone(),
-            orchestrator: JobOrchestratorClient::new(traced(channel(&config.orchestrator_endpoint)?)),
+            orchestrator: JobOrchestratorClient::new(traced(channel(
+                &config.orchestrator_endpoint,
+            )?)),
             dispatcher: WebhookDispatcherClient::new(traced(channel(&config.dispatcher_endpoint)?)),
             rate_limiter: Arc::new(RateLimiter::new(
                 config.rate_limit_per_second,

@@ -13,9 +13,9 @@ use plangrep_messaging::topology::ALL_QUEUES;
 use plangrep_messaging::{OutgoingMessage, Publisher, Topology};
 use plangrep_telemetry::trace::TraceContext;
 use sqlx::postgres::{PgConnectOptions, PgListener};
-use tracing::Instrument;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::store::outbox;
 

@@ -155,7 +155,7 @@ impl App {
                 queue: stage.queue(),
                 concurrency,
                 service: SERVICE,
-            consumer_tag: format!("job-orchestrator.{}", stage.name()),
+                consumer_tag: format!("job-orchestrator.{}", stage.name()),
             };
             let health = BrokerHealth::default();
             stage_health.push(health.clone());

@@ -129,11 +129,8 @@ impl SpanExport {
 
 /// Flushes every export still running (the binary's last word, after its service stopped).
 pub(crate) fn shutdown_all() {
-    let registrations = std::mem::take(
-        &mut *registry()
-            .write()
-            .unwrap_or_else(PoisonError::into_inner),
-    );
+    let registrations =
+        std::mem::take(&mut *registry().write().unwrap_or_else(PoisonError::into_inner));
     for registration in registrations {
         if let Err(error) = registration.provider.shutdown() {
             eprintln!("telemetry: span export did not shut down cleanly: {error}");

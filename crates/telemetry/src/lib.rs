@@ -100,7 +100,8 @@ pub fn init(config: TelemetryConfig<'_>) -> Result<TelemetryGuard, InitError> {
 /// subscriber is already installed.
 pub fn init_for_tests() {
     let logs = std::env::var_os("TEST_LOG").is_some().then(|| {
-        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,sqlx=warn,lapin=warn".into());
+        let filter =
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info,sqlx=warn,lapin=warn".into());
         tracing_subscriber::fmt::layer()
             .with_test_writer()
             .with_filter(EnvFilter::new(filter))

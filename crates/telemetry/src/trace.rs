@@ -295,8 +295,7 @@ where
             otel.kind = "client",
         );
         let context = TraceContext::of(&span).or_else(|| current().map(|c| c.child()));
-        if let Some(value) = context.and_then(|c| http::HeaderValue::try_from(c.to_string()).ok())
-        {
+        if let Some(value) = context.and_then(|c| http::HeaderValue::try_from(c.to_string()).ok()) {
             request.headers_mut().insert(TRACEPARENT, value);
         }
         tracing::Instrument::instrument(self.inner.call(request), span)

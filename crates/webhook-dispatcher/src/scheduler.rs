@@ -101,7 +101,10 @@ impl Scheduler {
         plangrep_telemetry::export::continue_trace(
             &span,
             crate::startup::SERVICE,
-            delivery.traceparent.as_deref().and_then(TraceContext::parse),
+            delivery
+                .traceparent
+                .as_deref()
+                .and_then(TraceContext::parse),
         );
         self.attempt(tx, delivery).instrument(span).await
     }
