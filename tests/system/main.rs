@@ -12,6 +12,7 @@ mod lifecycle;
 mod limits;
 mod observability;
 mod openapi;
+mod otlp;
 mod pipeline;
 mod reflection;
 mod resources;

@@ -14,6 +14,8 @@ pub const DEFAULT_UPLOAD_MAX_FILE_BYTES: u64 = 512 * 1024 * 1024;
 /// Everything the gateway needs to run.
 #[derive(Clone)]
 pub struct Config {
+    /// Span export (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_SERVICE_NAME`).
+    pub export: plangrep_telemetry::ExportConfig,
     /// PostgreSQL URL; the gateway's tables live in the `gateway` schema.
     pub database_url: String,
     /// Public listen address.
@@ -72,6 +74,10 @@ impl Config {
             DestinationPolicy::PublicHttpsOnly
         };
         Ok(Self {
+            export: plangrep_telemetry::ExportConfig::new(
+                settings.raw("OTEL_EXPORTER_OTLP_ENDPOINT"),
+                settings.raw("OTEL_SERVICE_NAME"),
+            ),
             database_url: settings.database_url(),
             addr: settings.socket_addr("PLANGREP_GATEWAY_ADDR", "0.0.0.0:8080")?,
             ops_addr: settings.socket_addr("PLANGREP_GATEWAY_OPS_ADDR", "0.0.0.0:9090")?,

@@ -13,14 +13,13 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use plangrep_proto::dispatcher::webhook_dispatcher_client::WebhookDispatcherClient;
 use plangrep_proto::orchestrator::job_orchestrator_client::JobOrchestratorClient;
-use plangrep_proto::trace::PropagateTrace;
+use plangrep_proto::trace::{TracedChannel, traced};
 use plangrep_service::database;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi;
@@ -41,12 +40,17 @@ use crate::routes::{admin, deliveries, files, jobs, projects};
 /// The gateway's migrations, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
+/// The service name: its spans' default `service.name`.
+pub const SERVICE: &str = "api-gateway";
+
 /// The database schema the gateway owns.
 pub const SCHEMA: &str = "gateway";
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    #[error("span export: {0}")]
+    Telemetry(#[from] plangrep_telemetry::InitError),
     #[error("invalid DATABASE_URL: {0}")]
     DatabaseUrl(#[source] sqlx::Error),
     #[error("database migration failed: {0}")]
@@ -67,9 +71,9 @@ pub struct AppState {
     /// The gateway's own tables (orgs, keys).
     pub pool: PgPool,
     /// The orchestrator's gRPC client (cheap to clone; propagates the trace).
-    pub orchestrator: JobOrchestratorClient<InterceptedService<Channel, PropagateTrace>>,
+    pub orchestrator: JobOrchestratorClient<TracedChannel>,
     /// The dispatcher's gRPC client (cheap to clone; propagates the trace).
-    pub dispatcher: WebhookDispatcherClient<InterceptedService<Channel, PropagateTrace>>,
+    pub dispatcher: WebhookDispatcherClient<TracedChannel>,
     /// Validated configuration.
     pub config: Arc<Config>,
     /// Token buckets per API key (and per peer for unauthenticated requests).
@@ -182,12 +186,14 @@ pub fn router(state: AppState, metrics: HttpMetrics) -> Router {
         ))
         .layer(axum::middleware::from_fn(request_id::middleware))
         .layer(axum::middleware::map_response(json::declare_charset))
-        .layer(plangrep_telemetry::trace::TraceLayer)
+        .layer(plangrep_telemetry::trace::TraceLayer::new(SERVICE))
 }
 
 /// A built, not yet running gateway.
 pub struct App {
     listener: TcpListener,
+    /// Span export, per `Config::export`.
+    export: plangrep_telemetry::ExportConfig,
     router: Router,
     ops_listener: TcpListener,
     ops_router: Router,
@@ -208,14 +214,10 @@ impl App {
         let state = AppState {
             storage,
             pool: pool.clone(),
-            orchestrator: JobOrchestratorClient::with_interceptor(
-                channel(&config.orchestrator_endpoint)?,
-                PropagateTrace,
-            ),
-            dispatcher: WebhookDispatcherClient::with_interceptor(
-                channel(&config.dispatcher_endpoint)?,
-                PropagateTrace,
-            ),
+            orchestrator: JobOrchestratorClient::new(traced(channel(
+                &config.orchestrator_endpoint,
+            )?)),
+            dispatcher: WebhookDispatcherClient::new(traced(channel(&config.dispatcher_endpoint)?)),
             rate_limiter: Arc::new(RateLimiter::new(
                 config.rate_limit_per_second,
                 config.rate_limit_burst,
@@ -225,6 +227,7 @@ impl App {
         let metrics = HttpMetrics::default();
         Ok(Self {
             listener,
+            export: state.config.export.clone(),
             router: router(state, metrics.clone()),
             ops_listener,
             ops_router: ops_router(pool.clone(), metrics),
@@ -244,6 +247,7 @@ impl App {
 
     /// Serves until `shutdown` is cancelled.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
+        let export = plangrep_telemetry::SpanExport::start(SERVICE, &self.export)?;
         tracing::info!(addr = %self.local_addr(), ops = %self.ops_addr(), "api-gateway serving");
         let ops = tokio::spawn(plangrep_service::ops::serve(
             self.ops_listener,
@@ -262,6 +266,7 @@ impl App {
         shutdown.cancel();
         let ops = ops.await.unwrap_or(Ok(()));
         self.pool.close().await;
+        export.shutdown().await;
         served?;
         ops?;
         Ok(())

@@ -14,6 +14,8 @@ use crate::pdf::Limits;
 /// Everything the orchestrator needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Span export (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_SERVICE_NAME`).
+    pub export: plangrep_telemetry::ExportConfig,
     /// PostgreSQL URL; the orchestrator's tables live in the `orchestrator` schema.
     pub database_url: String,
     /// RabbitMQ URL.
@@ -71,6 +73,10 @@ impl Config {
             }
         };
         Ok(Self {
+            export: plangrep_telemetry::ExportConfig::new(
+                settings.raw("OTEL_EXPORTER_OTLP_ENDPOINT"),
+                settings.raw("OTEL_SERVICE_NAME"),
+            ),
             database_url: settings.database_url(),
             amqp_url: settings.amqp_url(),
             amqp_prefix: settings.string("PLANGREP_AMQP_PREFIX", ""),

@@ -11,9 +11,11 @@ use std::time::Duration;
 use plangrep_messaging::StatusEvent;
 use plangrep_messaging::topology::ALL_QUEUES;
 use plangrep_messaging::{OutgoingMessage, Publisher, Topology};
+use plangrep_telemetry::trace::TraceContext;
 use sqlx::postgres::{PgConnectOptions, PgListener};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::metrics::OrchestratorMetrics;
 use crate::store::outbox;
@@ -144,11 +146,24 @@ impl Relay {
                 return Ok(());
             }
             for row in &batch {
+                // The publish is a span (kind `producer`) of the trace that wrote the row,
+                // a child of the span that wrote it; consumers continue from this span.
+                let parent = row.traceparent.as_deref().and_then(TraceContext::parse);
+                let span = tracing::info_span!(
+                    "publish",
+                    otel.name = %format!("publish {}", row.routing_key),
+                    otel.kind = "producer",
+                    routing_key = %row.routing_key,
+                    event_id = %row.event_id,
+                );
+                plangrep_telemetry::export::continue_trace(&span, crate::startup::SERVICE, parent);
                 let message = OutgoingMessage {
                     message_id: row.event_id.clone(),
                     routing_key: row.routing_key.clone(),
                     payload: row.payload.clone(),
-                    traceparent: row.traceparent.clone(),
+                    traceparent: TraceContext::of(&span)
+                        .map(|context| context.to_string())
+                        .or_else(|| row.traceparent.clone()),
                     // Job events must reach the dispatcher; a missing queue is an error
                     // (the row stays unpublished), never a silently dropped webhook.
                     mandatory: StatusEvent::parse(&row.routing_key)
@@ -157,6 +172,7 @@ impl Relay {
                 // A broker that blocks publishers (memory or disk alarm) must not hold the
                 // batch transaction, or shutdown, forever: give up and reconnect.
                 tokio::time::timeout(CONFIRM_TIMEOUT, publisher.publish(&message))
+                    .instrument(span)
                     .await
                     .map_err(|_| RelayError::ConfirmTimeout)??;
             }

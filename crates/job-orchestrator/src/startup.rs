@@ -30,12 +30,17 @@ use crate::relay::Relay;
 /// The orchestrator's migrations, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
+/// The service name: its spans' default `service.name`.
+pub const SERVICE: &str = "job-orchestrator";
+
 /// The database schema the orchestrator owns.
 pub const SCHEMA: &str = "orchestrator";
 
 /// Why the orchestrator could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    #[error("span export: {0}")]
+    Telemetry(#[from] plangrep_telemetry::InitError),
     #[error("invalid DATABASE_URL: {0}")]
     DatabaseUrl(#[source] sqlx::Error),
     #[error("database migration failed: {0}")]
@@ -112,6 +117,7 @@ impl App {
             grpc_listener,
             http_listener,
         } = self;
+        let export = plangrep_telemetry::SpanExport::start(SERVICE, &config.export)?;
         let topology = Topology::new(config.amqp_prefix.clone());
         let metrics = OrchestratorMetrics::new(config.amqp_url.clone(), topology.clone());
 
@@ -158,6 +164,7 @@ impl App {
                 topology: topology.clone(),
                 queue: stage.queue(),
                 concurrency,
+                service: SERVICE,
                 consumer_tag: format!("job-orchestrator.{}", stage.name()),
             };
             let health = BrokerHealth::default();
@@ -219,7 +226,7 @@ impl App {
         tracing::info!(grpc = %grpc_listener.local_addr()?, "job-orchestrator serving");
         let grpc_result = tonic::transport::Server::builder()
             .layer(GrpcMetricsLayer(metrics.grpc.clone()))
-            .layer(plangrep_telemetry::trace::TraceLayer)
+            .layer(plangrep_telemetry::trace::TraceLayer::new(SERVICE))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -239,6 +246,7 @@ impl App {
             let _ = task.await;
         }
         pool.close().await;
+        export.shutdown().await;
         grpc_result?;
         Ok(())
     }

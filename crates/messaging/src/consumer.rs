@@ -91,6 +91,8 @@ pub struct ConsumerConfig {
     pub concurrency: u16,
     /// A tag that names this consumer in the broker's management UI.
     pub consumer_tag: String,
+    /// The consuming service: its export takes the message spans.
+    pub service: &'static str,
 }
 
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
@@ -176,8 +178,9 @@ where
         };
         let handler = handler.clone();
         let shutdown = shutdown.clone();
+        let service = config.service;
         tracker.spawn(async move {
-            handle_delivery(delivery, handler, shutdown).await;
+            handle_delivery(delivery, service, handler, shutdown).await;
             drop(permit);
         });
     };
@@ -191,8 +194,12 @@ where
 }
 
 /// Turns a delivery into an [`Incoming`] and settles it inside the publisher's trace.
-async fn handle_delivery<H, Fut>(delivery: Delivery, handler: H, shutdown: CancellationToken)
-where
+async fn handle_delivery<H, Fut>(
+    delivery: Delivery,
+    service: &'static str,
+    handler: H,
+    shutdown: CancellationToken,
+) where
     H: Fn(Incoming) -> Fut,
     Fut: Future<Output = Result<(), HandleError>>,
 {
@@ -215,18 +222,25 @@ where
                 _ => None,
             }),
     };
-    // Every log line and every event this message causes continues the publisher's trace.
+    // Every log line and every event this message causes continues the publisher's trace:
+    // the message span (kind `consumer`) is the child of the relay's publish span.
     let parent = incoming
         .traceparent
         .as_deref()
         .and_then(TraceContext::parse);
-    let context = parent
-        .map(|p| p.child())
+    let span = tracing::info_span!(
+        "message",
+        otel.name = %format!("consume {}", incoming.routing_key),
+        otel.kind = "consumer",
+        routing_key = %incoming.routing_key,
+        message_id = incoming.message_id.as_deref().unwrap_or_default(),
+        trace_id = tracing::field::Empty,
+    );
+    plangrep_telemetry::export::continue_trace(&span, service, parent);
+    let context = TraceContext::of(&span)
+        .or_else(|| parent.map(|p| p.child()))
         .unwrap_or_else(TraceContext::new_root);
-    let span = tracing::info_span!("message", routing_key = %incoming.routing_key, trace_id = %context.trace_id());
-    if let Some(parent) = parent {
-        parent.attach(&span);
-    }
+    span.record("trace_id", tracing::field::display(context.trace_id()));
     plangrep_telemetry::trace::scope(
         context,
         tracing::Instrument::instrument(settle(delivery, incoming, handler, shutdown), span),

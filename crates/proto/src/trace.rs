@@ -1,21 +1,14 @@
-//! Propagates the current W3C trace context on outgoing gRPC calls.
+//! Propagates the current W3C trace context on outgoing gRPC calls: each call is a client
+//! span of the caller, and its context travels as the `traceparent` metadata.
 
-use plangrep_telemetry::trace::{TRACEPARENT, next_hop};
-use tonic::metadata::MetadataValue;
-use tonic::service::Interceptor;
+use plangrep_telemetry::trace::ClientTrace;
+use tonic::transport::Channel;
 
-/// A client interceptor that adds `traceparent` (a child of the current context).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PropagateTrace;
+/// A channel whose calls are client spans carrying `traceparent` (what the generated
+/// clients take: `JobOrchestratorClient::new(traced(channel))`).
+pub type TracedChannel = ClientTrace<Channel>;
 
-impl Interceptor for PropagateTrace {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = next_hop().and_then(|v| MetadataValue::try_from(v).ok()) {
-            request.metadata_mut().insert(TRACEPARENT, value);
-        }
-        Ok(request)
-    }
+/// Wraps `channel` so its calls are traced.
+pub fn traced(channel: Channel) -> TracedChannel {
+    ClientTrace::new(channel)
 }

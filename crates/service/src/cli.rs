@@ -93,11 +93,10 @@ where
         let telemetry = plangrep_telemetry::init(plangrep_telemetry::TelemetryConfig {
             service_name,
             log_format: settings.raw("LOG_FORMAT"),
-            otlp_endpoint: settings.raw("OTEL_EXPORTER_OTLP_ENDPOINT"),
-            otel_service_name: settings.raw("OTEL_SERVICE_NAME"),
         })?;
         let outcome = body(cli.command, settings).await;
-        // Export the last spans; the exporter's shutdown blocks, so not on a runtime worker.
+        // Services flush their span export when they stop; this flushes any export left
+        // running. The exporter's shutdown blocks, so not on a runtime worker.
         tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
         outcome
     }

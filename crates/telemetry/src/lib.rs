@@ -3,17 +3,23 @@
 //!
 //! `LOG_FORMAT=text|json` picks the format, `RUST_LOG` the filter (default `info`).
 //! Logs go to stderr so stdout stays free for command output (`make run` prints there).
-//! [`trace`] carries the W3C `traceparent` across HTTP, gRPC, the outbox and AMQP; when
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are exported over OTLP/gRPC as well, in the
-//! same traces.
+//! [`trace`] carries the W3C `traceparent` across HTTP, gRPC, the outbox and AMQP, taking
+//! span ids from the OpenTelemetry layer so exported parents are real spans; [`export`]
+//! sends a service's spans over OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//!
+//! The OpenTelemetry layer has its own filter ([`exported`]): only spans of our crates
+//! (and warnings and errors logged in them) reach it, whatever `RUST_LOG` says for logs,
+//! so HTTP/2, tonic and hyper internals never become spans an operator pays for.
 
+pub mod export;
 pub mod trace;
 
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig;
-use opentelemetry_sdk::trace::SdkTracerProvider;
-use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
+pub use export::{ExportConfig, SpanExport};
+
+use tracing::{Level, Metadata};
+use tracing_subscriber::filter::{FilterExt, Targets, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -29,35 +35,46 @@ pub enum InitError {
 /// What `init` needs to know.
 #[derive(Debug, Clone, Copy)]
 pub struct TelemetryConfig<'a> {
-    /// The service name (`OTEL_SERVICE_NAME` overrides it in exported spans).
+    /// The service name (for messages about telemetry itself).
     pub service_name: &'a str,
     /// `LOG_FORMAT`.
     pub log_format: Option<&'a str>,
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT`; export is off when unset.
-    pub otlp_endpoint: Option<&'a str>,
-    /// `OTEL_SERVICE_NAME`.
-    pub otel_service_name: Option<&'a str>,
 }
 
-/// Flushes exported spans when the service stops; hold it for the life of `main`.
+/// Flushes whatever span export is still running when the binary ends; hold it for the
+/// life of `main`. (Services flush their own export when they stop.)
 #[must_use = "dropping the guard early loses the last spans"]
-pub struct TelemetryGuard {
-    provider: Option<SdkTracerProvider>,
-}
+pub struct TelemetryGuard(());
 
 impl TelemetryGuard {
-    /// Exports what is buffered and stops the exporter.
+    /// Exports what is buffered and stops every exporter (blocks: call it off the runtime).
     pub fn shutdown(self) {
-        if let Some(provider) = self.provider
-            && let Err(error) = provider.shutdown()
-        {
-            eprintln!("telemetry: span export did not shut down cleanly: {error}");
-        }
+        export::shutdown_all();
     }
 }
 
-/// Installs the global tracing subscriber for a service. Call once, first thing in `main`,
-/// inside the tokio runtime (the span exporter runs on it).
+/// Whether the OpenTelemetry layer sees `metadata`: spans of our crates, and the warnings
+/// and errors logged inside them (as span events). Dependencies' spans (h2, tonic, hyper,
+/// tower, sqlx, lapin) never do.
+pub fn exported(metadata: &Metadata<'_>) -> bool {
+    metadata.is_span() || *metadata.level() <= Level::WARN
+}
+
+/// The OpenTelemetry layer, filtered to our spans ([`exported`]), routing each span to its
+/// service's [`SpanExport`].
+pub fn span_layer<S>() -> impl Layer<S> + Send + Sync + 'static
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span> + Send + Sync,
+{
+    let ours = Targets::new().with_target("plangrep_", Level::TRACE);
+    tracing_opentelemetry::layer()
+        .with_tracer(export::RoutingTracer::new())
+        // Thread ids and names say nothing about an async request and cost per span.
+        .with_threads(false)
+        .with_filter(ours.and(filter_fn(exported)))
+}
+
+/// Installs the global tracing subscriber for a service. Call once, first thing in `main`.
 pub fn init(config: TelemetryConfig<'_>) -> Result<TelemetryGuard, InitError> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = match config.log_format.unwrap_or("text") {
@@ -71,41 +88,26 @@ pub fn init(config: TelemetryConfig<'_>) -> Result<TelemetryGuard, InitError> {
             .boxed(),
         other => return Err(InitError::LogFormat(other.to_owned())),
     };
-    let provider = config
-        .otlp_endpoint
-        .map(|endpoint| {
-            tracer_provider(
-                endpoint,
-                config.otel_service_name.unwrap_or(config.service_name),
-            )
-        })
-        .transpose()?;
-    let spans = provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer().with_tracer(provider.tracer(config.service_name.to_owned()))
-    });
     let _ = tracing_subscriber::registry()
         .with(logs.with_filter(filter))
-        .with(spans)
+        .with(span_layer())
         .try_init();
-    Ok(TelemetryGuard { provider })
+    Ok(TelemetryGuard(()))
 }
 
-fn tracer_provider(endpoint: &str, service_name: &str) -> Result<SdkTracerProvider, InitError> {
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint)
-        .build()
-        .map_err(|error| InitError::Exporter(error.to_string()))?;
-    // The async-runtime batch processor exports on tokio, where the tonic client lives (the
-    // default processor's own thread has no reactor for it).
-    let processor =
-        BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build();
-    Ok(SdkTracerProvider::builder()
-        .with_span_processor(processor)
-        .with_resource(
-            opentelemetry_sdk::Resource::builder()
-                .with_service_name(service_name.to_owned())
-                .build(),
-        )
-        .build())
+/// Installs the global subscriber of a test process: the span layer, plus logs to the
+/// test writer when `TEST_LOG` is set (`RUST_LOG` filters them). Does nothing if a
+/// subscriber is already installed.
+pub fn init_for_tests() {
+    let logs = std::env::var_os("TEST_LOG").is_some().then(|| {
+        let filter =
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info,sqlx=warn,lapin=warn".into());
+        tracing_subscriber::fmt::layer()
+            .with_test_writer()
+            .with_filter(EnvFilter::new(filter))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(span_layer())
+        .try_init();
 }

@@ -2,9 +2,13 @@
 //! request, gRPC metadata, the outbox row, the AMQP message headers and the dispatcher's
 //! delivery row, so one trace id ties a customer's request to the webhooks it caused.
 //!
-//! The current context lives in a task-local for the duration of a request or message
-//! ([`scope`]); [`current`] reads it where a hop is recorded (outbox append, gRPC client
-//! call). Each hop continues the caller's trace with a fresh span id ([`TraceContext::child`]).
+//! With the OpenTelemetry layer installed ([`crate::init`]), the context of a hop is the
+//! current exported span's: a `traceparent` names a span the collector receives, so
+//! parent ids chain across services. Without it (a test without the layer), the context
+//! lives in a task-local for the duration of a request or message ([`scope`]) and each
+//! hop continues the caller's trace with a fresh span id ([`TraceContext::child`]).
+//! [`current`] reads whichever applies where a hop is recorded (outbox append, gRPC
+//! client call, delivery row).
 
 use std::fmt;
 use std::future::Future;
@@ -105,26 +109,40 @@ impl fmt::Display for TraceContext {
 }
 
 impl TraceContext {
-    /// Makes `span` part of this trace in exported spans (OTLP), as the child of this
-    /// context's span. Without an exporter this does nothing.
-    pub fn attach(&self, span: &tracing::Span) {
-        use opentelemetry::trace::{
-            SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
-        };
+    /// The context of an OpenTelemetry span, if it is a real one.
+    fn from_otel(context: &opentelemetry::trace::SpanContext) -> Option<Self> {
+        context.is_valid().then(|| Self {
+            trace_id: context.trace_id().to_bytes(),
+            span_id: context.span_id().to_bytes(),
+            sampled: context.is_sampled(),
+        })
+    }
+
+    /// `span`'s own context as the OpenTelemetry layer knows it (starting the span);
+    /// `None` without the layer.
+    pub fn of(span: &tracing::Span) -> Option<Self> {
+        use opentelemetry::trace::TraceContextExt;
         use tracing_opentelemetry::OpenTelemetrySpanExt;
-        let flags = if self.sampled {
+        Self::from_otel(span.context().span().span_context())
+    }
+}
+
+impl From<TraceContext> for opentelemetry::trace::SpanContext {
+    /// A remote parent: the caller's span.
+    fn from(context: TraceContext) -> Self {
+        use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
+        let flags = if context.sampled {
             TraceFlags::SAMPLED
         } else {
             TraceFlags::default()
         };
-        let remote = SpanContext::new(
-            TraceId::from_bytes(self.trace_id),
-            SpanId::from_bytes(self.span_id),
+        Self::new(
+            TraceId::from_bytes(context.trace_id),
+            SpanId::from_bytes(context.span_id),
             flags,
             true,
             TraceState::default(),
-        );
-        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+        )
     }
 }
 
@@ -137,27 +155,51 @@ pub fn scope<F: Future>(context: TraceContext, future: F) -> impl Future<Output 
     CURRENT.scope(context, future)
 }
 
-/// The current trace context, if running inside [`scope`].
+/// The span the OpenTelemetry layer has entered on this thread (the innermost of our
+/// spans; dependencies' spans are not exported, so they never are).
+fn current_otel() -> Option<TraceContext> {
+    use opentelemetry::trace::TraceContextExt;
+    opentelemetry::Context::map_current(|context| {
+        TraceContext::from_otel(context.span().span_context())
+    })
+}
+
+/// The current trace context: the current exported span's, else the [`scope`]'s.
 pub fn current() -> Option<TraceContext> {
-    CURRENT.try_with(|context| *context).ok()
+    current_otel().or_else(|| CURRENT.try_with(|context| *context).ok())
 }
 
-/// The `traceparent` to hand to the next hop: a child of the current context.
+/// The `traceparent` to hand to the next hop: the current span (the next hop's parent),
+/// or without the span layer a child of the [`scope`]'s context.
 pub fn next_hop() -> Option<String> {
-    current().map(|context| context.child().to_string())
+    current_otel()
+        .or_else(|| CURRENT.try_with(TraceContext::child).ok())
+        .map(|context| context.to_string())
 }
 
-/// A tower layer for servers (tonic, axum): continues the caller's `traceparent` header,
-/// runs the request inside [`scope`] and a `server` span that is a child of the caller's
-/// span in exported traces.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TraceLayer;
+/// A tower layer for servers (tonic, axum): every request runs in a `request` span (kind
+/// `server`) of `service` that continues the caller's `traceparent` header (or starts a
+/// trace), and inside [`scope`] with that span's context.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceLayer {
+    service: &'static str,
+}
+
+impl TraceLayer {
+    /// The layer of `service` (the name its spans are exported under by default).
+    pub fn new(service: &'static str) -> Self {
+        Self { service }
+    }
+}
 
 impl<S> tower::Layer<S> for TraceLayer {
     type Service = TraceService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        TraceService { inner }
+        TraceService {
+            inner,
+            service: self.service,
+        }
     }
 }
 
@@ -165,6 +207,7 @@ impl<S> tower::Layer<S> for TraceLayer {
 #[derive(Debug, Clone)]
 pub struct TraceService<S> {
     inner: S,
+    service: &'static str,
 }
 
 impl<S, B> tower::Service<http::Request<B>> for TraceService<S>
@@ -186,22 +229,76 @@ where
             .get(TRACEPARENT)
             .and_then(|v| v.to_str().ok())
             .and_then(TraceContext::parse);
-        let context = parent
-            .map(|p| p.child())
-            .unwrap_or_else(TraceContext::new_root);
+        let grpc = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let path = request.uri().path();
+        // gRPC names the method in the path; HTTP paths carry ids, so the method it is.
+        let name = if grpc {
+            path.trim_start_matches('/').to_owned()
+        } else {
+            request.method().to_string()
+        };
         let span = tracing::info_span!(
-            "server",
-            path = %request.uri().path(),
-            trace_id = %context.trace_id(),
+            "request",
+            otel.name = %name,
+            otel.kind = "server",
+            "http.request.method" = %request.method(),
+            "url.path" = %path,
+            trace_id = tracing::field::Empty,
         );
-        if let Some(parent) = parent {
-            parent.attach(&span);
-        }
+        crate::export::continue_trace(&span, self.service, parent);
+        let context = TraceContext::of(&span)
+            .or_else(|| parent.map(|p| p.child()))
+            .unwrap_or_else(TraceContext::new_root);
+        span.record("trace_id", tracing::field::display(context.trace_id()));
         let future = self.inner.call(request);
         Box::pin(scope(
             context,
             tracing::Instrument::instrument(future, span),
         ))
+    }
+}
+
+/// A tower service for clients (a tonic channel): every call runs in an `rpc` span (kind
+/// `client`, a child of the caller's span) whose context goes out as the `traceparent`
+/// header, so the server's span is its child.
+#[derive(Debug, Clone)]
+pub struct ClientTrace<S> {
+    inner: S,
+}
+
+impl<S> ClientTrace<S> {
+    /// Wraps `inner` (e.g. a `tonic::transport::Channel`).
+    pub fn new(inner: S) -> Self {
+        Self { inner }
+    }
+}
+
+impl<S, B> tower::Service<http::Request<B>> for ClientTrace<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = tracing::instrument::Instrumented<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let span = tracing::info_span!(
+            "rpc",
+            otel.name = %request.uri().path().trim_start_matches('/'),
+            otel.kind = "client",
+        );
+        let context = TraceContext::of(&span).or_else(|| current().map(|c| c.child()));
+        if let Some(value) = context.and_then(|c| http::HeaderValue::try_from(c.to_string()).ok()) {
+            request.headers_mut().insert(TRACEPARENT, value);
+        }
+        tracing::Instrument::instrument(self.inner.call(request), span)
     }
 }
 
@@ -247,5 +344,27 @@ mod tests {
             TraceContext::parse(&hop).unwrap().trace_id(),
             root.trace_id()
         );
+    }
+
+    #[test]
+    fn with_the_span_layer_a_hop_names_the_current_exported_span() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let subscriber = tracing_subscriber::registry().with(crate::span_layer());
+        tracing::subscriber::with_default(subscriber, || {
+            let caller =
+                TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+                    .unwrap();
+            let span = tracing::info_span!("request");
+            crate::export::continue_trace(&span, "test", Some(caller));
+            let own = TraceContext::of(&span).expect("the layer gives the span real ids");
+            assert_eq!(own.trace_id(), caller.trace_id());
+            assert_ne!(own, caller);
+            assert_eq!(span.in_scope(next_hop), Some(own.to_string()));
+            // A dependency's span is not the layer's: the hop still names ours.
+            let internal = tracing::info_span!(target: "h2::proto", "poll_ready");
+            assert_eq!(TraceContext::of(&internal), None);
+            let hop = span.in_scope(|| internal.in_scope(next_hop));
+            assert_eq!(hop, Some(own.to_string()));
+        });
     }
 }

@@ -10,6 +10,8 @@ use plangrep_service::{SettingError, Settings};
 /// Everything the dispatcher needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Span export (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_SERVICE_NAME`).
+    pub export: plangrep_telemetry::ExportConfig,
     /// PostgreSQL URL; the dispatcher's tables live in the `dispatcher` schema.
     pub database_url: String,
     /// RabbitMQ URL.
@@ -74,6 +76,10 @@ impl Config {
             ));
         }
         Ok(Self {
+            export: plangrep_telemetry::ExportConfig::new(
+                settings.raw("OTEL_EXPORTER_OTLP_ENDPOINT"),
+                settings.raw("OTEL_SERVICE_NAME"),
+            ),
             database_url: settings.database_url(),
             amqp_url: settings.amqp_url(),
             amqp_prefix: settings.string("PLANGREP_AMQP_PREFIX", ""),

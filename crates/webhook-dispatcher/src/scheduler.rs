@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use plangrep_core::retry::{NextAttempt, RetryPolicy};
+use plangrep_telemetry::trace::TraceContext;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::metrics::DeliveryMetrics;
 use crate::outcome::Verdict;
@@ -86,6 +88,34 @@ impl Scheduler {
             tx.commit().await?;
             return Ok(false);
         };
+        // The attempt is a span of the trace that caused the event, a child of the span
+        // that recorded the delivery (the message it came in).
+        let span = tracing::info_span!(
+            "attempt",
+            otel.name = "webhook attempt",
+            otel.kind = "client",
+            delivery_id = %delivery.id,
+            job_id = %delivery.job_id,
+            sequence = delivery.sequence,
+        );
+        plangrep_telemetry::export::continue_trace(
+            &span,
+            crate::startup::SERVICE,
+            delivery
+                .traceparent
+                .as_deref()
+                .and_then(TraceContext::parse),
+        );
+        self.attempt(tx, delivery).instrument(span).await
+    }
+
+    /// Attempts the claimed `delivery` and records the outcome in `tx` (which holds its
+    /// row lock).
+    async fn attempt(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        delivery: DeliveryRow,
+    ) -> Result<bool, ScheduleError> {
         let started_at = store::now();
         if !delivery.manual_requested && deliveries::job_stopped(&mut tx, &delivery.job_id).await? {
             // The receiver said 410 for this job while this event was being recorded:
@@ -195,7 +225,7 @@ impl Scheduler {
         let trace_id = delivery
             .traceparent
             .as_deref()
-            .and_then(plangrep_telemetry::trace::TraceContext::parse)
+            .and_then(TraceContext::parse)
             .map(|context| context.trace_id());
         tracing::info!(
             trace_id = trace_id.as_deref().unwrap_or_default(),

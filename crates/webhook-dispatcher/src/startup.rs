@@ -34,12 +34,17 @@ use crate::target::TargetCache;
 /// The dispatcher's migrations, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
+/// The service name: its spans' default `service.name`.
+pub const SERVICE: &str = "webhook-dispatcher";
+
 /// The database schema the dispatcher owns.
 pub const SCHEMA: &str = "dispatcher";
 
 /// Why the dispatcher could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    #[error("span export: {0}")]
+    Telemetry(#[from] plangrep_telemetry::InitError),
     #[error("invalid DATABASE_URL: {0}")]
     DatabaseUrl(#[source] sqlx::Error),
     #[error("database migration failed: {0}")]
@@ -132,6 +137,7 @@ impl App {
             http_listener,
             scheduler,
         } = self;
+        let export = plangrep_telemetry::SpanExport::start(SERVICE, &config.export)?;
         let broker = BrokerHealth::default();
         let tasks = TaskTracker::new();
 
@@ -145,6 +151,7 @@ impl App {
             topology: Topology::new(config.amqp_prefix.clone()),
             queue: DISPATCHER_EVENTS,
             concurrency: 16,
+            service: SERVICE,
             consumer_tag: "webhook-dispatcher".to_owned(),
         };
         tasks.spawn(consume_loop(
@@ -188,7 +195,7 @@ impl App {
         tracing::info!(grpc = %grpc_listener.local_addr()?, "webhook-dispatcher serving");
         let grpc_result = tonic::transport::Server::builder()
             .layer(GrpcMetricsLayer(scheduler.metrics.grpc.clone()))
-            .layer(plangrep_telemetry::trace::TraceLayer)
+            .layer(plangrep_telemetry::trace::TraceLayer::new(SERVICE))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -199,6 +206,7 @@ impl App {
         shutdown.cancel();
         tasks.wait().await;
         pool.close().await;
+        export.shutdown().await;
         grpc_result?;
         Ok(())
     }

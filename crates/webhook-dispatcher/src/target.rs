@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use plangrep_core::webhook::WebhookSecret;
 use plangrep_proto::orchestrator::GetWebhookTargetRequest;
 use plangrep_proto::orchestrator::job_orchestrator_client::JobOrchestratorClient;
+use plangrep_proto::trace::{TracedChannel, traced};
 use tonic::transport::Channel;
 
 /// How long a target is reused.
@@ -37,7 +38,7 @@ pub enum TargetError {
 
 /// A cached client of `GetWebhookTarget`.
 pub struct TargetCache {
-    client: JobOrchestratorClient<Channel>,
+    client: JobOrchestratorClient<TracedChannel>,
     cached: Mutex<HashMap<String, (Target, Instant)>>,
 }
 
@@ -49,7 +50,7 @@ impl TargetCache {
             .timeout(Duration::from_secs(5))
             .connect_lazy();
         Ok(Self {
-            client: JobOrchestratorClient::new(channel),
+            client: JobOrchestratorClient::new(traced(channel)),
             cached: Mutex::new(HashMap::new()),
         })
     }

@@ -14,7 +14,9 @@ pub struct PendingMessage {
 }
 
 /// Appends a message to the outbox inside the caller's transaction, continuing the
-/// current trace (the relay puts it in the message's `traceparent` header).
+/// current trace: the row's `traceparent` is this write's span, the parent of the relay's
+/// publish.
+#[tracing::instrument(name = "outbox append", skip_all, fields(%event_id, %routing_key))]
 pub async fn append(
     tx: &mut PgConnection,
     event_id: &str,
