@@ -1,8 +1,9 @@
-//! `make bench` (lifecycle part): the upload path and the PDF parser, measured on the real
-//! services built in release mode, each beside a baseline measured in the same run, so a
-//! ratio means something on a noisy machine. Goals (issue 7), reported, never asserted:
-//! an upload streams at ≥ 100 MB/s on loopback with the process growing < 20 MB during a
-//! 512 MiB upload; preflight of a 500-page PDF takes < 2 s.
+//! `make bench` (lifecycle part): the upload path, the PDF parser and the cost of span
+//! export, measured on the real services built in release mode, each beside a baseline
+//! measured in the same run, so a ratio means something on a noisy machine. Goals,
+//! reported, never asserted: an upload streams at ≥ 100 MB/s on loopback with the process
+//! growing < 20 MB during a 512 MiB upload; preflight of a 500-page PDF takes < 2 s
+//! (issue 7); exporting spans to an OTLP collector costs < 10 % of throughput (issue 12).
 //!
 //! `BENCH_SMOKE=1` shrinks every case to seconds (so the harness never rots).
 //! Results: a table on stdout and `target/bench/lifecycle.json`.
@@ -158,6 +159,83 @@ async fn preflight_case(pages: usize) -> Row {
     }
 }
 
+/// `GET /projects` answered per second by `app` with 16 clients for `duration`.
+async fn requests_per_second(app: &TestApp, key: &str, duration: Duration) -> f64 {
+    let deadline = Instant::now() + duration;
+    let clients = (0..16).map(|_| async {
+        let mut answered = 0u64;
+        while Instant::now() < deadline {
+            let response = app
+                .api(reqwest::Method::GET, "/projects", key)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.bytes().await.unwrap();
+            answered += 1;
+        }
+        answered
+    });
+    let answered: u64 = futures_util::future::join_all(clients)
+        .await
+        .into_iter()
+        .sum();
+    answered as f64 / duration.as_secs_f64()
+}
+
+async fn export_cost_case(duration: Duration) -> Row {
+    // The span layer the services' exporters feed, as a service's `main` installs it.
+    plangrep_telemetry::init_for_tests();
+    let (endpoint, mut received) = plangrep_test_support::otlp::start().await;
+    let exported = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = exported.clone();
+    tokio::spawn(async move {
+        while let Some(request) = received.recv().await {
+            let spans: usize = request
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len())
+                .sum();
+            counter.fetch_add(spans, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let unlimited = |options: helpers::Options| {
+        options
+            .with("PLANGREP_RATE_LIMIT_PER_SECOND", "1000000")
+            .with("PLANGREP_RATE_LIMIT_BURST", "1000000")
+    };
+    // Exports are registered per service name in the process, so the export-on stack runs
+    // only during its own rounds: while it is stopped, nothing in the process exports.
+    let off = TestApp::spawn_with(unlimited(helpers::Options::default())).await;
+    let (_, off_key) = off.create_customer().await;
+    let (mut without, mut with) = (0.0, 0.0);
+    for _ in 0..3 {
+        without += requests_per_second(&off, &off_key, duration).await;
+        let on = TestApp::spawn_with(
+            unlimited(helpers::Options::default()).with("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        )
+        .await;
+        let (_, on_key) = on.create_customer().await;
+        with += requests_per_second(&on, &on_key, duration).await;
+        on.stop().await;
+    }
+    off.stop().await;
+    let exported = exported.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        exported > 0,
+        "the export-on stack exported no span: nothing was measured"
+    );
+    println!("(span export: {exported} spans reached the collector)");
+    Row {
+        case: "GET /projects with span export on",
+        value: with / 3.0,
+        unit: "rq/s",
+        baseline: without / 3.0,
+        goal: ">= 0.9 of export off (baseline: the same stack, export off)",
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -169,7 +247,8 @@ async fn main() {
     };
     let (throughput, memory) = upload_case(upload_bytes).await;
     let preflight = preflight_case(pages).await;
-    let rows = [throughput, memory, preflight];
+    let export = export_cost_case(Duration::from_secs(if smoke { 1 } else { 5 })).await;
+    let rows = [throughput, memory, preflight, export];
     println!(
         "{:<38} {:>12} {:>12} {:>8}  goal",
         "case", "value", "baseline", "ratio"

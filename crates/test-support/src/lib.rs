@@ -10,6 +10,7 @@
 //! - [`s3`]: settings for the development S3 server (`scripts/s3-server.sh`);
 //! - [`eventually`]: a bounded poll for state that converges asynchronously.
 
+pub mod otlp;
 pub mod pdf;
 pub mod proxy;
 pub mod receiver;
