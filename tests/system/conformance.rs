@@ -492,15 +492,7 @@ async fn every_response_of_a_representative_run_validates_against_the_document()
 
 /// Runs the validator over `exchanges` against the live document.
 async fn validate(app: &TestApp, exchanges: &[Value]) {
-    let document = app
-        .http
-        .get(format!("{}/openapi.json", app.base_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let document = app.openapi_document().await;
     let dir = std::env::temp_dir().join(format!(
         "plangrep-conformance-{}",
         plangrep_test_support::random_token()

@@ -489,6 +489,18 @@ impl TestApp {
         .expect("gateway reachable")
     }
 
+    /// The published OpenAPI document, as served.
+    pub async fn openapi_document(&self) -> String {
+        self.http
+            .get(format!("{}/openapi.json", self.base_url))
+            .send()
+            .await
+            .expect("gateway reachable")
+            .text()
+            .await
+            .expect("the document")
+    }
+
     /// GET a public API path and parse the JSON (any status).
     pub async fn get_json(&self, path: &str, key: &str) -> Value {
         self.api(reqwest::Method::GET, path, key)

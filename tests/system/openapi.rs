@@ -132,15 +132,7 @@ async fn the_document_lists_every_route_and_the_reference_page_renders_it() {
 #[tokio::test]
 async fn the_document_passes_a_strict_openapi_3_1_validator() {
     let app = TestApp::spawn().await;
-    let document = app
-        .http
-        .get(format!("{}/openapi.json", app.base_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let document = app.openapi_document().await;
     let path = std::env::temp_dir().join(format!(
         "plangrep-openapi-{}.json",
         plangrep_test_support::random_token()

@@ -87,51 +87,11 @@ async fn migrate_serve_healthcheck_and_sigterm_behave() {
     assert_eq!(code, 1, "nothing answers once it stopped");
 }
 
-mod otlp {
-    //! A minimal OTLP/gRPC trace collector that records what it receives.
-
-    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-        TraceService, TraceServiceServer,
-    };
-    use opentelemetry_proto::tonic::collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-    };
-    use tokio::sync::mpsc;
-
-    struct Collector(mpsc::UnboundedSender<ExportTraceServiceRequest>);
-
-    #[tonic::async_trait]
-    impl TraceService for Collector {
-        async fn export(
-            &self,
-            request: tonic::Request<ExportTraceServiceRequest>,
-        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-            let _ = self.0.send(request.into_inner());
-            Ok(tonic::Response::new(ExportTraceServiceResponse {
-                partial_success: None,
-            }))
-        }
-    }
-
-    /// Starts a collector on loopback; returns its endpoint and what it receives.
-    pub async fn start() -> (String, mpsc::UnboundedReceiver<ExportTraceServiceRequest>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(TraceServiceServer::new(Collector(tx)))
-                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-        );
-        (endpoint, rx)
-    }
-}
-
 #[tokio::test]
 async fn spans_are_exported_over_otlp_in_the_callers_trace() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let db = TestDatabase::create().await;
-    let (endpoint, mut exported) = otlp::start().await;
+    let (endpoint, mut exported) = plangrep_test_support::otlp::start().await;
     let (code, stderr) = run(
         BINARY,
         &["migrate"],
