@@ -18,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 /// The admin token every test app uses.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
+/// The internal gRPC credential every service of a test app shares (ADR 0010).
+pub const INTERNAL_TOKEN: &str = "test-internal-token-0123456789-abcdefghij";
+
 /// How long any asynchronous step may take before a test fails.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -226,6 +229,7 @@ impl TestApp {
                 format!("file://{}", storage.display()),
             ),
             ("PLANGREP_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+            ("PLANGREP_INTERNAL_TOKEN", INTERNAL_TOKEN.to_owned()),
             (
                 "PLANGREP_WEBHOOK_ALLOW_INSECURE",
                 options.allow_insecure_webhooks.to_string(),
@@ -402,6 +406,14 @@ impl TestApp {
         for task in self.tasks.drain(..) {
             task.await.expect("service task finished cleanly");
         }
+    }
+
+    /// The key the services tag and verify broker events with (derived from the shared
+    /// internal token, as in a deployment without `PLANGREP_EVENTS_KEY`).
+    pub fn events_key(&self) -> plangrep_messaging::EventsKey {
+        plangrep_service::internal_auth::InternalToken::new(INTERNAL_TOKEN)
+            .events_key(&self.settings)
+            .expect("valid events key")
     }
 
     /// A request to the public API with an API key.

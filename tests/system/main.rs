@@ -8,6 +8,7 @@ mod conformance;
 mod contract;
 mod helpers;
 mod idempotency;
+mod internal_auth;
 mod lifecycle;
 mod limits;
 mod observability;

@@ -31,7 +31,9 @@ async fn publish(app: &TestApp, messages: &[OutgoingMessage]) {
         .await
         .unwrap();
     let topology = Topology::new(app.settings.raw("PLANGREP_AMQP_PREFIX").unwrap());
-    let publisher = Publisher::open(&connection, &topology).await.unwrap();
+    let publisher = Publisher::open(&connection, &topology, app.events_key())
+        .await
+        .unwrap();
     for message in messages {
         publisher.publish(message).await.unwrap();
     }

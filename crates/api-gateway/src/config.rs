@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use plangrep_core::validate::DestinationPolicy;
+use plangrep_service::internal_auth::InternalToken;
 use plangrep_service::settings::grpc_endpoint;
 use plangrep_service::{SettingError, Settings};
 use plangrep_storage::StorageConfig;
@@ -28,6 +29,8 @@ pub struct Config {
     pub orchestrator_endpoint: String,
     /// The dispatcher's gRPC endpoint.
     pub dispatcher_endpoint: String,
+    /// The credential of internal gRPC calls (`PLANGREP_INTERNAL_TOKEN`).
+    pub internal_token: InternalToken,
     /// Which webhook destinations are accepted.
     pub destination_policy: DestinationPolicy,
     /// Sustained requests per second per API key.
@@ -88,6 +91,7 @@ impl Config {
             dispatcher_endpoint: grpc_endpoint(
                 &settings.string("PLANGREP_DISPATCHER_ADDR", "127.0.0.1:50052"),
             ),
+            internal_token: InternalToken::from_settings(settings)?,
             destination_policy,
             rate_limit_per_second: positive(
                 settings.parse("PLANGREP_RATE_LIMIT_PER_SECOND", 50.0)?,
@@ -125,15 +129,25 @@ mod tests {
 
     #[test]
     fn upload_and_storage_settings_have_defaults_and_errors_name_the_variable() {
-        let config = Config::from_settings(&Settings::default()).unwrap();
+        let config = Config::from_settings(&Settings::from_pairs([(
+            "PLANGREP_INTERNAL_TOKEN",
+            "a-test-token-of-at-least-32-characters",
+        )]))
+        .unwrap();
         assert_eq!(config.upload_max_file_bytes, 536_870_912);
         assert_eq!(config.storage.url, "file://./var/storage");
         for bad in ["0", "lots"] {
-            let settings = Settings::from_pairs([("PLANGREP_UPLOAD_MAX_FILE_BYTES", bad)]);
+            let settings = Settings::from_pairs([
+                ("PLANGREP_DEV_MODE", "true"),
+                ("PLANGREP_UPLOAD_MAX_FILE_BYTES", bad),
+            ]);
             let error = Config::from_settings(&settings).unwrap_err();
             assert_eq!(error.name, "PLANGREP_UPLOAD_MAX_FILE_BYTES", "{bad}");
         }
-        let settings = Settings::from_pairs([("PLANGREP_STORAGE_URL", "ftp://x")]);
+        let settings = Settings::from_pairs([
+            ("PLANGREP_DEV_MODE", "true"),
+            ("PLANGREP_STORAGE_URL", "ftp://x"),
+        ]);
         assert_eq!(
             Config::from_settings(&settings).unwrap_err().name,
             "PLANGREP_STORAGE_URL"

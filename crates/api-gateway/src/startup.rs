@@ -15,6 +15,7 @@ use plangrep_proto::dispatcher::webhook_dispatcher_client::WebhookDispatcherClie
 use plangrep_proto::orchestrator::job_orchestrator_client::JobOrchestratorClient;
 use plangrep_proto::trace::{TracedChannel, traced};
 use plangrep_service::database;
+use plangrep_service::internal_auth::Authorized;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgConnectOptions;
@@ -71,9 +72,9 @@ pub struct AppState {
     /// The gateway's own tables (orgs, keys).
     pub pool: PgPool,
     /// The orchestrator's gRPC client (cheap to clone; propagates the trace).
-    pub orchestrator: JobOrchestratorClient<TracedChannel>,
+    pub orchestrator: JobOrchestratorClient<Authorized<TracedChannel>>,
     /// The dispatcher's gRPC client (cheap to clone; propagates the trace).
-    pub dispatcher: WebhookDispatcherClient<TracedChannel>,
+    pub dispatcher: WebhookDispatcherClient<Authorized<TracedChannel>>,
     /// Validated configuration.
     pub config: Arc<Config>,
     /// Token buckets per API key (and per peer for unauthenticated requests).
@@ -214,10 +215,16 @@ impl App {
         let state = AppState {
             storage,
             pool: pool.clone(),
-            orchestrator: JobOrchestratorClient::new(traced(channel(
-                &config.orchestrator_endpoint,
-            )?)),
-            dispatcher: WebhookDispatcherClient::new(traced(channel(&config.dispatcher_endpoint)?)),
+            orchestrator: JobOrchestratorClient::new(
+                config
+                    .internal_token
+                    .attach(traced(channel(&config.orchestrator_endpoint)?)),
+            ),
+            dispatcher: WebhookDispatcherClient::new(
+                config
+                    .internal_token
+                    .attach(traced(channel(&config.dispatcher_endpoint)?)),
+            ),
             rate_limiter: Arc::new(RateLimiter::new(
                 config.rate_limit_per_second,
                 config.rate_limit_burst,

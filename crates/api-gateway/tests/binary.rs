@@ -9,12 +9,25 @@ use plangrep_test_support::process::{ServiceProcess, run};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_api-gateway");
 
+/// The internal gRPC credential, required outside dev mode (ADR 0010).
+const INTERNAL_TOKEN: (&str, &str) = (
+    "PLANGREP_INTERNAL_TOKEN",
+    "binary-test-internal-token-0123456789",
+);
+
+fn internal_token() -> (&'static str, String) {
+    (INTERNAL_TOKEN.0, INTERNAL_TOKEN.1.to_owned())
+}
+
 #[tokio::test]
 async fn a_bad_setting_stops_the_binary_with_one_line_naming_it() {
     let (code, stderr) = run(
         BINARY,
         &["serve"],
-        &[("PLANGREP_RATE_LIMIT_BURST", "lots".to_owned())],
+        &[
+            internal_token(),
+            ("PLANGREP_RATE_LIMIT_BURST", "lots".to_owned()),
+        ],
     )
     .await;
     assert_eq!(code, 1);
@@ -30,6 +43,7 @@ async fn a_bad_setting_stops_the_binary_with_one_line_naming_it() {
 async fn serve_against_an_unmigrated_database_says_so_in_one_line_and_exits_non_zero() {
     let db = TestDatabase::create().await;
     let env = vec![
+        internal_token(),
         ("DATABASE_URL", db.url().to_owned()),
         ("PLANGREP_GATEWAY_ADDR", "127.0.0.1:0".to_owned()),
         ("PLANGREP_GATEWAY_OPS_ADDR", "127.0.0.1:0".to_owned()),
@@ -59,7 +73,7 @@ async fn serve_against_an_unmigrated_database_says_so_in_one_line_and_exits_non_
 #[tokio::test]
 async fn migrate_serve_healthcheck_and_sigterm_behave() {
     let db = TestDatabase::create().await;
-    let env = vec![("DATABASE_URL", db.url().to_owned())];
+    let env = vec![internal_token(), ("DATABASE_URL", db.url().to_owned())];
     let (code, stderr) = run(BINARY, &["migrate"], &env).await;
     assert_eq!(code, 0, "{stderr}");
 
@@ -95,11 +109,12 @@ async fn spans_are_exported_over_otlp_in_the_callers_trace() {
     let (code, stderr) = run(
         BINARY,
         &["migrate"],
-        &[("DATABASE_URL", db.url().to_owned())],
+        &[internal_token(), ("DATABASE_URL", db.url().to_owned())],
     )
     .await;
     assert_eq!(code, 0, "{stderr}");
     let env = vec![
+        internal_token(),
         ("DATABASE_URL", db.url().to_owned()),
         ("PLANGREP_GATEWAY_ADDR", "127.0.0.1:0".to_owned()),
         ("PLANGREP_GATEWAY_OPS_ADDR", "127.0.0.1:0".to_owned()),

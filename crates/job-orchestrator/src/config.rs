@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use plangrep_messaging::EventsKey;
+use plangrep_service::internal_auth::InternalToken;
 use plangrep_service::{SettingError, Settings};
 use plangrep_storage::StorageConfig;
 
@@ -28,6 +30,10 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Encrypts webhook secrets at rest.
     pub secrets_key: SecretsKey,
+    /// The credential internal gRPC callers must present (`PLANGREP_INTERNAL_TOKEN`).
+    pub internal_token: InternalToken,
+    /// Tags the events the relay publishes and authenticates those the pipeline consumes.
+    pub events_key: EventsKey,
     /// Object storage for documents and results (shared with the gateway).
     pub storage: StorageConfig,
     /// The program that parses PDFs in a child process: this binary (`pdf-worker`).
@@ -72,7 +78,11 @@ impl Config {
                 ));
             }
         };
+        let internal_token = InternalToken::from_settings(settings)?;
+        let events_key = internal_token.events_key(settings)?;
         Ok(Self {
+            internal_token,
+            events_key,
             export: plangrep_telemetry::ExportConfig::new(
                 settings.raw("OTEL_EXPORTER_OTLP_ENDPOINT"),
                 settings.raw("OTEL_SERVICE_NAME"),

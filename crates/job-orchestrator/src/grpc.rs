@@ -1,11 +1,12 @@
 //! The `plangrep.orchestrator.v1.JobOrchestrator` gRPC service: a thin transport over the
 //! store and the lifecycle. Mutations run through [`idempotency::run`] (one transaction,
-//! replayable); errors map to `tonic::Status` in one place ([`crate::error`]).
+//! replayable); errors map to `tonic::Status` in one place ([`crate::error`]). Every
+//! request is checked first ([`crate::request`]): malformed input is INVALID_ARGUMENT.
 
 use std::time::Duration;
 
 use plangrep_core::ProjectStatus;
-use plangrep_core::id::{JobId, OrgId, ProjectId};
+use plangrep_core::id::{OrgId, ProjectId};
 use plangrep_core::pagination::Cursor;
 use plangrep_core::validate::{ExternalId, ProjectName};
 use plangrep_proto::orchestrator::job_orchestrator_server::JobOrchestrator;
@@ -28,6 +29,7 @@ use crate::error::Error;
 use crate::idempotency::{self, Key};
 use crate::jobs::{self as commands, NewJob};
 use crate::lifecycle;
+use crate::request;
 use crate::store;
 use crate::store::jobs;
 use crate::store::projects::{self, ProjectRow};
@@ -39,10 +41,6 @@ pub struct OrchestratorService {
     secrets_key: SecretsKey,
     job_ttl: Duration,
     storage: Storage,
-}
-
-fn parse_org(raw: &str) -> Result<OrgId, Error> {
-    raw.parse().map_err(|_| Error::NotFound("organization"))
 }
 
 impl OrchestratorService {
@@ -140,7 +138,8 @@ impl JobOrchestrator for OrchestratorService {
         request: Request<CreateProjectRequest>,
     ) -> Result<Response<CreateProjectResponse>, Status> {
         let request = request.into_inner();
-        let org_id = parse_org(&request.org_id)?;
+        let org_id = request::org_id(&request.org_id)?;
+        request::idempotency(request.idempotency.as_ref())?;
         if let Some(rejection) = request.rejection {
             return reject(self, &request.org_id, request.idempotency, rejection).await;
         }
@@ -158,6 +157,8 @@ impl JobOrchestrator for OrchestratorService {
         request: Request<GetProjectRequest>,
     ) -> Result<Response<Project>, Status> {
         let request = request.into_inner();
+        request::org_id(&request.org_id)?;
+        request::project_id(&request.project_id)?;
         let mut conn = self.pool.acquire().await.map_err(Error::from)?;
         let row = projects::get(&mut conn, &request.org_id, &request.project_id).await?;
         Ok(Response::new(row.to_proto()))
@@ -168,18 +169,17 @@ impl JobOrchestrator for OrchestratorService {
         request: Request<CreateJobRequest>,
     ) -> Result<Response<CreateJobResponse>, Status> {
         let request = request.into_inner();
+        let org_id = request::org_id(&request.org_id)?;
+        request::idempotency(request.idempotency.as_ref())?;
         if let Some(rejection) = request.rejection {
-            parse_org(&request.org_id)?;
             return reject(self, &request.org_id, request.idempotency, rejection).await;
         }
         // The gateway validated these; re-checking the cheap invariants keeps the table
         // clean whoever the caller is.
+        request::webhook_url(request.webhook_url.as_deref())?;
         let new = NewJob {
-            org_id: parse_org(&request.org_id)?,
-            project_id: request
-                .project_id
-                .parse()
-                .map_err(|_| Error::NotFound("project"))?,
+            org_id,
+            project_id: request::project_id(&request.project_id)?,
             external_id: request
                 .external_id
                 .as_deref()
@@ -201,6 +201,7 @@ impl JobOrchestrator for OrchestratorService {
         request: Request<ListProjectsRequest>,
     ) -> Result<Response<ListProjectsResponse>, Status> {
         let request = request.into_inner();
+        request::org_id(&request.org_id)?;
         let (limit, cursor) = page_bounds(request.page)?;
         let mut conn = self.pool.acquire().await.map_err(Error::from)?;
         let rows = projects::list(&mut conn, &request.org_id, limit, cursor.as_ref()).await?;
@@ -219,6 +220,9 @@ impl JobOrchestrator for OrchestratorService {
         request: Request<ListJobsRequest>,
     ) -> Result<Response<ListJobsResponse>, Status> {
         let request = request.into_inner();
+        request::org_id(&request.org_id)?;
+        request::project_id(&request.project_id)?;
+        request::job_filters(request.status.as_deref(), request.external_id.as_deref())?;
         let (limit, cursor) = page_bounds(request.page)?;
         let mut conn = self.pool.acquire().await.map_err(Error::from)?;
         projects::get(&mut conn, &request.org_id, &request.project_id).await?;
@@ -249,6 +253,7 @@ impl JobOrchestrator for OrchestratorService {
         request: Request<ListJobEventsRequest>,
     ) -> Result<Response<ListJobEventsResponse>, Status> {
         let request = request.into_inner();
+        request::org_and_job(&request.org_id, &request.job_id)?;
         let mut conn = self.pool.acquire().await.map_err(Error::from)?;
         jobs::get(&mut conn, &request.org_id, &request.job_id).await?;
         let events = jobs::events(&mut conn, &request.job_id).await?;
@@ -271,6 +276,8 @@ impl JobOrchestrator for OrchestratorService {
         request: Request<ResumeJobRequest>,
     ) -> Result<Response<Job>, Status> {
         let request = request.into_inner();
+        request::org_and_job(&request.org_id, &request.job_id)?;
+        request::idempotency(request.idempotency.as_ref())?;
         let key = Key::from_request(&request.org_id, request.idempotency);
         let (org_id, job_id) = (request.org_id, request.job_id);
         let outcome = idempotency::run(&self.pool, &self.secrets_key, key, async |conn| {
@@ -285,10 +292,11 @@ impl JobOrchestrator for OrchestratorService {
         request: Request<GrantCreditsRequest>,
     ) -> Result<Response<CreditBalance>, Status> {
         let request = request.into_inner();
+        request::org_id(&request.org_id)?;
+        let (amount, reason) = request::grant(request.amount, &request.reason)?;
         let mut tx = self.pool.begin().await.map_err(Error::from)?;
         let balance =
-            crate::store::credits::grant(&mut tx, &request.org_id, request.amount, &request.reason)
-                .await?;
+            crate::store::credits::grant(&mut tx, &request.org_id, amount, reason).await?;
         tx.commit().await.map_err(Error::from)?;
         Ok(Response::new(CreditBalance {
             org_id: request.org_id,
@@ -301,6 +309,7 @@ impl JobOrchestrator for OrchestratorService {
         request: Request<GetCreditBalanceRequest>,
     ) -> Result<Response<CreditBalance>, Status> {
         let request = request.into_inner();
+        request::org_id(&request.org_id)?;
         let mut conn = self.pool.acquire().await.map_err(Error::from)?;
         let balance = crate::store::credits::balance(&mut conn, &request.org_id).await?;
         Ok(Response::new(CreditBalance {
@@ -311,6 +320,7 @@ impl JobOrchestrator for OrchestratorService {
 
     async fn get_job(&self, request: Request<GetJobRequest>) -> Result<Response<Job>, Status> {
         let request = request.into_inner();
+        request::org_and_job(&request.org_id, &request.job_id)?;
         let mut conn = self.pool.acquire().await.map_err(Error::from)?;
         let row = jobs::get(&mut conn, &request.org_id, &request.job_id).await?;
         Ok(Response::new(jobs::view(&mut conn, &row).await?))
@@ -321,6 +331,8 @@ impl JobOrchestrator for OrchestratorService {
         request: Request<CancelJobRequest>,
     ) -> Result<Response<Job>, Status> {
         let request = request.into_inner();
+        request::org_and_job(&request.org_id, &request.job_id)?;
+        request::idempotency(request.idempotency.as_ref())?;
         let key = Key::from_request(&request.org_id, request.idempotency);
         let (org_id, job_id) = (request.org_id, request.job_id);
         let outcome = idempotency::run(&self.pool, &self.secrets_key, key, async |conn| {
@@ -335,7 +347,7 @@ impl JobOrchestrator for OrchestratorService {
         request: Request<GetWebhookTargetRequest>,
     ) -> Result<Response<WebhookTarget>, Status> {
         let request = request.into_inner();
-        let job_id: JobId = request.job_id.parse().map_err(|_| Error::NotFound("job"))?;
+        let job_id = request::job_id(&request.job_id)?;
         let mut conn = self.pool.acquire().await.map_err(Error::from)?;
         let row = jobs::get_any(&mut conn, &request.job_id)
             .await?
@@ -359,15 +371,8 @@ impl JobOrchestrator for OrchestratorService {
         request: Request<RegisterDocumentsRequest>,
     ) -> Result<Response<Job>, Status> {
         let request = request.into_inner();
-        if request.documents.is_empty() {
-            return Err(
-                Error::InvalidField(plangrep_core::validate::FieldError::new(
-                    "files",
-                    "at least one document is required",
-                ))
-                .into(),
-            );
-        }
+        request::org_and_job(&request.org_id, &request.job_id)?;
+        request::documents(&request.documents)?;
         let mut tx = self.pool.begin().await.map_err(Error::from)?;
         let job = commands::register_documents(
             &mut tx,
@@ -385,6 +390,8 @@ impl JobOrchestrator for OrchestratorService {
         request: Request<CompleteUploadsRequest>,
     ) -> Result<Response<Job>, Status> {
         let request = request.into_inner();
+        request::org_and_job(&request.org_id, &request.job_id)?;
+        request::idempotency(request.idempotency.as_ref())?;
         let key = Key::from_request(&request.org_id, request.idempotency);
         let (org_id, job_id) = (request.org_id, request.job_id);
         let outcome = idempotency::run(&self.pool, &self.secrets_key, key, async |conn| {
@@ -399,6 +406,7 @@ impl JobOrchestrator for OrchestratorService {
         request: Request<GetJobResultRequest>,
     ) -> Result<Response<JobResult>, Status> {
         let request = request.into_inner();
+        request::org_and_job(&request.org_id, &request.job_id)?;
         let mut conn = self.pool.acquire().await.map_err(Error::from)?;
         let row = jobs::get(&mut conn, &request.org_id, &request.job_id).await?;
         drop(conn);
@@ -421,6 +429,8 @@ impl JobOrchestrator for OrchestratorService {
         request: Request<SetCreditRatesRequest>,
     ) -> Result<Response<CreditRates>, Status> {
         let request = request.into_inner();
+        request::org_id(&request.org_id)?;
+        request::rates(request.drawing_page_rate, request.document_page_rate)?;
         let mut conn = self.pool.acquire().await.map_err(Error::from)?;
         let rates = store::credits::set_rates(
             &mut conn,
@@ -441,6 +451,7 @@ impl JobOrchestrator for OrchestratorService {
         request: Request<GetCreditRatesRequest>,
     ) -> Result<Response<CreditRates>, Status> {
         let request = request.into_inner();
+        request::org_id(&request.org_id)?;
         let mut conn = self.pool.acquire().await.map_err(Error::from)?;
         let rates = store::credits::rates(&mut conn, &request.org_id).await?;
         Ok(Response::new(CreditRates {

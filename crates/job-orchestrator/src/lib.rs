@@ -2,7 +2,8 @@
 //! drives the job lifecycle through the pure state machine of `plangrep-core`, and
 //! announces every status change through a transactional outbox relayed to RabbitMQ.
 //!
-//! Layout: [`config`] and [`startup`] wire the service; [`grpc`] is the transport;
+//! Layout: [`config`] and [`startup`] wire the service; [`grpc`] is the transport and
+//! [`request`] checks what it is sent;
 //! [`jobs`] holds the job commands; [`store`] holds the SQL, [`lifecycle`] is the only
 //! writer of statuses; [`relay`] publishes the outbox; [`pipeline`] is the set of stages
 //! that consume our own events, parsing PDFs through [`pdf`]'s sandboxed child process;
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod pdf;
 pub mod pipeline;
 pub mod relay;
+pub mod request;
 pub mod startup;
 pub mod store;
 

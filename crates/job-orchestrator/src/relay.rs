@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use plangrep_messaging::StatusEvent;
 use plangrep_messaging::topology::ALL_QUEUES;
-use plangrep_messaging::{OutgoingMessage, Publisher, Topology};
+use plangrep_messaging::{EventsKey, OutgoingMessage, Publisher, Topology};
 use plangrep_telemetry::trace::TraceContext;
 use sqlx::postgres::{PgConnectOptions, PgListener};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -42,6 +42,8 @@ pub struct Relay {
     pub poll_interval: Duration,
     /// Leadership and published transitions are recorded here.
     pub metrics: OrchestratorMetrics,
+    /// Tags every published event so consumers can authenticate it (ADR 0010).
+    pub events_key: EventsKey,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +111,8 @@ impl Relay {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen("plangrep_outbox").await?;
         let connection = plangrep_messaging::connect(&self.amqp_url).await?;
-        let publisher = Publisher::open(&connection, &self.topology).await?;
+        let publisher =
+            Publisher::open(&connection, &self.topology, self.events_key.clone()).await?;
         // Declare every consumer's queue before publishing, so events published before a
         // consumer's first start wait in its queue instead of being unroutable.
         let channel = connection.create_channel().await?;

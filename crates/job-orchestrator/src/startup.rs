@@ -128,6 +128,7 @@ impl App {
             amqp_url: config.amqp_url.clone(),
             topology: topology.clone(),
             poll_interval: config.outbox_poll_interval,
+            events_key: config.events_key.clone(),
         };
         let relay_task = tokio::spawn(relay.relay_loop(shutdown.clone()));
         let housekeeping = Housekeeping {
@@ -166,6 +167,7 @@ impl App {
                 concurrency,
                 service: SERVICE,
                 consumer_tag: format!("job-orchestrator.{}", stage.name()),
+                events_key: config.events_key.clone(),
             };
             let health = BrokerHealth::default();
             stage_health.push(health.clone());
@@ -230,7 +232,13 @@ impl App {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(JobOrchestratorServer::new(service))
+            // Only the internal service needs the credential; health and reflection stay
+            // open for discovery (SPEC §6).
+            .add_service(
+                config
+                    .internal_token
+                    .require(JobOrchestratorServer::new(service)),
+            )
             .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener), shutdown.cancelled())
             .await;
 

@@ -8,6 +8,10 @@
 //! then handed back to the broker, whose delivery limit dead-letters it eventually;
 //! `DeadLetter` goes to the dead-letter queue at once; `Ignore` is acked and logged. No
 //! message is retried forever, and a poison message never stops the others.
+//!
+//! Messages are authenticated first (ADR 0010): one without a valid events-key tag (a
+//! forgery by whoever could publish to the exchange) never reaches the handler; it is
+//! dead-lettered at once, kept for inspection, and logged.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,6 +24,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
 };
 use lapin::types::FieldTable;
+use plangrep_core::event_auth::EventsKey;
 use plangrep_telemetry::trace::{TRACEPARENT, TraceContext};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -93,6 +98,8 @@ pub struct ConsumerConfig {
     pub consumer_tag: String,
     /// The consuming service: its export takes the message spans.
     pub service: &'static str,
+    /// Verifies each message's tag; untagged or mis-tagged messages are dead-lettered.
+    pub events_key: EventsKey,
 }
 
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
@@ -179,8 +186,13 @@ where
         let handler = handler.clone();
         let shutdown = shutdown.clone();
         let service = config.service;
+        let events_key = config.events_key.clone();
         tracker.spawn(async move {
-            handle_delivery(delivery, service, handler, shutdown).await;
+            if is_authentic(&delivery, &events_key) {
+                handle_delivery(delivery, service, handler, shutdown).await;
+            } else {
+                dead_letter_forgery(&delivery).await;
+            }
             drop(permit);
         });
     };
@@ -191,6 +203,48 @@ where
     let _ = channel.close(200, "bye".into()).await;
     let _ = connection.close(200, "bye".into()).await;
     outcome
+}
+
+/// Whether the delivery carries a valid tag of the events key over its message id,
+/// routing key and body.
+fn is_authentic(delivery: &Delivery, events_key: &EventsKey) -> bool {
+    let tag = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|headers| headers.inner().get(crate::EVENT_TAG_HEADER))
+        .and_then(|value| match value {
+            lapin::types::AMQPValue::LongString(text) => Some(text.to_string()),
+            _ => None,
+        });
+    let message_id = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|id| id.to_string())
+        .unwrap_or_default();
+    tag.is_some_and(|tag| {
+        events_key.verify(
+            &message_id,
+            delivery.routing_key.as_str(),
+            &delivery.data,
+            &tag,
+        )
+    })
+}
+
+/// Rejects an unauthenticated message into the dead-letter queue: it is never handled,
+/// and an operator can still see what was injected.
+async fn dead_letter_forgery(delivery: &Delivery) {
+    tracing::error!(
+        routing_key = %delivery.routing_key,
+        message_id = ?delivery.properties.message_id(),
+        "dead-lettering a message without a valid events-key tag (forged or from a misconfigured publisher)"
+    );
+    let _ = delivery
+        .acker
+        .reject(BasicRejectOptions { requeue: false })
+        .await;
 }
 
 /// Turns a delivery into an [`Incoming`] and settles it inside the publisher's trace.

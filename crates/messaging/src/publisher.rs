@@ -1,9 +1,13 @@
 //! A publisher with confirms: `publish` returns only once the broker has taken
-//! responsibility for the message (persistent, on a durable exchange).
+//! responsibility for the message (persistent, on a durable exchange). Every message
+//! carries the events key's tag ([`crate::EVENT_TAG_HEADER`], ADR 0010), which consumers
+//! check before handling it.
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
+
+use plangrep_core::event_auth::EventsKey;
 
 use crate::Topology;
 
@@ -38,11 +42,18 @@ pub enum PublishError {
 pub struct Publisher {
     channel: Channel,
     exchange: String,
+    /// Tags every message so consumers can tell it came from us.
+    events_key: EventsKey,
 }
 
 impl Publisher {
-    /// Opens a confirm-mode channel on `connection` and declares the exchanges.
-    pub async fn open(connection: &Connection, topology: &Topology) -> Result<Self, lapin::Error> {
+    /// Opens a confirm-mode channel on `connection` and declares the exchanges; messages
+    /// are tagged with `events_key`.
+    pub async fn open(
+        connection: &Connection,
+        topology: &Topology,
+        events_key: EventsKey,
+    ) -> Result<Self, lapin::Error> {
         let channel = connection.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -51,6 +62,7 @@ impl Publisher {
         Ok(Self {
             channel,
             exchange: topology.exchange(),
+            events_key,
         })
     }
 
@@ -63,6 +75,13 @@ impl Publisher {
                 AMQPValue::LongString(LongString::from(traceparent.clone())),
             );
         }
+        let tag = self
+            .events_key
+            .tag(&message.message_id, &message.routing_key, &message.payload);
+        headers.insert(
+            crate::EVENT_TAG_HEADER.into(),
+            AMQPValue::LongString(LongString::from(tag)),
+        );
         let properties = BasicProperties::default()
             .with_message_id(ShortString::from(message.message_id.clone()))
             .with_content_type("application/protobuf".into())

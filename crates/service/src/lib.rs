@@ -7,6 +7,8 @@
 //! - [`shutdown`]: one cancellation token fed by SIGTERM and ctrl-c;
 //! - [`ops`]: `/healthz`, `/readyz` and (where a service has metrics) `/metrics`;
 //! - [`grpc_metrics`]: calls by method and code, as a tower layer around tonic;
+//! - [`internal_auth`]: the internal service credential of gRPC calls (servers and
+//!   clients) and the key that authenticates broker events;
 //! - [`grpc_health`]: `grpc.health.v1` answers kept in step with readiness;
 //! - [`cli`]: the `serve | migrate | healthcheck` subcommands and `run_main`, the body of
 //!   every binary's `main` (settings, telemetry, one-line errors);
@@ -17,6 +19,7 @@ pub mod database;
 pub mod grpc_health;
 pub mod grpc_metrics;
 pub mod healthcheck;
+pub mod internal_auth;
 pub mod ops;
 pub mod settings;
 pub mod shutdown;

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use plangrep_core::retry::RetryPolicy;
+use plangrep_messaging::EventsKey;
+use plangrep_service::internal_auth::InternalToken;
 use plangrep_service::{SettingError, Settings};
 
 /// Everything the dispatcher needs to run.
@@ -24,6 +26,10 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// The orchestrator's gRPC endpoint (`http://host:port`).
     pub orchestrator_endpoint: String,
+    /// The internal gRPC credential: presented to the orchestrator, required of callers.
+    pub internal_token: InternalToken,
+    /// Authenticates the events consumed from the broker (ADR 0010).
+    pub events_key: EventsKey,
     /// Dev mode: `http` and local destinations are allowed.
     pub allow_insecure: bool,
     /// Whole-attempt timeout.
@@ -75,7 +81,11 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        let internal_token = InternalToken::from_settings(settings)?;
+        let events_key = internal_token.events_key(settings)?;
         Ok(Self {
+            internal_token,
+            events_key,
             export: plangrep_telemetry::ExportConfig::new(
                 settings.raw("OTEL_EXPORTER_OTLP_ENDPOINT"),
                 settings.raw("OTEL_SERVICE_NAME"),

@@ -1,10 +1,12 @@
 //! The `plangrep.dispatcher.v1.WebhookDispatcher` gRPC service: the delivery log and
 //! manual redelivery, scoped by organization (another org's delivery is NOT_FOUND).
+//! Ids are parsed before anything else: a malformed one is INVALID_ARGUMENT (ADR 0010).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use plangrep_core::ErrorCode;
+use plangrep_core::id::{DeliveryId, JobId, OrgId};
 use plangrep_proto::dispatcher::webhook_dispatcher_server::WebhookDispatcher;
 use plangrep_proto::dispatcher::{
     Attempt, Delivery, GetDeliveryRequest, ListDeliveriesRequest, ListDeliveriesResponse,
@@ -90,6 +92,19 @@ fn database_status(error: sqlx::Error) -> Status {
     }
 }
 
+/// Parses an id of kind `T`; anything else is INVALID_ARGUMENT naming `field`.
+fn parse_id<T: std::str::FromStr>(field: &str, raw: &str) -> Result<T, Status> {
+    raw.parse().map_err(|_| {
+        status(
+            ErrorCode::InvalidRequest,
+            format!("{field}: not a valid id"),
+            Some(format!(
+                r#"[{{"field":{field:?},"issue":"not a valid id"}}]"#
+            )),
+        )
+    })
+}
+
 fn not_found() -> Status {
     status(ErrorCode::NotFound, "no such webhook delivery", None)
 }
@@ -101,6 +116,8 @@ impl WebhookDispatcher for DispatcherService {
         request: Request<ListDeliveriesRequest>,
     ) -> Result<Response<ListDeliveriesResponse>, Status> {
         let request = request.into_inner();
+        parse_id::<OrgId>("org_id", &request.org_id)?;
+        parse_id::<JobId>("job_id", &request.job_id)?;
         let rows = deliveries::list_for_job(&self.pool, &request.org_id, &request.job_id)
             .await
             .map_err(database_status)?;
@@ -114,6 +131,8 @@ impl WebhookDispatcher for DispatcherService {
         request: Request<GetDeliveryRequest>,
     ) -> Result<Response<Delivery>, Status> {
         let request = request.into_inner();
+        parse_id::<OrgId>("org_id", &request.org_id)?;
+        parse_id::<DeliveryId>("delivery_id", &request.delivery_id)?;
         let row = deliveries::get(&self.pool, &request.org_id, &request.delivery_id)
             .await
             .map_err(database_status)?
@@ -127,6 +146,8 @@ impl WebhookDispatcher for DispatcherService {
         request: Request<RedeliverRequest>,
     ) -> Result<Response<Delivery>, Status> {
         let request = request.into_inner();
+        parse_id::<OrgId>("org_id", &request.org_id)?;
+        parse_id::<DeliveryId>("delivery_id", &request.delivery_id)?;
         let row = deliveries::request_redelivery(
             &self.pool,
             &request.org_id,

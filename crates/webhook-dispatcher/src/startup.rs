@@ -102,7 +102,10 @@ impl App {
         let scheduler = Scheduler {
             pool: pool.clone(),
             sender: Sender::new(policy, config.connect_timeout, config.attempt_timeout)?,
-            targets: Arc::new(TargetCache::new(&config.orchestrator_endpoint)?),
+            targets: Arc::new(TargetCache::new(
+                &config.orchestrator_endpoint,
+                &config.internal_token,
+            )?),
             retry: config.retry,
             wake: Arc::new(Notify::new()),
             poll_interval: config.poll_interval,
@@ -153,6 +156,7 @@ impl App {
             concurrency: 16,
             service: SERVICE,
             consumer_tag: "webhook-dispatcher".to_owned(),
+            events_key: config.events_key.clone(),
         };
         tasks.spawn(consume_loop(
             consumer,
@@ -199,7 +203,13 @@ impl App {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(WebhookDispatcherServer::new(service))
+            // Only the internal service needs the credential; health and reflection stay
+            // open for discovery (SPEC §6).
+            .add_service(
+                config
+                    .internal_token
+                    .require(WebhookDispatcherServer::new(service)),
+            )
             .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener), shutdown.cancelled())
             .await;
 

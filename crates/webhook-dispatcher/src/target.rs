@@ -9,6 +9,7 @@ use plangrep_core::webhook::WebhookSecret;
 use plangrep_proto::orchestrator::GetWebhookTargetRequest;
 use plangrep_proto::orchestrator::job_orchestrator_client::JobOrchestratorClient;
 use plangrep_proto::trace::{TracedChannel, traced};
+use plangrep_service::internal_auth::{Authorized, InternalToken};
 use tonic::transport::Channel;
 
 /// How long a target is reused.
@@ -38,19 +39,19 @@ pub enum TargetError {
 
 /// A cached client of `GetWebhookTarget`.
 pub struct TargetCache {
-    client: JobOrchestratorClient<TracedChannel>,
+    client: JobOrchestratorClient<Authorized<TracedChannel>>,
     cached: Mutex<HashMap<String, (Target, Instant)>>,
 }
 
 impl TargetCache {
-    /// A cache over a lazily connecting channel to `endpoint`.
-    pub fn new(endpoint: &str) -> Result<Self, http::uri::InvalidUri> {
+    /// A cache over a lazily connecting channel to `endpoint`, calling with `token`.
+    pub fn new(endpoint: &str, token: &InternalToken) -> Result<Self, http::uri::InvalidUri> {
         let channel = Channel::from_shared(endpoint.to_owned())?
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5))
             .connect_lazy();
         Ok(Self {
-            client: JobOrchestratorClient::new(traced(channel)),
+            client: JobOrchestratorClient::new(token.attach(traced(channel))),
             cached: Mutex::new(HashMap::new()),
         })
     }

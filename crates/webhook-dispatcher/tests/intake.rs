@@ -17,8 +17,11 @@ use prost::Message;
 use tokio::sync::Notify;
 
 async fn intake_on(db: &TestDatabase) -> (Intake, sqlx::PgPool) {
-    let config =
-        Config::from_settings(&Settings::from_pairs([("DATABASE_URL", db.url())])).expect("config");
+    let config = Config::from_settings(&Settings::from_pairs([
+        ("DATABASE_URL", db.url()),
+        ("PLANGREP_DEV_MODE", "true"),
+    ]))
+    .expect("config");
     startup::migrate(&config).await.expect("migrations apply");
     let pool = database::lazy_pool(startup::connect_options(&config).unwrap(), 4);
     (Intake::new(pool.clone(), Arc::new(Notify::new())), pool)
