@@ -24,6 +24,8 @@ pub mod metrics;
 pub mod pdf;
 pub mod pipeline;
 pub mod relay;
+pub mod reseal;
+pub mod rotation;
 pub mod startup;
 pub mod store;
 
