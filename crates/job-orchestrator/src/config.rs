@@ -184,7 +184,9 @@ mod tests {
             "PLANGREP_SECRETS_KEYS"
         );
         assert_eq!(
-            Config::from_settings(&single).unwrap().webhook_secret_overlap,
+            Config::from_settings(&single)
+                .unwrap()
+                .webhook_secret_overlap,
             Duration::from_secs(24 * 3600)
         );
     }

@@ -55,7 +55,9 @@ pub enum StartupError {
     Storage(#[from] plangrep_storage::StorageError),
     #[error("reseal: {0}")]
     Reseal(#[source] sqlx::Error),
-    #[error("reseal: {0} sealed blobs do not open with the keyring (see the log); add their keys to PLANGREP_SECRETS_KEYS and run it again")]
+    #[error(
+        "reseal: {0} sealed blobs do not open with the keyring (see the log); add their keys to PLANGREP_SECRETS_KEYS and run it again"
+    )]
     ResealIncomplete(u64),
 }
 
