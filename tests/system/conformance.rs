@@ -464,6 +464,46 @@ async fn every_response_of_a_representative_run_validates_against_the_document()
     )
     .await;
 
+    // Webhook secret rotation.
+    const ROTATE: &str = "/api/open/v1/jobs/{jobId}/webhook-secret/rotate";
+    let rotated = run
+        .expect(
+            &format!("POST {ROTATE}"),
+            api(
+                Method::POST,
+                &format!("/jobs/{job}/webhook-secret/rotate"),
+                &key,
+            ),
+            200,
+        )
+        .await;
+    assert!(
+        rotated["webhookSigningSecret"]
+            .as_str()
+            .unwrap()
+            .starts_with("whsec_")
+    );
+    run.expect(
+        &format!("POST {ROTATE}"),
+        api(
+            Method::POST,
+            &format!("/jobs/{other}/webhook-secret/rotate"),
+            &key,
+        ),
+        409,
+    )
+    .await;
+    run.expect(
+        &format!("POST {ROTATE}"),
+        api(
+            Method::POST,
+            "/jobs/job_01jd0000000000000000000000/webhook-secret/rotate",
+            &key,
+        ),
+        404,
+    )
+    .await;
+
     // Revocation last: the key stops working.
     const REVOKE: &str = "/admin/v1/api-keys/{keyId}/revoke";
     let spare_id = spare["key"]["id"].as_str().unwrap();

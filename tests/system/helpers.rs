@@ -188,6 +188,9 @@ pub struct TestApp {
     pub dispatcher: Option<DispatcherProcess>,
     /// The proxy between the orchestrator and RabbitMQ, when asked for.
     pub orchestrator_broker: Option<TcpProxy>,
+    /// The orchestrator's settings and its stop token and task (see `restart_orchestrator`).
+    orchestrator_settings: Settings,
+    orchestrator: Option<(CancellationToken, JoinHandle<()>)>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     _broker: BrokerCleanup,
@@ -196,6 +199,22 @@ pub struct TestApp {
 
 async fn listener() -> TcpListener {
     TcpListener::bind("127.0.0.1:0").await.expect("bind port 0")
+}
+
+/// Runs `orchestrator` until `shutdown` (or its own stop token) is cancelled.
+fn run_orchestrator(
+    orchestrator: plangrep_job_orchestrator::App,
+    shutdown: &CancellationToken,
+) -> (CancellationToken, JoinHandle<()>) {
+    let stop = shutdown.child_token();
+    let token = stop.clone();
+    let task = tokio::spawn(async move {
+        orchestrator
+            .run_until_stopped(token)
+            .await
+            .expect("orchestrator runs");
+    });
+    (stop, task)
 }
 
 impl TestApp {
@@ -277,13 +296,7 @@ impl TestApp {
         let orchestrator_addr = orchestrator.grpc_addr();
         let orchestrator_ops_addr = orchestrator.http_addr();
         base.set("PLANGREP_ORCHESTRATOR_ADDR", orchestrator_addr.to_string());
-        let token = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            orchestrator
-                .run_until_stopped(token)
-                .await
-                .expect("orchestrator runs");
-        }));
+        let orchestrator = Some(run_orchestrator(orchestrator, &shutdown));
 
         let (dispatcher, dispatcher_addr) = if options.defer_dispatcher {
             // Reserve an address for the dispatcher that will start later.
@@ -325,6 +338,8 @@ impl TestApp {
             settings: base,
             dispatcher,
             orchestrator_broker,
+            orchestrator_settings,
+            orchestrator,
             shutdown,
             tasks,
             _broker: broker,
@@ -397,10 +412,36 @@ impl TestApp {
         self.dispatcher = Some(fresh);
     }
 
+    /// Stops the orchestrator gracefully and starts a new one on the same gRPC address
+    /// with its settings changed by `changes` (e.g. another keyring); the gateway and the
+    /// dispatcher reconnect to it.
+    pub async fn restart_orchestrator(&mut self, changes: &[(&str, String)]) {
+        if let Some((stop, task)) = self.orchestrator.take() {
+            stop.cancel();
+            task.await.expect("orchestrator stopped cleanly");
+        }
+        for (name, value) in changes {
+            self.orchestrator_settings.set(name, value.clone());
+        }
+        let config = plangrep_job_orchestrator::Config::from_settings(&self.orchestrator_settings)
+            .expect("orchestrator config");
+        let grpc = TcpListener::bind(self.orchestrator_addr)
+            .await
+            .expect("rebind the orchestrator's gRPC address");
+        let orchestrator = plangrep_job_orchestrator::App::build(config, grpc, listener().await)
+            .await
+            .expect("orchestrator starts");
+        self.orchestrator_ops_addr = orchestrator.http_addr();
+        self.orchestrator = Some(run_orchestrator(orchestrator, &self.shutdown));
+    }
+
     /// Stops every service gracefully and waits for them.
     pub async fn stop(mut self) {
         if let Some(dispatcher) = self.dispatcher.take() {
             dispatcher.stop().await;
+        }
+        if let Some((_, task)) = self.orchestrator.take() {
+            self.tasks.push(task);
         }
         self.shutdown.cancel();
         for task in self.tasks.drain(..) {

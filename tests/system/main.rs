@@ -17,6 +17,7 @@ mod otlp;
 mod pipeline;
 mod reflection;
 mod resources;
+mod secret_rotation;
 mod trace_context;
 mod uploads;
 mod walking_skeleton;

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::helpers::{TestApp, python_tools};
 
 /// Every operation the gateway serves, as `METHOD path`.
-const OPERATIONS: [&str; 20] = [
+const OPERATIONS: [&str; 21] = [
     "GET /api/open/v1/jobs/{jobId}",
     "GET /api/open/v1/jobs/{jobId}/events",
     "GET /api/open/v1/jobs/{jobId}/result",
@@ -31,6 +31,7 @@ const OPERATIONS: [&str; 20] = [
     "POST /api/open/v1/projects",
     "POST /api/open/v1/projects/{projectId}/jobs",
     "POST /api/open/v1/webhook-deliveries/{deliveryId}/redeliver",
+    "POST /api/open/v1/jobs/{jobId}/webhook-secret/rotate",
 ];
 
 #[tokio::test]

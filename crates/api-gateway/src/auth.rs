@@ -69,7 +69,7 @@ impl ApiKey {
 /// The scope each public operation requires, by method and route template. The route
 /// layer refuses an operation missing here (fail closed); a test checks that every
 /// documented public operation is listed.
-pub const ROUTE_SCOPES: [(&str, &str, &str); 14] = [
+pub const ROUTE_SCOPES: [(&str, &str, &str); 15] = [
     ("POST", "/api/open/v1/projects", "jobs:write"),
     ("GET", "/api/open/v1/projects", "jobs:read"),
     ("GET", "/api/open/v1/projects/{project_id}", "jobs:read"),
@@ -102,6 +102,11 @@ pub const ROUTE_SCOPES: [(&str, &str, &str); 14] = [
     (
         "POST",
         "/api/open/v1/webhook-deliveries/{delivery_id}/redeliver",
+        "jobs:write",
+    ),
+    (
+        "POST",
+        "/api/open/v1/jobs/{job_id}/webhook-secret/rotate",
         "jobs:write",
     ),
 ];

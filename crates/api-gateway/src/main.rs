@@ -11,6 +11,7 @@ async fn main() -> ExitCode {
         let config = Config::from_settings(&settings)?;
         match command {
             Command::Migrate => startup::migrate(&config).await?,
+            Command::Reseal => Err("reseal is a job-orchestrator command")?,
             Command::Healthcheck => plangrep_service::healthcheck::probe(config.ops_addr).await?,
             Command::Serve { migrate } => {
                 if migrate {

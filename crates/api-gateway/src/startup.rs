@@ -36,7 +36,7 @@ use crate::openapi;
 use crate::rate_limit::{self, RateLimiter};
 use crate::replay;
 use crate::request_id;
-use crate::routes::{admin, deliveries, files, jobs, projects};
+use crate::routes::{admin, deliveries, files, jobs, projects, webhook_secret};
 
 /// The gateway's migrations, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -127,6 +127,7 @@ pub fn router(state: AppState, metrics: HttpMetrics) -> Router {
         .routes(routes!(jobs::result))
         .routes(routes!(jobs::cancel))
         .routes(routes!(jobs::resume))
+        .routes(routes!(webhook_secret::rotate))
         .merge(files::router()) // its own body limit: uploads are not bound by MAX_JSON_BODY
         .routes(routes!(deliveries::list))
         // Redelivery keeps its Idempotency-Key records in the gateway (after the scope

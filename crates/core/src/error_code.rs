@@ -17,6 +17,7 @@ pub enum ErrorCode {
     ProjectNameTaken,
     InvalidJobState,
     NoFiles,
+    NoWebhook,
     ResultNotAvailable,
     IdempotencyRequestInProgress,
     DeliveryInProgress,
@@ -31,7 +32,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for exhaustive tests and documentation.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::InvalidRequest,
         ErrorCode::ChecksumMismatch,
         ErrorCode::Unauthorized,
@@ -42,6 +43,7 @@ impl ErrorCode {
         ErrorCode::ProjectNameTaken,
         ErrorCode::InvalidJobState,
         ErrorCode::NoFiles,
+        ErrorCode::NoWebhook,
         ErrorCode::ResultNotAvailable,
         ErrorCode::IdempotencyRequestInProgress,
         ErrorCode::DeliveryInProgress,
@@ -67,6 +69,7 @@ impl ErrorCode {
             ErrorCode::ProjectNameTaken => "project_name_taken",
             ErrorCode::InvalidJobState => "invalid_job_state",
             ErrorCode::NoFiles => "no_files",
+            ErrorCode::NoWebhook => "no_webhook",
             ErrorCode::ResultNotAvailable => "result_not_available",
             ErrorCode::IdempotencyRequestInProgress => "idempotency_request_in_progress",
             ErrorCode::DeliveryInProgress => "delivery_in_progress",
@@ -92,6 +95,7 @@ impl ErrorCode {
             | ErrorCode::ProjectNameTaken
             | ErrorCode::InvalidJobState
             | ErrorCode::NoFiles
+            | ErrorCode::NoWebhook
             | ErrorCode::ResultNotAvailable
             | ErrorCode::IdempotencyRequestInProgress
             | ErrorCode::DeliveryInProgress => 409,

@@ -77,6 +77,17 @@ pub fn sign(secret: &WebhookSecret, id: &str, timestamp: i64, body: &[u8]) -> St
     format!("v1,{}", BASE64.encode(signature))
 }
 
+/// The `webhook-signature` header value signed with each of `secrets` (the current one
+/// first during a rotation's overlap): their `v1,` entries, space-separated, so a
+/// receiver holding any one of them verifies.
+pub fn sign_all(secrets: &[WebhookSecret], id: &str, timestamp: i64, body: &[u8]) -> String {
+    secrets
+        .iter()
+        .map(|secret| sign(secret, id, timestamp, body))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Why a delivery failed verification.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
@@ -178,6 +189,30 @@ mod tests {
         );
         assert_eq!(verify(&new, "evt_1", 5, b"x", &header, 5, 300), Ok(()));
         assert_eq!(verify(&old, "evt_1", 5, b"x", &header, 5, 300), Ok(()));
+    }
+
+    #[test]
+    fn signing_with_several_secrets_lists_one_entry_each_and_verifies_with_any() {
+        let old = WebhookSecret::generate();
+        let new = WebhookSecret::generate();
+        let header = sign_all(&[new.clone(), old.clone()], "evt_1", 5, b"x");
+        assert_eq!(
+            header,
+            format!(
+                "{} {}",
+                sign(&new, "evt_1", 5, b"x"),
+                sign(&old, "evt_1", 5, b"x")
+            )
+        );
+        for secret in [&old, &new] {
+            assert_eq!(verify(secret, "evt_1", 5, b"x", &header, 5, 300), Ok(()));
+        }
+        let only_new = sign_all(std::slice::from_ref(&new), "evt_1", 5, b"x");
+        assert_eq!(only_new, sign(&new, "evt_1", 5, b"x"));
+        assert_eq!(
+            verify(&old, "evt_1", 5, b"x", &only_new, 5, 300),
+            Err(VerifyError::NoMatchingSignature)
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use plangrep_service::internal_auth::InternalToken;
 use plangrep_service::{SettingError, Settings};
 use plangrep_storage::StorageConfig;
 
-use crate::crypto::SecretsKey;
+use crate::crypto::Keyring;
 use crate::pdf::Limits;
 
 /// Everything the orchestrator needs to run.
@@ -28,8 +28,10 @@ pub struct Config {
     pub grpc_addr: SocketAddr,
     /// HTTP listen address for `/healthz` and `/readyz`.
     pub http_addr: SocketAddr,
-    /// Encrypts webhook secrets at rest.
-    pub secrets_key: SecretsKey,
+    /// Encrypts webhook secrets and stored idempotent responses at rest.
+    pub secrets_key: Keyring,
+    /// How long a rotated-out webhook secret keeps signing beside the new one.
+    pub webhook_secret_overlap: Duration,
     /// The credential internal gRPC callers must present (`PLANGREP_INTERNAL_TOKEN`).
     pub internal_token: InternalToken,
     /// Tags the events the relay publishes and authenticates those the pipeline consumes.
@@ -64,20 +66,7 @@ impl Config {
     /// Reads and validates the configuration.
     pub fn from_settings(settings: &Settings) -> Result<Self, SettingError> {
         let dev_mode = settings.flag("PLANGREP_DEV_MODE", false)?;
-        let secrets_key = match settings.raw("PLANGREP_SECRETS_KEY") {
-            Some(encoded) => SecretsKey::from_base64(encoded)
-                .map_err(|problem| SettingError::new("PLANGREP_SECRETS_KEY", problem))?,
-            None if dev_mode => {
-                tracing::warn!("PLANGREP_SECRETS_KEY unset: using the insecure dev-mode key");
-                SecretsKey::insecure_dev_key()
-            }
-            None => {
-                return Err(SettingError::new(
-                    "PLANGREP_SECRETS_KEY",
-                    "required outside dev mode (base64 of 32 random bytes, e.g. `openssl rand -base64 32`)",
-                ));
-            }
-        };
+        let secrets_key = keyring(settings, dev_mode)?;
         let internal_token = InternalToken::from_settings(settings)?;
         let events_key = internal_token.events_key(settings)?;
         Ok(Self {
@@ -93,6 +82,10 @@ impl Config {
             grpc_addr: settings.socket_addr("PLANGREP_ORCHESTRATOR_ADDR", "0.0.0.0:50051")?,
             http_addr: settings.socket_addr("PLANGREP_ORCHESTRATOR_HTTP_ADDR", "0.0.0.0:9091")?,
             secrets_key,
+            webhook_secret_overlap: settings.duration(
+                "PLANGREP_WEBHOOK_SECRET_OVERLAP",
+                Duration::from_secs(24 * 3600),
+            )?,
             storage: StorageConfig::from_settings(settings)?,
             pdf_worker: match settings.raw("PLANGREP_PDF_WORKER") {
                 Some(path) => PathBuf::from(path),
@@ -135,6 +128,28 @@ impl Config {
     }
 }
 
+/// The keyring: `PLANGREP_SECRETS_KEYS` (wins), else the one-key ring of
+/// `PLANGREP_SECRETS_KEY`, else (dev mode only) the insecure dev key.
+fn keyring(settings: &Settings, dev_mode: bool) -> Result<Keyring, SettingError> {
+    if let Some(ring) = settings.raw("PLANGREP_SECRETS_KEYS") {
+        return Keyring::parse(ring)
+            .map_err(|problem| SettingError::new("PLANGREP_SECRETS_KEYS", problem));
+    }
+    match settings.raw("PLANGREP_SECRETS_KEY") {
+        Some(encoded) => Keyring::single_from_base64(encoded)
+            .map_err(|problem| SettingError::new("PLANGREP_SECRETS_KEY", problem)),
+        None if dev_mode => {
+            tracing::warn!("PLANGREP_SECRETS_KEY unset: using the insecure dev-mode key");
+            Ok(Keyring::insecure_dev_key())
+        }
+        None => Err(SettingError::new(
+            "PLANGREP_SECRETS_KEY",
+            "required outside dev mode (base64 of 32 random bytes, e.g. `openssl rand -base64 32`), \
+             or PLANGREP_SECRETS_KEYS",
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +168,40 @@ mod tests {
     }
 
     #[test]
+    fn a_keyring_wins_over_the_single_key_and_names_its_variable_when_invalid() {
+        let key = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
+        let both = Settings::from_pairs([
+            ("PLANGREP_SECRETS_KEY", key.to_owned()),
+            ("PLANGREP_SECRETS_KEYS", format!("new:{key},default:{key}")),
+        ]);
+        let config = Config::from_settings(&both).unwrap();
+        assert_eq!(config.secrets_key.primary_id().as_str(), "new");
+        let single = Settings::from_pairs([("PLANGREP_SECRETS_KEY", key)]);
+        assert_eq!(
+            Config::from_settings(&single)
+                .unwrap()
+                .secrets_key
+                .primary_id()
+                .as_str(),
+            crate::crypto::SINGLE_KEY_ID
+        );
+        let bad = Settings::from_pairs([
+            ("PLANGREP_SECRETS_KEY", key),
+            ("PLANGREP_SECRETS_KEYS", "new-without-key"),
+        ]);
+        assert_eq!(
+            Config::from_settings(&bad).unwrap_err().name,
+            "PLANGREP_SECRETS_KEYS"
+        );
+        assert_eq!(
+            Config::from_settings(&single)
+                .unwrap()
+                .webhook_secret_overlap,
+            Duration::from_secs(24 * 3600)
+        );
+    }
+
+    #[test]
     fn bad_values_name_their_variable() {
         let base = [("PLANGREP_DEV_MODE", "true")];
         for (name, value) in [
@@ -161,6 +210,7 @@ mod tests {
             ("PLANGREP_STORAGE_URL", "ftp://bucket"),
             ("PLANGREP_PROCESS_CONCURRENCY", "many"),
             ("PLANGREP_DEV_MODE", "maybe"),
+            ("PLANGREP_WEBHOOK_SECRET_OVERLAP", "a while"),
         ] {
             let mut settings = Settings::from_pairs(base);
             settings.set(name, value);

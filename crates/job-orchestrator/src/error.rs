@@ -21,6 +21,8 @@ pub enum Error {
     Conflict,
     #[error("the job has no files")]
     NoFiles,
+    #[error("the job has no webhook")]
+    NoWebhook,
     #[error("{0}")]
     JobLimitExceeded(String),
     #[error("the job has no result")]
@@ -100,6 +102,7 @@ impl Error {
                 | Error::ProjectNameTaken
                 | Error::InvalidJobState(_)
                 | Error::NoFiles
+                | Error::NoWebhook
                 | Error::Rejected { .. }
         )
     }
@@ -131,6 +134,12 @@ impl From<Error> for tonic::Status {
             Error::NoFiles => (
                 ErrorCode::NoFiles,
                 "the job has no files yet; upload at least one before completing".to_owned(),
+                None,
+            ),
+            Error::NoWebhook => (
+                ErrorCode::NoWebhook,
+                "the job was created without a webhookUrl; it has no signing secret to rotate"
+                    .to_owned(),
                 None,
             ),
             Error::JobLimitExceeded(message) => {

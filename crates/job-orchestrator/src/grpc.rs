@@ -17,14 +17,15 @@ use plangrep_proto::orchestrator::{
     GetProjectRequest, GetWebhookTargetRequest, GrantCreditsRequest, Job, JobResult,
     ListJobEventsRequest, ListJobEventsResponse, ListJobsRequest, ListJobsResponse,
     ListProjectsRequest, ListProjectsResponse, PageInfo, PageRequest, Project,
-    RegisterDocumentsRequest, ResumeJobRequest, SetCreditRatesRequest, WebhookTarget,
+    RegisterDocumentsRequest, ResumeJobRequest, RotateWebhookSecretRequest,
+    RotateWebhookSecretResponse, SetCreditRatesRequest, WebhookTarget,
 };
 use plangrep_proto::time::to_timestamp;
 use plangrep_storage::{Storage, StorageError, keys};
 use sqlx::{PgConnection, PgPool};
 use tonic::{Request, Response, Status};
 
-use crate::crypto::SecretsKey;
+use crate::crypto::Keyring;
 use crate::error::Error;
 use crate::idempotency::{self, Key};
 use crate::jobs::{self as commands, NewJob};
@@ -38,20 +39,29 @@ use crate::store::projects::{self, ProjectRow};
 #[derive(Clone)]
 pub struct OrchestratorService {
     pool: PgPool,
-    secrets_key: SecretsKey,
+    secrets_key: Keyring,
     job_ttl: Duration,
     storage: Storage,
+    /// How long a rotated-out webhook secret keeps signing (`PLANGREP_WEBHOOK_SECRET_OVERLAP`).
+    webhook_secret_overlap: Duration,
 }
 
 impl OrchestratorService {
     /// A service over `pool`, reading results from `storage`.
-    pub fn new(pool: PgPool, secrets_key: SecretsKey, job_ttl: Duration, storage: Storage) -> Self {
+    pub fn new(pool: PgPool, secrets_key: Keyring, job_ttl: Duration, storage: Storage) -> Self {
         Self {
             pool,
             secrets_key,
             job_ttl,
             storage,
+            webhook_secret_overlap: Duration::from_secs(24 * 3600),
         }
+    }
+
+    /// The same service with another webhook secret overlap.
+    pub fn with_webhook_secret_overlap(mut self, overlap: Duration) -> Self {
+        self.webhook_secret_overlap = overlap;
+        self
     }
 }
 
@@ -349,21 +359,48 @@ impl JobOrchestrator for OrchestratorService {
         let request = request.into_inner();
         let job_id = request::job_id(&request.job_id)?;
         let mut conn = self.pool.acquire().await.map_err(Error::from)?;
-        let row = jobs::get_any(&mut conn, &request.job_id)
+        let row = crate::store::webhook_secrets::get_any(&mut conn, &request.job_id)
             .await?
             .ok_or(Error::NotFound("job"))?;
-        let (Some(url), Some(sealed)) = (row.webhook_url, row.webhook_secret_sealed) else {
+        let (Some(url), Some(sealed)) = (&row.webhook_url, &row.webhook_secret_sealed) else {
             return Err(Error::NotFound("webhook target").into());
         };
-        let secret = self
-            .secrets_key
-            .unseal(job_id, &sealed)
-            .map_err(|e| Error::Corrupt(e.to_string()))?;
+        let signing_secrets = crate::rotation::signing_secrets(
+            &self.secrets_key,
+            job_id,
+            &row,
+            sealed,
+            crate::store::now(),
+        )?;
         Ok(Response::new(WebhookTarget {
-            job_id: row.id,
-            url,
-            signing_secret: secret.expose(),
+            job_id: row.id.clone(),
+            url: url.clone(),
+            signing_secret: signing_secrets[0].secret.clone(),
+            signing_secrets,
         }))
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        request: Request<RotateWebhookSecretRequest>,
+    ) -> Result<Response<RotateWebhookSecretResponse>, Status> {
+        let request = request.into_inner();
+        request::org_and_job(&request.org_id, &request.job_id)?;
+        request::idempotency(request.idempotency.as_ref())?;
+        let key = Key::from_request(&request.org_id, request.idempotency);
+        let (org_id, job_id) = (request.org_id, request.job_id);
+        let outcome = idempotency::run(&self.pool, &self.secrets_key, key, async |conn| {
+            crate::rotation::rotate(
+                conn,
+                &self.secrets_key,
+                &org_id,
+                &job_id,
+                self.webhook_secret_overlap,
+            )
+            .await
+        })
+        .await?;
+        Ok(outcome.into_response())
     }
 
     async fn register_documents(

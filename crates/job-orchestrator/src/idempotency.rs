@@ -17,7 +17,7 @@ use prost::Message;
 use sqlx::{Acquire, PgConnection, PgPool};
 use tonic::metadata::MetadataValue;
 
-use crate::crypto::SecretsKey;
+use crate::crypto::Keyring;
 use crate::error::Error;
 
 /// How long a stored response is replayed.
@@ -84,7 +84,7 @@ impl<T> Outcome<T> {
 /// Runs `operation` in a transaction, idempotently when `key` is given.
 pub async fn run<T, F>(
     pool: &PgPool,
-    secrets: &SecretsKey,
+    secrets: &Keyring,
     key: Option<Key>,
     operation: F,
 ) -> Result<Outcome<T>, tonic::Status>
@@ -156,7 +156,7 @@ where
 /// outcome of an earlier request with the same fingerprint.
 async fn claim<T: Message + Default>(
     tx: &mut PgConnection,
-    secrets: &SecretsKey,
+    secrets: &Keyring,
     key: &Key,
 ) -> Result<Option<Result<T, tonic::Status>>, Error> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -216,7 +216,7 @@ async fn claim<T: Message + Default>(
                 .ok_or_else(|| Error::Corrupt("idempotent response missing".into()))?;
             let bytes = secrets
                 .open_bytes(&key.context(), &sealed)
-                .map_err(|e| Error::Corrupt(e.to_string()))?;
+                .map_err(|e| Error::Corrupt(format!("stored idempotent response: {e}")))?;
             Ok(T::decode(bytes.as_slice()).map_err(|e| Error::Corrupt(e.to_string()))?)
         }
         "error" => {

@@ -12,7 +12,7 @@ use plangrep_core::{JobEvent, JobStatus, ProjectStatus};
 use plangrep_proto::orchestrator::{CreateJobResponse, Job, UploadedDocument};
 use sqlx::PgConnection;
 
-use crate::crypto::SecretsKey;
+use crate::crypto::Keyring;
 use crate::error::Error;
 use crate::lifecycle;
 use crate::store;
@@ -31,7 +31,7 @@ pub struct NewJob {
 /// Inserts a `provisioning` job (with its sealed secret) and announces it.
 pub async fn create(
     conn: &mut PgConnection,
-    secrets_key: &SecretsKey,
+    secrets_key: &Keyring,
     job_ttl: Duration,
     new: NewJob,
 ) -> Result<CreateJobResponse, Error> {

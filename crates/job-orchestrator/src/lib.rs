@@ -26,6 +26,8 @@ pub mod pdf;
 pub mod pipeline;
 pub mod relay;
 pub mod request;
+pub mod reseal;
+pub mod rotation;
 pub mod startup;
 pub mod store;
 

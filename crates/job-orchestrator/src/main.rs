@@ -1,4 +1,5 @@
-//! The `job-orchestrator` binary: `serve [--migrate]` (default), `migrate`, `healthcheck`, and the
+//! The `job-orchestrator` binary: `serve [--migrate]` (default), `migrate`, `healthcheck`,
+//! `reseal` (moves every sealed secret to the keyring's primary key), and the
 //! hidden `pdf-worker` that the service runs as a child process to parse one PDF under
 //! resource limits (see `plangrep_job_orchestrator::pdf`).
 
@@ -24,6 +25,7 @@ async fn serve_main() -> ExitCode {
         let config = Config::from_settings(&settings)?;
         match command {
             Command::Migrate => startup::migrate(&config).await?,
+            Command::Reseal => startup::reseal(&config).await?,
             Command::Healthcheck => plangrep_service::healthcheck::probe(config.http_addr).await?,
             Command::Serve { migrate } => {
                 if migrate {

@@ -53,6 +53,12 @@ pub enum StartupError {
     Transport(#[from] tonic::transport::Error),
     #[error("object storage: {0}")]
     Storage(#[from] plangrep_storage::StorageError),
+    #[error("reseal: {0}")]
+    Reseal(#[source] sqlx::Error),
+    #[error(
+        "reseal: {0} sealed blobs do not open with the keyring (see the log); add their keys to PLANGREP_SECRETS_KEYS and run it again"
+    )]
+    ResealIncomplete(u64),
 }
 
 /// A built, not yet running orchestrator.
@@ -73,6 +79,38 @@ pub fn connect_options(config: &Config) -> Result<PgConnectOptions, StartupError
 /// Applies the orchestrator's migrations (the `migrate` subcommand and `serve --migrate`).
 pub async fn migrate(config: &Config) -> Result<(), StartupError> {
     database::migrate(&connect_options(config)?, SCHEMA, &MIGRATOR).await?;
+    Ok(())
+}
+
+/// Moves every sealed blob to the keyring's primary key (the `reseal` subcommand),
+/// printing counts per column as it goes; fails if a blob does not open.
+pub async fn reseal(config: &Config) -> Result<(), StartupError> {
+    let options = connect_options(config)?;
+    database::ensure_migrated(&options, SCHEMA, &MIGRATOR).await?;
+    let pool = database::lazy_pool(options, 2);
+    println!(
+        "resealing with primary key {:?} of the keyring {:?}",
+        config.secrets_key.primary_id().as_str(),
+        config
+            .secrets_key
+            .key_ids()
+            .map(|id| id.as_str())
+            .collect::<Vec<_>>()
+    );
+    let reports = crate::reseal::run(
+        &pool,
+        &config.secrets_key,
+        crate::reseal::BATCH_SIZE,
+        |progress| println!("{progress}"),
+    )
+    .await
+    .map_err(StartupError::Reseal)?;
+    let failed: u64 = reports.iter().map(|r| r.failed).sum();
+    let resealed: u64 = reports.iter().map(|r| r.resealed).sum();
+    println!("done: resealed {resealed}, failed {failed}");
+    if failed > 0 {
+        return Err(StartupError::ResealIncomplete(failed));
+    }
     Ok(())
 }
 
@@ -224,7 +262,8 @@ impl App {
             config.secrets_key.clone(),
             config.job_ttl,
             storage,
-        );
+        )
+        .with_webhook_secret_overlap(config.webhook_secret_overlap);
         tracing::info!(grpc = %grpc_listener.local_addr()?, "job-orchestrator serving");
         let grpc_result = tonic::transport::Server::builder()
             .layer(GrpcMetricsLayer(metrics.grpc.clone()))

@@ -1,6 +1,7 @@
 //! The command line every service shares:
-//! `<service> [--config FILE] [serve [--migrate]|migrate|healthcheck]`, and [`run_main`],
-//! the body of every `main`.
+//! `<service> [--config FILE] [serve [--migrate]|migrate|healthcheck|reseal]`, and
+//! [`run_main`], the body of every `main`. `reseal` is the orchestrator's (ADR 0011); the
+//! other services refuse it.
 //!
 //! Migrations run once per deploy (`migrate`: a k8s Job, a one-shot compose service), not
 //! on every replica start: `serve` only checks that they were applied. `serve --migrate`
@@ -21,6 +22,9 @@ pub enum Command {
     Migrate,
     /// Probe the running service's `/healthz` and exit 0 or 1.
     Healthcheck,
+    /// Re-seal every stored secret with the primary key of the keyring and exit
+    /// (job-orchestrator only).
+    Reseal,
 }
 
 /// The parsed command line.
@@ -49,16 +53,17 @@ impl Cli {
                 "--migrate" if command == Some(Command::Serve { migrate: false }) => {
                     migrate_first = true;
                 }
-                "serve" | "migrate" | "healthcheck" if command.is_none() => {
+                "serve" | "migrate" | "healthcheck" | "reseal" if command.is_none() => {
                     command = Some(match arg.as_str() {
                         "serve" => Command::Serve { migrate: false },
                         "migrate" => Command::Migrate,
+                        "reseal" => Command::Reseal,
                         _ => Command::Healthcheck,
                     });
                 }
                 other => {
                     return Err(format!(
-                        "unexpected argument {other:?}; usage: [--config FILE] [serve [--migrate]|migrate|healthcheck]"
+                        "unexpected argument {other:?}; usage: [--config FILE] [serve [--migrate]|migrate|healthcheck|reseal]"
                     ));
                 }
             }
@@ -133,6 +138,7 @@ mod tests {
         let cli = parse(&["--config", "a.toml", "migrate"]).unwrap();
         assert_eq!(cli.command, Command::Migrate);
         assert_eq!(cli.config_file, Some(PathBuf::from("a.toml")));
+        assert_eq!(parse(&["reseal"]).unwrap().command, Command::Reseal);
         assert!(parse(&["serve", "migrate"]).is_err());
         assert!(parse(&["--config"]).is_err());
         assert!(parse(&["launch"]).is_err());

@@ -137,7 +137,7 @@ impl Scheduler {
                         &target.url,
                         &delivery.event_id,
                         &delivery.payload,
-                        &target.secret,
+                        &target.signing_secrets(chrono::Utc::now()),
                     )
                     .await
             }

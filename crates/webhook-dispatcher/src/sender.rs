@@ -63,14 +63,15 @@ impl Sender {
         Ok(Self { client, policy })
     }
 
-    /// Signs and POSTs `body` to `url` as event `event_id`.
+    /// Signs (with each of `secrets`, see `webhook::sign_all`) and POSTs `body` to `url`
+    /// as event `event_id`.
     #[tracing::instrument(skip_all, fields(event_id = %event_id))]
     pub async fn send(
         &self,
         url: &str,
         event_id: &str,
         body: &[u8],
-        secret: &WebhookSecret,
+        secrets: &[WebhookSecret],
     ) -> AttemptReport {
         let started = Instant::now();
         let failed = |error: &str, started: Instant| AttemptReport {
@@ -88,7 +89,7 @@ impl Sender {
             }
         };
         let timestamp = Utc::now().timestamp();
-        let signature = webhook::sign(secret, event_id, timestamp, body);
+        let signature = webhook::sign_all(secrets, event_id, timestamp, body);
         let response = self
             .client
             .post(url)

@@ -1,10 +1,13 @@
-//! Webhook targets (URL + signing secret) fetched from the orchestrator over gRPC and
-//! cached briefly, so a burst of events for one job costs one lookup.
+//! Webhook targets (URL + signing secrets) fetched from the orchestrator over gRPC at
+//! every attempt (one primary-key lookup), not cached: a secret rotation must sign the
+//! very next attempt with the new secret, and a cached answer (even one kept only for
+//! orchestrator outages) would sign with the old secret alone. Each secret carries its
+//! expiry, re-checked at send time ([`Target::signing_secrets`]), so a rotated-out secret
+//! never signs after its overlap. (ADR 0011.)
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use plangrep_core::webhook::WebhookSecret;
 use plangrep_proto::orchestrator::GetWebhookTargetRequest;
 use plangrep_proto::orchestrator::job_orchestrator_client::JobOrchestratorClient;
@@ -12,14 +15,51 @@ use plangrep_proto::trace::{TracedChannel, traced};
 use plangrep_service::internal_auth::{Authorized, InternalToken};
 use tonic::transport::Channel;
 
-/// How long a target is reused.
-const TTL: Duration = Duration::from_secs(60);
-
 /// Where and how to sign one job's webhooks.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub url: String,
-    pub secret: WebhookSecret,
+    /// The current secret first, then a rotated-out one with the end of its overlap.
+    pub secrets: Vec<(WebhookSecret, Option<DateTime<Utc>>)>,
+}
+
+impl Target {
+    /// The secrets that sign an attempt made at `now`: the current one, and a previous
+    /// one only until its expiry.
+    pub fn signing_secrets(&self, now: DateTime<Utc>) -> Vec<WebhookSecret> {
+        self.secrets
+            .iter()
+            .filter(|(_, expires_at)| expires_at.is_none_or(|at| now < at))
+            .map(|(secret, _)| secret.clone())
+            .collect()
+    }
+}
+
+/// The target an orchestrator answer describes.
+fn target_of(response: plangrep_proto::orchestrator::WebhookTarget) -> Result<Target, TargetError> {
+    let malformed = || TargetError::Broken("malformed signing secret".into());
+    let mut secrets = Vec::new();
+    for entry in &response.signing_secrets {
+        let expires_at = match &entry.expires_at {
+            Some(at) => Some(plangrep_proto::time::from_timestamp(at).ok_or_else(malformed)?),
+            None => None,
+        };
+        secrets.push((
+            WebhookSecret::parse(&entry.secret).map_err(|_| malformed())?,
+            expires_at,
+        ));
+    }
+    if secrets.is_empty() {
+        // An orchestrator from before rotation: its one secret.
+        secrets.push((
+            WebhookSecret::parse(&response.signing_secret).map_err(|_| malformed())?,
+            None,
+        ));
+    }
+    Ok(Target {
+        url: response.url,
+        secrets,
+    })
 }
 
 /// Why a target could not be had.
@@ -37,14 +77,13 @@ pub enum TargetError {
     Broken(String),
 }
 
-/// A cached client of `GetWebhookTarget`.
+/// A client of `GetWebhookTarget` (it no longer caches: see the module docs).
 pub struct TargetCache {
     client: JobOrchestratorClient<Authorized<TracedChannel>>,
-    cached: Mutex<HashMap<String, (Target, Instant)>>,
 }
 
 impl TargetCache {
-    /// A cache over a lazily connecting channel to `endpoint`, calling with `token`.
+    /// A client over a lazily connecting channel to `endpoint`, calling with `token`.
     pub fn new(endpoint: &str, token: &InternalToken) -> Result<Self, http::uri::InvalidUri> {
         let channel = Channel::from_shared(endpoint.to_owned())?
             .connect_timeout(Duration::from_secs(2))
@@ -52,17 +91,11 @@ impl TargetCache {
             .connect_lazy();
         Ok(Self {
             client: JobOrchestratorClient::new(token.attach(traced(channel))),
-            cached: Mutex::new(HashMap::new()),
         })
     }
 
     /// The target of `job_id`.
     pub async fn get(&self, job_id: &str) -> Result<Target, TargetError> {
-        if let Some((target, at)) = self.cached.lock().expect("not poisoned").get(job_id)
-            && at.elapsed() < TTL
-        {
-            return Ok(target.clone());
-        }
         let response = self
             .client
             .clone()
@@ -71,15 +104,7 @@ impl TargetCache {
             })
             .await;
         let target = match response {
-            Ok(response) => {
-                let response = response.into_inner();
-                let secret = WebhookSecret::parse(&response.signing_secret)
-                    .map_err(|_| TargetError::Broken("malformed signing secret".into()))?;
-                Target {
-                    url: response.url,
-                    secret,
-                }
-            }
+            Ok(response) => target_of(response.into_inner())?,
             Err(status) if status.code() == tonic::Code::NotFound => {
                 return Err(TargetError::Missing);
             }
@@ -95,9 +120,52 @@ impl TargetCache {
             }
             Err(status) => return Err(TargetError::Broken(status.message().to_owned())),
         };
-        let mut cached = self.cached.lock().expect("not poisoned");
-        cached.retain(|_, (_, at)| at.elapsed() < TTL);
-        cached.insert(job_id.to_owned(), (target.clone(), Instant::now()));
         Ok(target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use plangrep_proto::orchestrator::{SigningSecret, WebhookTarget};
+    use plangrep_proto::time::to_timestamp;
+
+    use super::*;
+
+    #[test]
+    fn a_previous_secret_signs_until_its_expiry_and_not_after() {
+        let (new, old) = (WebhookSecret::generate(), WebhookSecret::generate());
+        let expires_at = DateTime::from_timestamp(2_000, 0).unwrap();
+        let target = target_of(WebhookTarget {
+            job_id: "job_1".into(),
+            url: "https://example.com/hook".into(),
+            signing_secret: new.expose(),
+            signing_secrets: vec![
+                SigningSecret {
+                    secret: new.expose(),
+                    expires_at: None,
+                },
+                SigningSecret {
+                    secret: old.expose(),
+                    expires_at: Some(to_timestamp(expires_at)),
+                },
+            ],
+        })
+        .unwrap();
+        let before = DateTime::from_timestamp(1_999, 0).unwrap();
+        assert_eq!(target.signing_secrets(before), [new.clone(), old]);
+        assert_eq!(target.signing_secrets(expires_at), [new]);
+    }
+
+    #[test]
+    fn an_answer_without_the_list_signs_with_its_one_secret() {
+        let secret = WebhookSecret::generate();
+        let target = target_of(WebhookTarget {
+            job_id: "job_1".into(),
+            url: "https://example.com/hook".into(),
+            signing_secret: secret.expose(),
+            signing_secrets: Vec::new(),
+        })
+        .unwrap();
+        assert_eq!(target.signing_secrets(Utc::now()), [secret]);
     }
 }

@@ -7,6 +7,7 @@ pub mod deliveries;
 pub mod files;
 pub mod jobs;
 pub mod projects;
+pub mod webhook_secret;
 
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;

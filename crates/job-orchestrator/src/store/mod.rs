@@ -7,6 +7,7 @@ pub mod documents;
 pub mod jobs;
 pub mod outbox;
 pub mod projects;
+pub mod webhook_secrets;
 
 use chrono::{DateTime, Utc};
 
