@@ -249,9 +249,7 @@ impl TestApp {
 
         let mut orchestrator_settings = base.clone();
         let orchestrator_broker = if options.proxy_orchestrator_broker {
-            let proxy = TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
-            let proxied = plangrep_test_support::amqp_url()
-                .replace("127.0.0.1:5672", &proxy.addr().to_string());
+            let (proxy, proxied) = TcpProxy::in_front_of(&plangrep_test_support::amqp_url()).await;
             orchestrator_settings.set("AMQP_URL", proxied);
             Some(proxy)
         } else {
