@@ -149,3 +149,79 @@ fn job_problems(job_id: &str, received: &[Received], final_status: &str) -> Vec<
     }
     problems
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(job: &str, sequence: u64, id: &str, status: &str, previous: &str) -> Captured {
+        let previous = (!previous.is_empty()).then_some(previous);
+        let body = serde_json::json!({
+            "type": "job.status_changed",
+            "data": {
+                "job": { "id": job, "status": status },
+                "previousStatus": previous,
+                "sequence": sequence,
+            },
+        });
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("webhook-id", id.parse().expect("header value"));
+        Captured {
+            path: "/webhooks".to_owned(),
+            headers,
+            body: serde_json::to_vec(&body).expect("JSON").into(),
+            received_at: std::time::Instant::now(),
+        }
+    }
+
+    #[test]
+    fn the_ledger_flags_lost_reordered_and_relabelled_events_and_unknown_jobs() {
+        const P: &str = "provisioning";
+        const A: &str = "awaiting_uploads";
+        let mut ledger = Ledger::default();
+        ledger.record(vec![
+            // Fine, with a duplicate.
+            delivery("job_fine", 1, "evt_f1", P, ""),
+            delivery("job_fine", 1, "evt_f1", P, ""),
+            delivery("job_fine", 2, "evt_f2", A, P),
+            // Event 2 before event 1.
+            delivery("job_reordered", 2, "evt_r2", A, P),
+            delivery("job_reordered", 1, "evt_r1", P, ""),
+            // A duplicate under another webhook-id.
+            delivery("job_relabelled", 1, "evt_l1", P, ""),
+            delivery("job_relabelled", 1, "evt_other", P, ""),
+            delivery("job_relabelled", 2, "evt_l2", A, P),
+            // Event 1 never arrived.
+            delivery("job_lost", 2, "evt_o2", A, P),
+            // Event 2 never arrived.
+            delivery("job_short", 1, "evt_s1", P, ""),
+            // Nobody created it.
+            delivery("job_unknown", 1, "evt_u1", P, ""),
+        ]);
+        let jobs: Vec<String> = [
+            "job_fine",
+            "job_reordered",
+            "job_relabelled",
+            "job_lost",
+            "job_short",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+
+        let problems = ledger.problems(&jobs, A);
+
+        let about = |job: &str| problems.iter().filter(|p| p.starts_with(job)).count();
+        assert_eq!(about("job_fine"), 0, "{problems:#?}");
+        for job in [
+            "job_reordered",
+            "job_relabelled",
+            "job_lost",
+            "job_short",
+            "job_unknown",
+        ] {
+            assert!(about(job) > 0, "{job} not flagged: {problems:#?}");
+        }
+        assert_eq!(ledger.duplicates(), 2);
+        assert_eq!(ledger.total(), 11);
+    }
+}
