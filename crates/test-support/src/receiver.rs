@@ -207,3 +207,34 @@ async fn capture(
 fn status(code: u16) -> StatusCode {
     StatusCode::from_u16(code).expect("valid status")
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_receiver_that_went_down_refuses_connections_until_it_comes_back_on_its_port() {
+        let mut receiver = Receiver::start().await;
+        let addr = receiver.addr;
+
+        receiver.go_down().await;
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "a receiver that is down refuses connections"
+        );
+
+        receiver.come_back().await;
+        let mut stream = TcpStream::connect(addr).await.expect("listening again");
+        stream
+            .write_all(b"POST /webhooks HTTP/1.1\r\nhost: test\r\ncontent-length: 2\r\n\r\n{}")
+            .await
+            .expect("request sent");
+        let captured = receiver.next(Duration::from_secs(10)).await;
+        assert_eq!(captured.path, "/webhooks");
+        assert_eq!(&captured.body[..], b"{}");
+        assert!(receiver.drain().is_empty());
+    }
+}
