@@ -90,6 +90,7 @@ async fn no_status_change_is_lost_or_reordered_through_crashes_and_outages() {
     }
     let faults_done = started.elapsed();
     let created = creating.await.expect("job creation");
+    let created_in = started.elapsed();
 
     let mut ledger = Ledger::default();
     let deadline = tokio::time::Instant::now() + CATCH_UP;
@@ -115,7 +116,7 @@ async fn no_status_change_is_lost_or_reordered_through_crashes_and_outages() {
         "{} jobs created in {:.1?} ({} attempts retried through outages), faults over at {faults_done:.1?}, \
          {} deliveries received ({} duplicates), checked at {:.1?}",
         created.jobs.len(),
-        started.elapsed(),
+        created_in,
         created.retried,
         ledger.total(),
         ledger.duplicates(),
