@@ -27,15 +27,23 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-unit: ## unit, service and system tests (nextest when installed)
-	@# The system tests run the built binaries (job-orchestrator's pdf-worker, plangrep).
+# The fault suite (tests/system/fault.rs) SIGKILLs services and cuts their connections:
+# it runs after every other test, alone (test group `fault` in .config/nextest.toml).
+FAULT_SUITE := binary(system) & test(/^fault::/)
+
+unit: ## unit, service and system tests (nextest when installed), then the fault suite
+	@# The system tests run the built binaries (the services, job-orchestrator's pdf-worker, plangrep).
 	$(CARGO) build --workspace --bins --locked
-	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		$(CARGO) nextest run --workspace --locked --no-fail-fast; \
+	@status=0; \
+	if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --locked --no-fail-fast -E 'not ($(FAULT_SUITE))' || status=$$?; \
+		$(CARGO) nextest run --workspace --locked --no-fail-fast -E '$(FAULT_SUITE)' || status=$$?; \
 	else \
 		echo "cargo-nextest not installed: using cargo test"; \
-		$(CARGO) test --workspace --locked --no-fail-fast; \
-	fi
+		$(CARGO) test --workspace --locked --no-fail-fast -- --skip fault:: || status=$$?; \
+		$(CARGO) test --locked -p plangrep-system-tests --test system -- fault:: --test-threads=1 || status=$$?; \
+	fi; \
+	exit $$status
 
 validate-deploy: ## validate compose, Kubernetes and alerting files offline (fails if a validator is missing)
 	@scripts/validate-deploy.sh

@@ -272,9 +272,7 @@ impl TestApp {
 
         let mut orchestrator_settings = base.clone();
         let orchestrator_broker = if options.proxy_orchestrator_broker {
-            let proxy = TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
-            let proxied = plangrep_test_support::amqp_url()
-                .replace("127.0.0.1:5672", &proxy.addr().to_string());
+            let (proxy, proxied) = TcpProxy::in_front_of(&plangrep_test_support::amqp_url()).await;
             orchestrator_settings.set("AMQP_URL", proxied);
             Some(proxy)
         } else {
@@ -662,12 +660,18 @@ impl TestApp {
 /// child process (in production the orchestrator runs itself; here the test binary
 /// cannot). `cargo nextest run --workspace` builds it beside this test binary.
 pub fn orchestrator_binary() -> String {
+    workspace_binary("job-orchestrator")
+}
+
+/// A binary of the workspace (`job-orchestrator`, `api-gateway`, …), built beside this
+/// test binary.
+pub fn workspace_binary(name: &str) -> String {
     let exe = std::env::current_exe().expect("test binary path");
     let profile_dir = exe
         .parent()
         .and_then(std::path::Path::parent)
         .expect("target/<profile>/deps/<test>");
-    let binary = profile_dir.join("job-orchestrator");
+    let binary = profile_dir.join(name);
     assert!(
         binary.exists(),
         "{} is missing: build the workspace (cargo build --workspace) first",

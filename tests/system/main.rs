@@ -6,6 +6,7 @@ mod bad_input;
 mod cli;
 mod conformance;
 mod contract;
+mod fault;
 mod helpers;
 mod idempotency;
 mod internal_auth;

@@ -316,12 +316,9 @@ async fn grpc_health_is_not_serving_while_the_broker_is_unreachable_and_serving_
     health_becomes(app.orchestrator_addr, orchestrator, ServingStatus::Serving).await;
 
     // A dispatcher replica whose broker connection runs through a proxy of its own.
-    let proxy = TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let (proxy, proxied) = TcpProxy::in_front_of(&plangrep_test_support::amqp_url()).await;
     let mut settings = app.settings.clone();
-    settings.set(
-        "AMQP_URL",
-        plangrep_test_support::amqp_url().replace("127.0.0.1:5672", &proxy.addr().to_string()),
-    );
+    settings.set("AMQP_URL", proxied);
     let (replica, replica_addr) =
         DispatcherProcess::start(settings, "127.0.0.1:0".parse().unwrap()).await;
     let dispatcher = "plangrep.dispatcher.v1.WebhookDispatcher";

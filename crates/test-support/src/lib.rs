@@ -182,7 +182,7 @@ where
 }
 
 /// A service binary started as a real process (for `main`-level tests: subcommands,
-/// configuration errors, SIGTERM).
+/// configuration errors, SIGTERM; and for the fault suite: SIGKILL).
 pub mod process {
     use std::process::Stdio;
     use std::time::Duration;
@@ -267,6 +267,12 @@ pub mod process {
             .await
             .unwrap_or_else(|_| panic!("not all of {needles:?} logged within {timeout:?}"));
             found.into_iter().flatten().collect()
+        }
+
+        /// Sends SIGKILL (the process dies where it is, with no chance to clean up) and
+        /// waits until it is gone.
+        pub async fn kill(&mut self) {
+            self.child.kill().await.expect("SIGKILL the service");
         }
 
         /// Sends SIGTERM and returns the exit code, waiting at most `timeout`.

@@ -57,6 +57,21 @@ impl TcpProxy {
         }
     }
 
+    /// Starts a proxy in front of the server `url` names (a test's `DATABASE_URL` or
+    /// `AMQP_URL`, wherever it points) and returns it with `url` rewritten to go through it.
+    pub async fn in_front_of(url: &str) -> (Self, String) {
+        let parts = UrlAuthority::parse(url)
+            .unwrap_or_else(|| panic!("{url:?} names no host to put a proxy in front of"));
+        let target = tokio::net::lookup_host(parts.host_port())
+            .await
+            .ok()
+            .and_then(|mut addresses| addresses.next())
+            .unwrap_or_else(|| panic!("cannot resolve the server of {url:?}"));
+        let proxy = Self::start(target).await;
+        let proxied = parts.with_host_port(&proxy.addr().to_string());
+        (proxy, proxied)
+    }
+
     /// The proxy's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -79,5 +94,84 @@ impl Drop for TcpProxy {
     fn drop(&mut self) {
         self.stop.cancel();
         self.cut();
+    }
+}
+
+/// A URL split around its `host[:port]` (`scheme://[userinfo@]host[:port][/rest]`).
+#[derive(Debug, PartialEq)]
+struct UrlAuthority<'a> {
+    /// `scheme://` and `userinfo@`, when present.
+    before: &'a str,
+    host: &'a str,
+    port: u16,
+    /// The path and query, from the first `/` or `?` on.
+    after: &'a str,
+}
+
+impl<'a> UrlAuthority<'a> {
+    fn parse(url: &'a str) -> Option<Self> {
+        let (scheme, rest) = url.split_once("://")?;
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let authority = &rest[..end];
+        let userinfo = authority.rfind('@').map_or(0, |at| at + 1);
+        let host_port = &authority[userinfo..];
+        let default_port = match scheme {
+            "postgres" | "postgresql" => 5432,
+            "amqp" => 5672,
+            "amqps" => 5671,
+            _ => return None,
+        };
+        // A bracketed IPv6 host keeps its colons inside the brackets.
+        let port_colon = host_port
+            .rfind(':')
+            .filter(|&colon| !host_port[colon..].contains(']'));
+        let (host, port) = match port_colon {
+            Some(colon) => (&host_port[..colon], host_port[colon + 1..].parse().ok()?),
+            None => (host_port, default_port),
+        };
+        if host.is_empty() {
+            return None;
+        }
+        let split = url.len() - rest.len() + userinfo;
+        Some(Self {
+            before: &url[..split],
+            host,
+            port,
+            after: &rest[end..],
+        })
+    }
+
+    fn host_port(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    fn with_host_port(&self, host_port: &str) -> String {
+        format!("{}{host_port}{}", self.before, self.after)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UrlAuthority;
+
+    #[test]
+    fn urls_are_rewritten_around_their_host_and_port() {
+        let database =
+            UrlAuthority::parse("postgres://postgres@db.internal:6543/plangrep_x").expect("parses");
+        assert_eq!(database.host_port(), "db.internal:6543");
+        assert_eq!(
+            database.with_host_port("127.0.0.1:40000"),
+            "postgres://postgres@127.0.0.1:40000/plangrep_x"
+        );
+        let broker = UrlAuthority::parse("amqp://guest:guest@localhost/%2f").expect("parses");
+        assert_eq!(broker.host_port(), "localhost:5672");
+        assert_eq!(
+            broker.with_host_port("127.0.0.1:1"),
+            "amqp://guest:guest@127.0.0.1:1/%2f"
+        );
+        let bare = UrlAuthority::parse("postgresql://[::1]:5433").expect("parses");
+        assert_eq!(bare.host_port(), "[::1]:5433");
+        assert_eq!(bare.with_host_port("h:1"), "postgresql://h:1");
+        assert!(UrlAuthority::parse("not a url").is_none());
     }
 }

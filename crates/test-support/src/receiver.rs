@@ -1,6 +1,7 @@
 //! A webhook receiver on loopback: a real HTTP server that records every request
 //! (headers and exact body bytes) and answers from a script, so tests can make it fail,
-//! redirect, hang or answer 410 on cue.
+//! redirect, hang or answer 410 on cue, or go down (refuse connections) and come back on
+//! the same port.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -58,6 +59,7 @@ pub enum Reply {
 struct Shared {
     script: Arc<Mutex<VecDeque<Reply>>>,
     captured: mpsc::UnboundedSender<Captured>,
+    /// Cancelled when this listening period ends (releases hanging replies).
     stop: CancellationToken,
 }
 
@@ -66,7 +68,17 @@ pub struct Receiver {
     addr: SocketAddr,
     script: Arc<Mutex<VecDeque<Reply>>>,
     captured: mpsc::UnboundedReceiver<Captured>,
+    /// Kept so the channel outlives every listening period.
+    captured_tx: mpsc::UnboundedSender<Captured>,
     stop: CancellationToken,
+    /// The current listening period; `None` while the receiver is down.
+    listening: Option<Listening>,
+}
+
+/// One period of accepting connections.
+struct Listening {
+    stop: CancellationToken,
+    served: tokio::task::JoinHandle<()>,
 }
 
 impl Receiver {
@@ -77,26 +89,56 @@ impl Receiver {
             .expect("bind receiver");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = mpsc::unbounded_channel();
-        let script = Arc::new(Mutex::new(VecDeque::new()));
-        let stop = CancellationToken::new();
+        let mut receiver = Self {
+            addr,
+            script: Arc::new(Mutex::new(VecDeque::new())),
+            captured: rx,
+            captured_tx: tx,
+            stop: CancellationToken::new(),
+            listening: None,
+        };
+        receiver.listen(listener);
+        receiver
+    }
+
+    fn listen(&mut self, listener: tokio::net::TcpListener) {
+        let stop = self.stop.child_token();
         let shared = Shared {
-            script: script.clone(),
-            captured: tx,
+            script: self.script.clone(),
+            captured: self.captured_tx.clone(),
             stop: stop.clone(),
         };
         let app = Router::new().fallback(capture).with_state(shared);
         let server_stop = stop.clone();
-        tokio::spawn(async move {
+        let served = tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(server_stop.cancelled_owned())
                 .await;
         });
-        Self {
-            addr,
-            script,
-            captured: rx,
-            stop,
+        self.listening = Some(Listening { stop, served });
+    }
+
+    /// Stops listening: requests in flight are answered, open connections close, and
+    /// new ones are refused until [`Receiver::come_back`].
+    pub async fn go_down(&mut self) {
+        if let Some(listening) = self.listening.take() {
+            listening.stop.cancel();
+            let _ = listening.served.await;
         }
+    }
+
+    /// Listens again, on the same port.
+    pub async fn come_back(&mut self) {
+        assert!(self.listening.is_none(), "the receiver is already up");
+        let listener = tokio::net::TcpListener::bind(self.addr)
+            .await
+            .expect("rebind the receiver's port");
+        self.listen(listener);
+    }
+
+    /// Every request captured so far and not yet taken, in arrival order.
+    pub fn drain(&mut self) -> Vec<Captured> {
+        std::iter::from_fn(|| self.captured.try_recv().ok()).collect()
     }
 
     /// The URL webhooks should be sent to.
@@ -164,4 +206,35 @@ async fn capture(
 
 fn status(code: u16) -> StatusCode {
     StatusCode::from_u16(code).expect("valid status")
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_receiver_that_went_down_refuses_connections_until_it_comes_back_on_its_port() {
+        let mut receiver = Receiver::start().await;
+        let addr = receiver.addr;
+
+        receiver.go_down().await;
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "a receiver that is down refuses connections"
+        );
+
+        receiver.come_back().await;
+        let mut stream = TcpStream::connect(addr).await.expect("listening again");
+        stream
+            .write_all(b"POST /webhooks HTTP/1.1\r\nhost: test\r\ncontent-length: 2\r\n\r\n{}")
+            .await
+            .expect("request sent");
+        let captured = receiver.next(Duration::from_secs(10)).await;
+        assert_eq!(captured.path, "/webhooks");
+        assert_eq!(&captured.body[..], b"{}");
+        assert!(receiver.drain().is_empty());
+    }
 }
