@@ -24,6 +24,7 @@ pub enum ErrorCode {
     JobLimitExceeded,
     UnsupportedMediaType,
     IdempotencyKeyReused,
+    RequestTimeout,
     RateLimited,
     Internal,
     Unavailable,
@@ -31,7 +32,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for exhaustive tests and documentation.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::InvalidRequest,
         ErrorCode::ChecksumMismatch,
         ErrorCode::Unauthorized,
@@ -49,6 +50,7 @@ impl ErrorCode {
         ErrorCode::JobLimitExceeded,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::IdempotencyKeyReused,
+        ErrorCode::RequestTimeout,
         ErrorCode::RateLimited,
         ErrorCode::Internal,
         ErrorCode::Unavailable,
@@ -74,6 +76,7 @@ impl ErrorCode {
             ErrorCode::JobLimitExceeded => "job_limit_exceeded",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
+            ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
@@ -98,6 +101,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge | ErrorCode::JobLimitExceeded => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::IdempotencyKeyReused => 422,
+            ErrorCode::RequestTimeout => 408,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
