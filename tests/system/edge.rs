@@ -40,10 +40,9 @@ async fn read_until_closed(stream: &mut TcpStream) -> String {
 #[tokio::test]
 async fn a_client_stalling_half_way_through_its_request_line_is_disconnected_while_others_are_served()
  {
-    let app = TestApp::spawn_with(
-        Options::default().with("PLANGREP_GATEWAY_HEADER_READ_TIMEOUT", "1s"),
-    )
-    .await;
+    let app =
+        TestApp::spawn_with(Options::default().with("PLANGREP_GATEWAY_HEADER_READ_TIMEOUT", "1s"))
+            .await;
     let ops_url = format!("http://{}", app.gateway_ops_addr);
     let mut slowloris = TcpStream::connect(gateway_addr(&app)).await.unwrap();
     slowloris.write_all(b"GET /api/open/v1/proj").await.unwrap();
@@ -90,8 +89,7 @@ print(r.json()["openapi"])
 #[tokio::test]
 async fn connections_beyond_the_cap_wait_until_a_slot_frees() {
     let app =
-        TestApp::spawn_with(Options::default().with("PLANGREP_GATEWAY_MAX_CONNECTIONS", "2"))
-            .await;
+        TestApp::spawn_with(Options::default().with("PLANGREP_GATEWAY_MAX_CONNECTIONS", "2")).await;
     let ops_url = format!("http://{}", app.gateway_ops_addr);
     let first = TcpStream::connect(gateway_addr(&app)).await.unwrap();
     let _second = TcpStream::connect(gateway_addr(&app)).await.unwrap();

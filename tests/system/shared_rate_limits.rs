@@ -79,7 +79,10 @@ async fn an_api_keys_limit_holds_across_two_gateways_sharing_redis() {
         "one bucket for both: {accepted:?}"
     );
     assert_eq!(accepted, [BURST / 2, BURST / 2], "both took part");
-    for ops_url in [format!("http://{}", app.gateway_ops_addr), replica.ops_url.clone()] {
+    for ops_url in [
+        format!("http://{}", app.gateway_ops_addr),
+        replica.ops_url.clone(),
+    ] {
         assert_eq!(
             gateway_metric(&ops_url, "plangrep_rate_limit_fallbacks_total").await,
             0.0
@@ -111,7 +114,7 @@ async fn an_unreachable_redis_falls_back_to_per_replica_limits_never_a_5xx() {
     let app = TestApp::spawn_with(small_bucket().with("PLANGREP_REDIS_URL", &unreachable)).await;
     let (_org, key) = app.create_customer().await;
 
-    let accepted = accepted_per_gateway(&[app.base_url.clone()], &key, 10).await;
+    let accepted = accepted_per_gateway(std::slice::from_ref(&app.base_url), &key, 10).await;
     assert_eq!(accepted, [BURST], "the replica's own bucket still limits");
     let ops_url = format!("http://{}", app.gateway_ops_addr);
     assert_eq!(

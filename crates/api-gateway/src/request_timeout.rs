@@ -54,10 +54,7 @@ pub async fn middleware(
         Err(_) => {
             let mut response = ApiError::new(
                 ErrorCode::RequestTimeout,
-                format!(
-                    "the request was not completed within {}",
-                    humanize(limit)
-                ),
+                format!("the request was not completed within {}", humanize(limit)),
             )
             .into_response();
             // The rest of the body may still be on its way: do not read it.

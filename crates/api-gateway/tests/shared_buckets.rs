@@ -34,7 +34,10 @@ async fn two_replicas_take_from_one_bucket_per_key() {
     );
     assert_eq!(decisions[5].limit, 4);
     assert!(decisions[5].retry_after_seconds >= 1);
-    assert!(replicas[1].take("key_b").await.unwrap().allowed, "another key");
+    assert!(
+        replicas[1].take("key_b").await.unwrap().allowed,
+        "another key"
+    );
 
     // Redis lost its scripts (a restart): the next check loads it again.
     let mut redis = Connection::open(&target).await.unwrap();

@@ -86,7 +86,11 @@ mod tests {
         // Half a second later one token is back.
         let later = limiter.take("k", start + Duration::from_millis(500));
         assert!(later.allowed);
-        assert!(!limiter.take("k", start + Duration::from_millis(500)).allowed);
+        assert!(
+            !limiter
+                .take("k", start + Duration::from_millis(500))
+                .allowed
+        );
         // Other keys have their own bucket.
         assert!(limiter.take("other", start).allowed);
     }

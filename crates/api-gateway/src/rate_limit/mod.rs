@@ -57,9 +57,7 @@ impl Rate {
             limit: self.burst,
             remaining: tokens.floor() as u32,
             reset_seconds: ((burst - tokens) / self.per_second).ceil() as u64,
-            retry_after_seconds: ((1.0 - tokens).max(0.0) / self.per_second)
-                .ceil()
-                .max(1.0) as u64,
+            retry_after_seconds: ((1.0 - tokens).max(0.0) / self.per_second).ceil().max(1.0) as u64,
         }
     }
 }

@@ -225,7 +225,10 @@ mod tests {
     fn urls_parse_with_defaults_credentials_and_database() {
         let plain = RedisTarget::parse("redis://127.0.0.1").unwrap();
         assert_eq!(plain.addr, "127.0.0.1:6379");
-        assert_eq!((plain.username, plain.password, plain.database), (None, None, None));
+        assert_eq!(
+            (plain.username, plain.password, plain.database),
+            (None, None, None)
+        );
         let full = RedisTarget::parse("redis://app:p%40ss@cache:6380/2").unwrap();
         assert_eq!(full.addr, "cache:6380");
         assert_eq!(full.username.as_deref(), Some("app"));
@@ -235,7 +238,12 @@ mod tests {
         assert_eq!(password_only.username, None);
         assert_eq!(password_only.password.as_deref(), Some("secret"));
         assert!(!format!("{full:?}").contains("p@ss"), "no secret in Debug");
-        for bad in ["rediss://cache", "http://cache", "redis://cache/x", "cache:6379"] {
+        for bad in [
+            "rediss://cache",
+            "http://cache",
+            "redis://cache/x",
+            "cache:6379",
+        ] {
             assert!(RedisTarget::parse(bad).is_err(), "{bad}");
         }
     }

@@ -96,7 +96,11 @@ impl SharedBuckets {
         Ok(decision)
     }
 
-    async fn run_script(&self, connection: &mut Connection, key: &str) -> Result<Decision, RespError> {
+    async fn run_script(
+        &self,
+        connection: &mut Connection,
+        key: &str,
+    ) -> Result<Decision, RespError> {
         let bucket = format!("{}{key}", self.prefix);
         let rate = self.rate.per_second.to_string();
         let burst = self.rate.burst.to_string();
@@ -131,7 +135,9 @@ impl SharedBuckets {
             .call(&[b"SCRIPT", b"LOAD", TAKE_SCRIPT.as_bytes()])
             .await?;
         let Reply::Bulk(Some(sha)) = reply else {
-            return Err(RespError::Protocol(format!("SCRIPT LOAD answered {reply:?}")));
+            return Err(RespError::Protocol(format!(
+                "SCRIPT LOAD answered {reply:?}"
+            )));
         };
         let sha = String::from_utf8(sha)
             .map_err(|_| RespError::Protocol("SCRIPT LOAD answered non-UTF-8".to_owned()))?;
