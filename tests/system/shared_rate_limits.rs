@@ -124,3 +124,62 @@ async fn an_unreachable_redis_falls_back_to_per_replica_limits_never_a_5xx() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_redis_outage_at_runtime_falls_back_per_replica_and_sharing_resumes_after_it() {
+    use plangrep_test_support::proxy::TcpProxy;
+    let redis_addr = redis_url()
+        .trim_start_matches("redis://")
+        .parse()
+        .expect("TEST_REDIS_URL is redis://host:port");
+    let proxy = TcpProxy::start(redis_addr).await;
+    let prefix = format!("test:{}:", random_token());
+    let app = TestApp::spawn_with(
+        small_bucket()
+            .with("PLANGREP_REDIS_URL", &format!("redis://{}", proxy.addr()))
+            .with("PLANGREP_REDIS_KEY_PREFIX", &prefix),
+    )
+    .await;
+    let (_org, key) = app.create_customer().await;
+    let ops_url = format!("http://{}", app.gateway_ops_addr);
+    let fallbacks = || gateway_metric(&ops_url, "plangrep_rate_limit_fallbacks_total");
+    let list = || async {
+        let response = app
+            .api(reqwest::Method::GET, "/projects", &key)
+            .send()
+            .await
+            .unwrap();
+        let remaining = response.headers()["ratelimit-remaining"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        (response.status().as_u16(), remaining)
+    };
+
+    // Shared: two tokens of the Redis bucket.
+    assert_eq!(list().await, (200, "5".to_owned()));
+    assert_eq!(list().await, (200, "4".to_owned()));
+    assert_eq!(fallbacks().await, 0.0);
+
+    // Redis goes away: the replica limits on its own (a fresh bucket), never a 5xx.
+    proxy.cut();
+    assert_eq!(list().await, (200, "5".to_owned()));
+    assert_eq!(fallbacks().await, 1.0);
+
+    // Redis is back: decisions return to the shared bucket, which kept its state.
+    proxy.restore();
+    let (status, remaining) = plangrep_test_support::eventually(
+        "decisions to use Redis again",
+        crate::helpers::PATIENCE,
+        || async {
+            let before = fallbacks().await;
+            let answer = list().await;
+            assert!(matches!(answer.0, 200 | 429), "{answer:?}");
+            (fallbacks().await == before).then_some(answer)
+        },
+    )
+    .await;
+    assert_eq!((status, remaining.as_str()), (200, "3"));
+    app.stop().await;
+    delete_keys(&prefix).await;
+}
