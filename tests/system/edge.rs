@@ -124,11 +124,15 @@ async fn connections_beyond_the_cap_wait_until_a_slot_frees() {
 
 #[tokio::test]
 async fn a_request_whose_body_stalls_gets_408_request_timeout() {
-    let app =
-        TestApp::spawn_with(Options::default().with("PLANGREP_GATEWAY_REQUEST_TIMEOUT", "1s"))
-            .await;
+    let mut app = TestApp::spawn().await;
     let (_org, key) = app.create_customer().await;
-    let mut client = TcpStream::connect(gateway_addr(&app)).await.unwrap();
+    // A replica with a short request timeout (the app's own setup calls keep the default).
+    let mut settings = app.settings.clone();
+    settings.set("PLANGREP_GATEWAY_REQUEST_TIMEOUT", "1s");
+    let replica = app.start_gateway(settings).await;
+    let mut client = TcpStream::connect(replica.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
     let head = format!(
         "POST /api/open/v1/projects HTTP/1.1\r\nhost: gateway\r\nauthorization: Bearer {key}\r\n\
          content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"name\": "

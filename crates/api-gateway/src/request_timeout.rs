@@ -73,3 +73,19 @@ fn humanize(duration: Duration) -> String {
         format!("{} ms", duration.as_millis())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_upload_route_is_a_known_public_operation() {
+        assert_eq!(
+            crate::auth::route_scope("POST", UPLOAD_ROUTE),
+            Some("jobs:write"),
+            "uploads would get the short timeout"
+        );
+        assert_eq!(humanize(Duration::from_secs(30)), "30 s");
+        assert_eq!(humanize(Duration::from_millis(1500)), "1500 ms");
+    }
+}
