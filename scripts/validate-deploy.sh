@@ -5,6 +5,8 @@
 #   - deploy/k8s/base and every overlay: rendered with kustomize, checked against the
 #     Kubernetes OpenAPI schemas in strict mode (kubernetes-validate), for the oldest and the
 #     newest Kubernetes version we target, plus "every object lands in one namespace";
+#   - the prod overlay's PostgreSQL connection budget: every pool at the HPA maxima plus
+#     the rolling-update surge fits max_connections (scripts/check-connection-budget.py);
 #   - deploy/observability: the alert rules (`promtool check rules`, and their unit tests with
 #     `promtool test rules`), the Prometheus config, and the Grafana dashboard's JSON.
 #
@@ -122,6 +124,19 @@ for dir in deploy/k8s/base deploy/k8s/overlays/*/; do
     summary+=("$name ($count objects)")
 done
 
+# 2b. The prod overlay's PostgreSQL connection budget (ADR 0014): PostgreSQL's default
+# max_connections = 100, 3 superuser-reserved slots, 4 for operators (psql, exporters).
+render deploy/k8s/overlays/prod >"$work/prod.yaml" 2>"$work/render.err" \
+    || { cat "$work/render.err" >&2; die "kustomize could not render deploy/k8s/overlays/prod"; }
+"$VENV/bin/python" scripts/check-connection-budget.py "$work/prod.yaml" \
+    --max-connections 100 --superuser-reserved 3 --headroom 4 >"$work/budget.out" 2>&1 \
+    || { cat "$work/budget.out" >&2; die "deploy/k8s/overlays/prod does not fit PostgreSQL's max_connections"; }
+budget="$(tail -n 1 "$work/budget.out" | sed 's/^ *//')"
+# The check must be able to fail: a server with a single connection cannot hold the overlay.
+if "$VENV/bin/python" scripts/check-connection-budget.py "$work/prod.yaml" --max-connections 1 >/dev/null 2>&1; then
+    die "scripts/check-connection-budget.py accepted a budget of one connection"
+fi
+
 # 3. Observability: alert rules (syntax and unit tests), Prometheus config, dashboard JSON.
 # Which metric names they may use is checked against real scrapes by the system test
 # observability::the_alert_rules_and_dashboard_only_read_metrics_the_services_export.
@@ -141,5 +156,5 @@ if not exprs or not all("plangrep_" in e for e in exprs):
 PY
 
 joined="$(printf '%s, ' "${summary[@]}")"
-printf 'validate-deploy: ok: compose schema; kubernetes %s strict: %s; alert rules, their tests, prometheus.yml and dashboard.json\n' \
-    "${KUBE_VERSIONS// /+}" "${joined%, }"
+printf 'validate-deploy: ok: compose schema; kubernetes %s strict: %s; prod connection budget: %s; alert rules, their tests, prometheus.yml and dashboard.json\n' \
+    "${KUBE_VERSIONS// /+}" "${joined%, }" "$budget"

@@ -192,6 +192,9 @@ impl FromRequestParts<AppState> for ApiKey {
         if !token.starts_with(KEY_PREFIX) || token.len() > 128 {
             return Err(unauthorized("the API key is not valid"));
         }
+        // Peers past their unauthenticated budget never get here (the rate limit
+        // middleware refuses them first): this counter proves it.
+        state.api_key_lookups.inc();
         let row: Option<KeyRow> = sqlx::query_as(
             "SELECT id, org_id, scopes, expires_at, revoked_at FROM api_keys WHERE key_hash = $1",
         )
@@ -206,7 +209,7 @@ impl FromRequestParts<AppState> for ApiKey {
             return Err(unauthorized("the API key has expired"));
         }
         let org_id = row.org_id.parse().map_err(ApiError::internal)?;
-        let decision = state.rate_limiter.check(&row.id, std::time::Instant::now());
+        let decision = state.rate_limiter.take_for_key(&row.id).await;
         if let Some(slot) = parts.extensions.get::<DecisionSlot>() {
             slot.set(decision);
         }

@@ -2,6 +2,7 @@
 //! starts.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use plangrep_core::validate::DestinationPolicy;
 use plangrep_service::internal_auth::InternalToken;
@@ -9,8 +10,57 @@ use plangrep_service::settings::grpc_endpoint;
 use plangrep_service::{SettingError, Settings};
 use plangrep_storage::StorageConfig;
 
+use crate::rate_limit::resp::RedisTarget;
+
 /// The default of `PLANGREP_UPLOAD_MAX_FILE_BYTES` (SPEC §7): 512 MiB.
 pub const DEFAULT_UPLOAD_MAX_FILE_BYTES: u64 = 512 * 1024 * 1024;
+
+/// The gateway's default `PLANGREP_DATABASE_POOL_SIZE`.
+pub const DEFAULT_POOL_SIZE: u32 = 20;
+
+/// The public listener's limits on slow and numerous clients (ADR 0014).
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeSettings {
+    /// `PLANGREP_GATEWAY_MAX_CONNECTIONS` (default 1024): connections served at once;
+    /// more wait in the listen backlog.
+    pub max_connections: usize,
+    /// `PLANGREP_GATEWAY_HEADER_READ_TIMEOUT` (default 30 s): time to send a request head
+    /// (also how long an idle keep-alive connection stays open).
+    pub header_read_timeout: Duration,
+    /// `PLANGREP_GATEWAY_REQUEST_TIMEOUT` (default 30 s): time to answer a request once its
+    /// head is read (408 after it).
+    pub request_timeout: Duration,
+    /// `PLANGREP_UPLOAD_TIMEOUT` (default 1 h): the same for `POST /jobs/{jobId}/files`.
+    pub upload_timeout: Duration,
+}
+
+impl EdgeSettings {
+    fn from_settings(settings: &Settings) -> Result<Self, SettingError> {
+        let max_connections = settings.parse("PLANGREP_GATEWAY_MAX_CONNECTIONS", 1024usize)?;
+        if max_connections == 0 {
+            return Err(SettingError::new(
+                "PLANGREP_GATEWAY_MAX_CONNECTIONS",
+                "must be at least 1",
+            ));
+        }
+        let nonzero = |name: &str, default: Duration| {
+            let value = settings.duration(name, default)?;
+            if value.is_zero() {
+                return Err(SettingError::new(name, "must be longer than zero"));
+            }
+            Ok(value)
+        };
+        Ok(Self {
+            max_connections,
+            header_read_timeout: nonzero(
+                "PLANGREP_GATEWAY_HEADER_READ_TIMEOUT",
+                Duration::from_secs(30),
+            )?,
+            request_timeout: nonzero("PLANGREP_GATEWAY_REQUEST_TIMEOUT", Duration::from_secs(30))?,
+            upload_timeout: nonzero("PLANGREP_UPLOAD_TIMEOUT", Duration::from_secs(3600))?,
+        })
+    }
+}
 
 /// Everything the gateway needs to run.
 #[derive(Clone)]
@@ -41,6 +91,16 @@ pub struct Config {
     pub storage: StorageConfig,
     /// The largest single uploaded file (`PLANGREP_UPLOAD_MAX_FILE_BYTES`).
     pub upload_max_file_bytes: u64,
+    /// Timeouts and the connection cap of the public listener.
+    pub edge: EdgeSettings,
+    /// `PLANGREP_REDIS_URL`: per-key rate limits shared by every replica; `None` keeps
+    /// them per replica.
+    pub redis: Option<RedisTarget>,
+    /// `PLANGREP_REDIS_KEY_PREFIX` (default `plangrep:ratelimit:`): prefix of the buckets'
+    /// Redis keys.
+    pub redis_key_prefix: String,
+    /// `PLANGREP_DATABASE_POOL_SIZE` (default 20).
+    pub database_pool_size: u32,
 }
 
 impl std::fmt::Debug for Config {
@@ -57,6 +117,9 @@ impl std::fmt::Debug for Config {
             .field("destination_policy", &self.destination_policy)
             .field("storage", &self.storage)
             .field("upload_max_file_bytes", &self.upload_max_file_bytes)
+            .field("edge", &self.edge)
+            .field("redis", &self.redis)
+            .field("database_pool_size", &self.database_pool_size)
             .finish_non_exhaustive()
     }
 }
@@ -111,6 +174,14 @@ impl Config {
                 }
                 bytes => bytes,
             },
+            edge: EdgeSettings::from_settings(settings)?,
+            redis: settings
+                .raw("PLANGREP_REDIS_URL")
+                .map(RedisTarget::parse)
+                .transpose()
+                .map_err(|problem| SettingError::new("PLANGREP_REDIS_URL", problem))?,
+            redis_key_prefix: settings.string("PLANGREP_REDIS_KEY_PREFIX", "plangrep:ratelimit:"),
+            database_pool_size: settings.database_pool_size(DEFAULT_POOL_SIZE)?,
         })
     }
 }
@@ -152,5 +223,30 @@ mod tests {
             Config::from_settings(&settings).unwrap_err().name,
             "PLANGREP_STORAGE_URL"
         );
+    }
+
+    #[test]
+    fn edge_redis_and_pool_settings_have_defaults_and_errors_name_the_variable() {
+        let config = Config::from_settings(&Settings::default()).unwrap();
+        assert_eq!(config.edge.max_connections, 1024);
+        assert_eq!(config.edge.header_read_timeout, Duration::from_secs(30));
+        assert_eq!(config.edge.request_timeout, Duration::from_secs(30));
+        assert_eq!(config.edge.upload_timeout, Duration::from_secs(3600));
+        assert_eq!(config.redis, None);
+        assert_eq!(config.database_pool_size, 20);
+        for (name, bad) in [
+            ("PLANGREP_GATEWAY_MAX_CONNECTIONS", "0"),
+            ("PLANGREP_GATEWAY_HEADER_READ_TIMEOUT", "0s"),
+            ("PLANGREP_GATEWAY_REQUEST_TIMEOUT", "soon"),
+            ("PLANGREP_UPLOAD_TIMEOUT", "0s"),
+            ("PLANGREP_REDIS_URL", "rediss://cache"),
+            ("PLANGREP_DATABASE_POOL_SIZE", "0"),
+        ] {
+            let error = Config::from_settings(&Settings::from_pairs([(name, bad)])).unwrap_err();
+            assert_eq!(error.name, name, "{bad}");
+        }
+        let settings = Settings::from_pairs([("PLANGREP_REDIS_URL", "redis://127.0.0.1:6379/1")]);
+        let redis = Config::from_settings(&settings).unwrap().redis.unwrap();
+        assert_eq!(redis.addr, "127.0.0.1:6379");
     }
 }

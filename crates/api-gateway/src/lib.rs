@@ -5,6 +5,9 @@
 //! Layout: [`config`] and [`startup`] wire the service; [`routes`] holds the handlers,
 //! one module per resource; [`auth`], [`json`] and [`destination`] parse requests at the
 //! edge; [`error`] is the one HTTP error mapping; [`request_id`] the outermost middleware;
+//! [`edge`] the public accept loop (connection cap, header-read timeout) and
+//! [`request_timeout`] the time a request may take; [`rate_limit`] the per-key and
+//! per-peer limits (shared through Redis when configured);
 //! [`idempotency`] scopes keys for the orchestrator and [`replay`] keeps them for the
 //! operations the gateway performs itself; [`metrics`] is what the ops listener's
 //! `/metrics` shows.
@@ -15,6 +18,7 @@ pub mod auth;
 pub mod config;
 pub mod destination;
 pub mod drain;
+pub mod edge;
 pub mod error;
 pub mod idempotency;
 pub mod json;
@@ -24,6 +28,7 @@ pub mod query;
 pub mod rate_limit;
 pub mod replay;
 pub mod request_id;
+pub mod request_timeout;
 pub mod routes;
 pub mod startup;
 

@@ -1,6 +1,7 @@
 //! The gateway's Prometheus metrics, served on the ops listener (never the public port):
-//! requests and their latency by route template and status, requests in flight, and
-//! rate-limit rejections. One registry per gateway instance, no global recorder.
+//! requests and their latency by route template and status, requests in flight,
+//! rate-limit rejections, open connections, API key lookups and rate-limit fallbacks
+//! (ADR 0014). One registry per gateway instance, no global recorder.
 //!
 //! Routes are labelled by axum's [`MatchedPath`] (`/api/open/v1/jobs/{jobId}`), never by
 //! the raw path, so a label's values stay bounded whatever clients send; a request that
@@ -41,6 +42,28 @@ pub struct HttpMetrics {
     duration: Family<RequestLabels, Histogram>,
     in_flight: Gauge<i64, AtomicI64>,
     rate_limited: Family<RouteLabels, Counter>,
+    /// Connections being served on the public port.
+    pub connections: ConnectionGauge,
+    /// API key lookups in the database (one per request with a well-formed key).
+    pub api_key_lookups: Counter,
+    /// Per-key rate-limit decisions made by this replica because Redis was unreachable.
+    pub rate_limit_fallbacks: Counter,
+}
+
+/// The open-connections gauge of the public port.
+#[derive(Clone, Default)]
+pub struct ConnectionGauge(Gauge<i64, AtomicI64>);
+
+impl ConnectionGauge {
+    /// A connection was accepted.
+    pub fn opened(&self) {
+        self.0.inc();
+    }
+
+    /// A connection ended.
+    pub fn closed(&self) {
+        self.0.dec();
+    }
 }
 
 impl Default for HttpMetrics {
@@ -73,12 +96,33 @@ impl Default for HttpMetrics {
             "Requests refused with 429 by the per-key rate limit, by route template",
             rate_limited.clone(),
         );
+        let connections = ConnectionGauge::default();
+        registry.register(
+            "plangrep_http_connections_open",
+            "Connections being served on the public port (at most PLANGREP_GATEWAY_MAX_CONNECTIONS)",
+            connections.0.clone(),
+        );
+        let api_key_lookups = Counter::default();
+        registry.register(
+            "plangrep_api_key_lookups",
+            "API keys looked up in the database",
+            api_key_lookups.clone(),
+        );
+        let rate_limit_fallbacks = Counter::default();
+        registry.register(
+            "plangrep_rate_limit_fallbacks",
+            "Per-key rate-limit decisions made in this replica's memory because the shared store (PLANGREP_REDIS_URL) was unreachable",
+            rate_limit_fallbacks.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             requests,
             duration,
             in_flight,
             rate_limited,
+            connections,
+            api_key_lookups,
+            rate_limit_fallbacks,
         }
     }
 }

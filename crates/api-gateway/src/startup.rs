@@ -2,7 +2,8 @@
 //! the public router and the ops router on already-bound listeners (tests pass port 0);
 //! `run_until_stopped` serves both until the token is cancelled, finishing in-flight
 //! requests. The public port serves the API only: health and metrics are on the ops
-//! listener, which is not exposed to customers.
+//! listener, which is not exposed to customers. The public listener's accept loop is
+//! [`edge::serve`] (connection cap, header-read timeout; ADR 0014).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,12 +31,15 @@ use utoipa_axum::routes;
 use crate::auth;
 use crate::config::Config;
 use crate::drain;
+use crate::edge::{self, EdgeLimits};
 use crate::json::{self, MAX_JSON_BODY};
-use crate::metrics::HttpMetrics;
+use crate::metrics::{ConnectionGauge, HttpMetrics};
 use crate::openapi;
-use crate::rate_limit::{self, RateLimiter};
+use crate::rate_limit::shared::SharedBuckets;
+use crate::rate_limit::{self, Rate, RateLimiter};
 use crate::replay;
 use crate::request_id;
+use crate::request_timeout::{self, RequestTimeouts};
 use crate::routes::{admin, deliveries, files, jobs, projects, webhook_secret};
 
 /// The gateway's migrations, embedded in the binary.
@@ -79,6 +83,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Token buckets per API key (and per peer for unauthenticated requests).
     pub rate_limiter: Arc<RateLimiter>,
+    /// Counts API key lookups in the database (`plangrep_api_key_lookups_total`).
+    pub api_key_lookups: prometheus_client::metrics::counter::Counter,
     /// Object storage: uploads stream into it.
     pub storage: plangrep_storage::Storage,
 }
@@ -159,6 +165,10 @@ pub fn router(state: AppState, metrics: HttpMetrics) -> Router {
             admin::require_admin,
         ));
     let rate_limiter = state.rate_limiter.clone();
+    let timeouts = Arc::new(RequestTimeouts {
+        request: state.config.edge.request_timeout,
+        upload: state.config.edge.upload_timeout,
+    });
     let (routes, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(api)
         .merge(admin)
@@ -174,6 +184,11 @@ pub fn router(state: AppState, metrics: HttpMetrics) -> Router {
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         // Early refusals drain the unread body, so clients that send it whole read them.
         .layer(axum::middleware::from_fn(drain::middleware))
+        // A client that stalls its body gets 408 (the handler is dropped, as on a hang-up).
+        .layer(axum::middleware::from_fn_with_state(
+            timeouts,
+            request_timeout::middleware,
+        ))
         // Outside the routes, so unknown routes and refused bodies carry RateLimit-* too.
         .layer(axum::middleware::from_fn_with_state(
             rate_limiter,
@@ -200,6 +215,8 @@ pub struct App {
     ops_listener: TcpListener,
     ops_router: Router,
     pool: PgPool,
+    edge: EdgeLimits,
+    connections: ConnectionGauge,
 }
 
 impl App {
@@ -211,8 +228,21 @@ impl App {
         ops_listener: TcpListener,
     ) -> Result<Self, StartupError> {
         database::ensure_migrated(&connect_options(&config)?, SCHEMA, &MIGRATOR).await?;
-        let pool = database::lazy_pool(connect_options(&config)?, 20);
+        let pool = database::lazy_pool(connect_options(&config)?, config.database_pool_size);
         let storage = plangrep_storage::Storage::open(&config.storage)?;
+        let metrics = HttpMetrics::default();
+        let rate = Rate {
+            per_second: config.rate_limit_per_second,
+            burst: config.rate_limit_burst,
+        };
+        let shared_buckets = config
+            .redis
+            .clone()
+            .map(|target| SharedBuckets::new(target, config.redis_key_prefix.clone(), rate));
+        let edge = EdgeLimits {
+            max_connections: config.edge.max_connections,
+            header_read_timeout: config.edge.header_read_timeout,
+        };
         let state = AppState {
             storage,
             pool: pool.clone(),
@@ -227,12 +257,14 @@ impl App {
                     .attach(traced(channel(&config.dispatcher_endpoint)?)),
             ),
             rate_limiter: Arc::new(RateLimiter::new(
-                config.rate_limit_per_second,
-                config.rate_limit_burst,
+                rate,
+                shared_buckets,
+                metrics.rate_limit_fallbacks.clone(),
             )),
+            api_key_lookups: metrics.api_key_lookups.clone(),
             config: Arc::new(config),
         };
-        let metrics = HttpMetrics::default();
+        let connections = metrics.connections.clone();
         Ok(Self {
             listener,
             export: state.config.export.clone(),
@@ -240,6 +272,8 @@ impl App {
             ops_listener,
             ops_router: ops_router(pool.clone(), metrics),
             pool,
+            edge,
+            connections,
         })
     }
 
@@ -262,13 +296,13 @@ impl App {
             self.ops_router,
             shutdown.clone(),
         ));
-        // Connect info lets the rate limiter key unauthenticated requests by peer address.
-        let served = axum::serve(
+        let served = edge::serve(
             self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
+            self.router,
+            self.edge,
+            self.connections,
+            shutdown.clone(),
         )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await;
         // The public listener may also end on an error: stop the ops listener with it.
         shutdown.cancel();

@@ -60,6 +60,8 @@ pub struct Config {
     pub housekeeping_interval: Duration,
     /// How long published outbox rows are kept (for inspection and replays).
     pub outbox_retention: Duration,
+    /// `PLANGREP_DATABASE_POOL_SIZE` (default 20; the relay's lock session is extra).
+    pub database_pool_size: u32,
 }
 
 impl Config {
@@ -104,6 +106,7 @@ impl Config {
                 memory_bytes: settings.parse("PLANGREP_PDF_MEMORY_LIMIT_BYTES", 1 << 30)?,
                 wall_clock: settings.duration("PLANGREP_PDF_TIMEOUT", Duration::from_secs(60))?,
             },
+            database_pool_size: settings.database_pool_size(20)?,
             provision_concurrency: settings.parse::<u16>("PLANGREP_PROVISION_CONCURRENCY", 8)?,
             preflight_concurrency: settings.parse::<u16>("PLANGREP_PREFLIGHT_CONCURRENCY", 2)?,
             process_concurrency: settings.parse::<u16>("PLANGREP_PROCESS_CONCURRENCY", 2)?,

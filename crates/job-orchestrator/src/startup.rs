@@ -123,7 +123,7 @@ impl App {
     ) -> Result<Self, StartupError> {
         let options = connect_options(&config)?;
         database::ensure_migrated(&options, SCHEMA, &MIGRATOR).await?;
-        let pool = database::lazy_pool(options.clone(), 20);
+        let pool = database::lazy_pool(options.clone(), config.database_pool_size);
         let storage = plangrep_storage::Storage::open(&config.storage)?;
         Ok(Self {
             config,

@@ -9,6 +9,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// The name of the pool size setting every service reads.
+pub const DATABASE_POOL_SIZE: &str = "PLANGREP_DATABASE_POOL_SIZE";
+
 /// A setting that is present but unusable, or missing but required.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid {name}: {problem}")]
@@ -103,6 +106,16 @@ impl Settings {
         self.string("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
     }
 
+    /// `PLANGREP_DATABASE_POOL_SIZE`: the most PostgreSQL connections this service's pool
+    /// opens (each service has its own default; deployments size it so every replica fits
+    /// the server's `max_connections`, see ADR 0014).
+    pub fn database_pool_size(&self, default: u32) -> Result<u32, SettingError> {
+        match self.parse(DATABASE_POOL_SIZE, default)? {
+            0 => Err(SettingError::new(DATABASE_POOL_SIZE, "must be at least 1")),
+            size => Ok(size),
+        }
+    }
+
     /// A string, or `default`.
     pub fn string(&self, name: &str, default: &str) -> String {
         self.raw(name).unwrap_or(default).to_owned()
@@ -185,6 +198,11 @@ mod tests {
                 .contains("FLAG")
         );
         assert!(settings.socket_addr("ADDR", "0.0.0.0:8080").is_ok());
+        assert_eq!(settings.database_pool_size(7).unwrap(), 7);
+        for (raw, expected) in [("3", Some(3)), ("0", None), ("many", None)] {
+            let settings = Settings::from_pairs([(DATABASE_POOL_SIZE, raw)]);
+            assert_eq!(settings.database_pool_size(7).ok(), expected, "{raw}");
+        }
     }
 }
 

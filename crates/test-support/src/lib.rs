@@ -35,6 +35,12 @@ pub fn amqp_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
+/// The Redis tests use (`TEST_REDIS_URL` overrides); each test keeps its keys under its
+/// own prefix.
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
 /// A short random token, lowercase, for names.
 pub fn random_token() -> String {
     ulid::Ulid::generate().to_string().to_ascii_lowercase()

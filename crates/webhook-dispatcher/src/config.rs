@@ -44,6 +44,8 @@ pub struct Config {
     pub poll_interval: Duration,
     /// How long a delivery waits for a previous event of its job that never arrived.
     pub missing_predecessor_grace: Duration,
+    /// `PLANGREP_DATABASE_POOL_SIZE` (default: workers + 8).
+    pub database_pool_size: u32,
 }
 
 impl Config {
@@ -104,6 +106,8 @@ impl Config {
             connect_timeout: settings
                 .duration("PLANGREP_WEBHOOK_CONNECT_TIMEOUT", Duration::from_secs(5))?,
             retry,
+            database_pool_size: settings
+                .database_pool_size(u32::try_from(workers + 8).unwrap_or(u32::MAX))?,
             workers,
             poll_interval: settings
                 .duration("PLANGREP_DISPATCHER_POLL_INTERVAL", Duration::from_secs(1))?,

@@ -92,8 +92,7 @@ impl App {
         database::ensure_migrated(&connect_options(&config)?, SCHEMA, &MIGRATOR).await?;
         // Each worker holds a connection for the length of an attempt; leave room for
         // intake and the gRPC service.
-        let max_connections = u32::try_from(config.workers + 8).unwrap_or(u32::MAX);
-        let pool = database::lazy_pool(connect_options(&config)?, max_connections);
+        let pool = database::lazy_pool(connect_options(&config)?, config.database_pool_size);
         let policy = if config.allow_insecure {
             DestinationPolicy::AllowInsecure
         } else {
