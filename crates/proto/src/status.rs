@@ -61,6 +61,11 @@ pub fn public_code(status: &tonic::Status) -> ErrorCode {
             ErrorCode::Unavailable
         }
         tonic::Code::NotFound => ErrorCode::NotFound,
+        // A status the client made up from a broken connection (the server died mid-call)
+        // carries the transport error as its source; one the server sent never does.
+        tonic::Code::Unknown if std::error::Error::source(status).is_some() => {
+            ErrorCode::Unavailable
+        }
         _ => ErrorCode::Internal,
     }
 }
@@ -98,6 +103,11 @@ mod tests {
         assert_eq!(
             public_code(&tonic::Status::unknown("?")),
             ErrorCode::Internal
+        );
+        let broken_pipe = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert_eq!(
+            public_code(&tonic::Status::from_error(Box::new(broken_pipe))),
+            ErrorCode::Unavailable
         );
     }
 }
