@@ -332,6 +332,35 @@ async fn run_does_everything_and_summarises_pages_drawings_sheets_and_credits() 
 }
 
 #[tokio::test]
+async fn rotate_secret_prints_a_new_secret_once_and_refuses_a_job_without_webhook() {
+    let (app, _org, key, project) = customer_with_project(0).await;
+    let receiver = plangrep_test_support::receiver::Receiver::start().await;
+    let url = receiver.url();
+    let create = ["jobs", "create", "--project", &project, "--json"];
+    let with_webhook = [&create[..], &["--webhook-url", &url]].concat();
+    let created = plangrep(&app, &key, &with_webhook).await.assert_ok().json();
+    let job = created["job"]["id"].as_str().unwrap().to_owned();
+    let old = created["webhookSigningSecret"].as_str().unwrap().to_owned();
+
+    let rotated = plangrep(&app, &key, &["jobs", "rotate-secret", &job]).await;
+    let stdout = &rotated.assert_ok().stdout;
+    let new = stdout
+        .split_whitespace()
+        .find(|word| word.starts_with("whsec_"))
+        .unwrap_or_else(|| panic!("no secret in {stdout}"));
+    assert_ne!(new, old);
+    assert!(stdout.contains("signs beside it until"), "{stdout}");
+
+    let plain = plangrep(&app, &key, &create).await.assert_ok().json()["job"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let refused = plangrep(&app, &key, &["jobs", "rotate-secret", &plain]).await;
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(refused.stderr.contains("no_webhook"), "{}", refused.stderr);
+}
+
+#[tokio::test]
 async fn a_job_that_ends_cancelled_under_watch_exits_3() {
     let (app, _org, key, project) = customer_with_project(0).await;
     let created = plangrep(

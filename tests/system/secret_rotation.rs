@@ -200,6 +200,55 @@ async fn rotating_the_secrets_key_under_live_jobs_loses_no_delivery_and_no_repla
     app.stop().await;
 }
 
+#[tokio::test]
+async fn a_key_removed_too_early_fails_only_its_own_rows_until_it_is_back() {
+    let mut app = TestApp::spawn().await;
+    let mut inbox = Inbox::start().await;
+    let url = inbox.receiver.url();
+    let (_org, key) = app.create_customer().await;
+    let project = app.create_ready_project(&key, "Early removal").await;
+    let (old, secret_old, _) = create_job(&app, &key, &project, "old", &url).await;
+    inbox.expect(&old, "awaiting_uploads").await;
+    let ring = format!("new:{},default:{}", new_key(), old_key());
+    app.restart_orchestrator(&[("PLANGREP_SECRETS_KEYS", ring.clone())])
+        .await;
+    let (new, secret_new, _) = create_job(&app, &key, &project, "new", &url).await;
+    inbox.expect(&new, "awaiting_uploads").await;
+
+    // The old key leaves the ring before any reseal.
+    app.restart_orchestrator(&[("PLANGREP_SECRETS_KEYS", format!("new:{}", new_key()))])
+        .await;
+    let response = app
+        .api(Method::POST, &format!("/projects/{project}/jobs"), &key)
+        .header("idempotency-key", "old")
+        .json(&json!({ "webhookUrl": url }))
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, 500, "internal").await;
+    let replayed = create_job(&app, &key, &project, "new", &url).await;
+    assert_eq!(replayed, (new.clone(), secret_new.clone(), true));
+    let job = app.get_json(&format!("/jobs/{old}"), &key).await;
+    assert_eq!(job["job"]["status"], "awaiting_uploads");
+    cancel(&app, &key, &old).await;
+    cancel(&app, &key, &new).await;
+    assert!(verifies(
+        &secret_new,
+        &inbox.expect(&new, "cancelled").await
+    ));
+
+    // Putting the key back repairs the rows sealed with it.
+    app.restart_orchestrator(&[("PLANGREP_SECRETS_KEYS", ring)])
+        .await;
+    assert!(verifies(
+        &secret_old,
+        &inbox.expect(&old, "cancelled").await
+    ));
+    let replayed = create_job(&app, &key, &project, "old", &url).await;
+    assert_eq!(replayed, (old.clone(), secret_old.clone(), true));
+    app.stop().await;
+}
+
 /// Runs the Python library's `Webhook(secret).verify(body, headers)` (off the runtime the
 /// services run on).
 async fn python_verifies(secret: &str, delivery: &Captured) -> bool {

@@ -128,6 +128,12 @@ pub enum JobsCommand {
         /// Job id.
         job: String,
     },
+    /// A new webhook signing secret (shown once); the old one keeps signing for the
+    /// overlap (default 24 h).
+    RotateSecret {
+        /// Job id.
+        job: String,
+    },
     /// The job's status history, oldest first.
     Events {
         /// Job id.

@@ -1,5 +1,5 @@
-//! `plangrep jobs …`: create, read, list, cancel, resume, events, complete, watch,
-//! result and upload.
+//! `plangrep jobs …`: create, read, list, cancel, resume, rotate-secret, events, complete,
+//! watch, result and upload.
 
 use serde_json::{Value, json};
 
@@ -45,6 +45,11 @@ pub async fn run(client: &ApiClient, command: JobsCommand, out: Output) -> Resul
         JobsCommand::Resume { job } => {
             let body = client.post(&format!("/jobs/{job}/resume"), None).await?;
             out.emit(&body, |body| output::job(&body["job"]));
+        }
+        JobsCommand::RotateSecret { job } => {
+            let path = format!("/jobs/{job}/webhook-secret/rotate");
+            let body = client.post(&path, None).await?;
+            out.emit(&body, rotated_text);
         }
         JobsCommand::Complete { job } => {
             let body = complete(client, &job).await?;
@@ -117,6 +122,15 @@ pub fn created_text(body: &Value) -> String {
         ));
     }
     text
+}
+
+/// The human form of a rotation: the new secret and when the old one stops signing.
+fn rotated_text(body: &Value) -> String {
+    format!(
+        "secret    {}\n          (shown only now: keep it to verify webhooks)\nprevious  signs beside it until {}",
+        output::text(body, "webhookSigningSecret"),
+        output::text(body, "previousSecretExpiresAt")
+    )
 }
 
 /// `POST /jobs/{id}/uploads/complete`.
