@@ -6,7 +6,8 @@
 # and prints a copy-paste walkthrough. Ctrl-C stops everything this script started.
 #
 # Dev mode: PLANGREP_DEV_MODE=true, PLANGREP_WEBHOOK_ALLOW_INSECURE=true (http and local
-# webhook receivers), an admin token from PLANGREP_ADMIN_TOKEN or a generated one. Every
+# webhook receivers), an admin token from PLANGREP_ADMIN_TOKEN or a generated one, and the
+# fixed dev-mode internal gRPC token when PLANGREP_INTERNAL_TOKEN is unset (ADR 0010). Every
 # other setting can be overridden by its environment variable (SPEC §7).
 set -euo pipefail
 

@@ -6,8 +6,8 @@ use lapin::BasicProperties;
 use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use plangrep_core::id::{EventId, JobId, OrgId};
-use plangrep_messaging::topology::DISPATCHER_EVENTS;
-use plangrep_messaging::{EventsKey, OutgoingMessage, Publisher, Topology};
+use plangrep_messaging::topology::{DISPATCHER_EVENTS, PREFLIGHT_STAGE};
+use plangrep_messaging::{EventsKey, OutgoingMessage, Publisher, Topology, WorkQueue};
 use plangrep_proto::dispatcher::ListDeliveriesRequest;
 use plangrep_proto::dispatcher::webhook_dispatcher_client::WebhookDispatcherClient;
 use plangrep_proto::events::JobStatusChanged;
@@ -266,14 +266,41 @@ async fn published_event(app: &TestApp, job_id: &str, sequence: i32) -> JobStatu
     JobStatusChanged::decode(payload.as_slice()).unwrap()
 }
 
-/// The message ids waiting in the dispatcher's dead-letter queue (taken off it).
-async fn dead_lettered(channel: &lapin::Channel, topology: &Topology) -> Vec<String> {
+/// The message ids in `queue`'s dead-letter queue, once it holds `count` messages (taken
+/// off it).
+async fn dead_lettered(
+    channel: &lapin::Channel,
+    topology: &Topology,
+    queue: &WorkQueue,
+    count: u32,
+) -> Vec<String> {
+    let dead_queue = topology.dead_queue(queue);
+    eventually(
+        &format!("{count} messages dead-lettered in {dead_queue}"),
+        PATIENCE,
+        || {
+            let channel = channel.clone();
+            let dead_queue = dead_queue.clone();
+            async move {
+                let declared = channel
+                    .queue_declare(
+                        dead_queue.into(),
+                        QueueDeclareOptions {
+                            passive: true,
+                            ..QueueDeclareOptions::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await
+                    .ok()?;
+                (declared.message_count() >= count).then_some(())
+            }
+        },
+    )
+    .await;
     let mut ids = Vec::new();
     while let Some(message) = channel
-        .basic_get(
-            topology.dead_queue(&DISPATCHER_EVENTS).into(),
-            BasicGetOptions { no_ack: true },
-        )
+        .basic_get(dead_queue.clone().into(), BasicGetOptions { no_ack: true })
         .await
         .unwrap()
     {
@@ -281,6 +308,7 @@ async fn dead_lettered(channel: &lapin::Channel, topology: &Topology) -> Vec<Str
             ids.push(id.to_string());
         }
     }
+    ids.sort();
     ids
 }
 
@@ -349,32 +377,37 @@ async fn a_forged_event_on_the_broker_is_dead_lettered_and_never_becomes_a_webho
         .await
         .unwrap();
 
-    // Both are refused before any handler: they land in the dead-letter queue.
-    let dead_queue = topology.dead_queue(&DISPATCHER_EVENTS);
-    eventually("both forgeries to be dead-lettered", PATIENCE, || {
-        let channel = channel.clone();
-        let dead_queue = dead_queue.clone();
-        async move {
-            let queue = channel
-                .queue_declare(
-                    dead_queue.into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .ok()?;
-            (queue.message_count() >= 2).then_some(())
-        }
-    })
-    .await;
-    let mut dead = dead_lettered(&channel, &topology).await;
-    dead.sort();
-    let mut forgeries = vec![untagged_id.clone(), mistagged_id.clone()];
+    // A pipeline stage is fooled no more than the dispatcher: a tagged-with-the-wrong-key
+    // `preflighting` would otherwise start preflight.
+    let pipeline_id = EventId::generate().to_string();
+    forged.event_id = pipeline_id.clone();
+    forged.status = "preflighting".to_owned();
+    impostor
+        .publish(&OutgoingMessage {
+            message_id: pipeline_id.clone(),
+            routing_key: "job.status_changed.preflighting".to_owned(),
+            payload: forged.encode_to_vec(),
+            traceparent: None,
+            mandatory: true,
+        })
+        .await
+        .unwrap();
+
+    // Every forgery is refused before any handler: it lands in the dead-letter queues.
+    let mut forgeries = vec![
+        untagged_id.clone(),
+        mistagged_id.clone(),
+        pipeline_id.clone(),
+    ];
     forgeries.sort();
-    assert_eq!(dead, forgeries);
+    assert_eq!(
+        dead_lettered(&channel, &topology, &DISPATCHER_EVENTS, 3).await,
+        forgeries
+    );
+    assert_eq!(
+        dead_lettered(&channel, &topology, &PREFLIGHT_STAGE, 1).await,
+        vec![pipeline_id.clone()]
+    );
     let _ = connection.close(200, "done".into()).await;
 
     // The genuine third event (the cancel's) is the next webhook, and the only one with
@@ -404,7 +437,11 @@ async fn a_forged_event_on_the_broker_is_dead_lettered_and_never_becomes_a_webho
         .filter_map(|d| d["eventId"].as_str())
         .collect();
     assert_eq!(event_ids.len(), 3, "{deliveries:?}");
-    assert!(!event_ids.contains(&untagged_id.as_str()));
-    assert!(!event_ids.contains(&mistagged_id.as_str()));
+    for forgery in &forgeries {
+        assert!(
+            !event_ids.contains(&forgery.as_str()),
+            "{forgery} delivered"
+        );
+    }
     app.stop().await;
 }
