@@ -19,4 +19,5 @@ mod resources;
 mod trace_context;
 mod uploads;
 mod walking_skeleton;
+mod webhook_failures;
 mod webhooks;
