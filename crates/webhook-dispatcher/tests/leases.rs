@@ -330,3 +330,44 @@ async fn housekeeping_deletes_finished_deliveries_past_the_retention_with_their_
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_redelivered_waiting_delivery_still_waits_for_its_predecessor() {
+    use plangrep_webhook_dispatcher::store::deliveries::{Redelivery, request_redelivery};
+    let db = TestDatabase::create().await;
+    let (_, pool) = migrated(&db, &[]).await;
+    let now = Utc::now();
+    seed(
+        &pool,
+        Seed {
+            prefix: "w",
+            org: "org_a",
+            state: "waiting",
+            count: 1,
+            next_attempt_at: Some(now),
+            destination: "https://a.example",
+            updated_at: now,
+        },
+    )
+    .await;
+    let Redelivery::Scheduled(row) = request_redelivery(&pool, "org_a", "dlv_w1", now)
+        .await
+        .unwrap()
+    else {
+        panic!("the delivery exists and is not in flight");
+    };
+    assert_eq!(row.state, "waiting");
+    assert!(row.manual_requested);
+    assert!(
+        leases::claim(&pool, &request("t", now, 1, &[]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        request_redelivery(&pool, "org_b", "dlv_w1", now)
+            .await
+            .unwrap(),
+        Redelivery::NotFound
+    ));
+}

@@ -221,7 +221,8 @@ pub enum Redelivery {
 }
 
 /// Schedules a manual redelivery now: the delivery becomes pending with a fresh retry
-/// window, whatever state it was in, and a job webhook stopped by a 410 is revived (the
+/// window, whatever state it was in (one still `waiting` for its predecessor keeps
+/// waiting, then goes at once), and a job webhook stopped by a 410 is revived (the
 /// customer says the receiver is back). While an attempt of it holds a live lease it
 /// answers [`Redelivery::InFlight`] at once instead of waiting for that attempt; an
 /// expired lease (a crashed worker) is taken over (its late outcome will be discarded).
@@ -251,7 +252,8 @@ pub async fn request_redelivery(
         .execute(&mut *tx)
         .await?;
     let row = sqlx::query_as(
-        "UPDATE deliveries SET state = 'pending', next_attempt_at = $2, \
+        "UPDATE deliveries SET next_attempt_at = $2, \
+           state = CASE WHEN state = 'waiting' THEN 'waiting' ELSE 'pending' END, \
            window_started_at = $2, window_start_attempt = attempt_count, \
            manual_requested = true, updated_at = $2, \
            lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
