@@ -260,6 +260,12 @@ impl TestApp {
             ("PLANGREP_WEBHOOK_RETRY_MAX_INTERVAL", "1s".to_owned()),
             ("PLANGREP_WEBHOOK_TIMEOUT", "2s".to_owned()),
             ("PLANGREP_DISPATCHER_WORKERS", "4".to_owned()),
+            // A crashed dispatcher's lease expires within seconds; gauges refresh often.
+            ("PLANGREP_WEBHOOK_LEASE_MARGIN", "1s".to_owned()),
+            (
+                "PLANGREP_DISPATCHER_HOUSEKEEPING_INTERVAL",
+                "200ms".to_owned(),
+            ),
             ("PLANGREP_PDF_WORKER", orchestrator_binary()),
             ("PLANGREP_EXPIRY_SWEEP_INTERVAL", "200ms".to_owned()),
             ("PLANGREP_ALLOCATION_ATTEMPTS", "2".to_owned()),

@@ -24,4 +24,5 @@ mod shared_rate_limits;
 mod trace_context;
 mod uploads;
 mod walking_skeleton;
+mod webhook_failures;
 mod webhooks;

@@ -9,6 +9,10 @@ use plangrep_messaging::EventsKey;
 use plangrep_service::internal_auth::InternalToken;
 use plangrep_service::{SettingError, Settings};
 
+/// The longest a webhook-target lookup may take (the gRPC client's timeout in
+/// [`crate::target`]); part of every lease.
+pub const TARGET_LOOKUP_ALLOWANCE: Duration = Duration::from_secs(5);
+
 /// Everything the dispatcher needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -38,13 +42,28 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// The retry schedule.
     pub retry: RetryPolicy,
-    /// Deliveries attempted at once.
+    /// Deliveries attempted at once (per replica).
     pub workers: usize,
+    /// Event messages handled at once by intake (also the AMQP prefetch).
+    pub prefetch: u16,
+    /// Safety margin of a lease beyond the longest an attempt can take (target lookup +
+    /// attempt timeout); see [`Config::lease_duration`].
+    pub lease_margin: Duration,
+    /// Attempts in flight at once to one destination (`scheme://host:port`), per replica.
+    pub max_per_destination: usize,
+    /// Attempts of a delivery (within its retry window) that must find no webhook target
+    /// (orchestrator NOT_FOUND) before the job's webhook is stopped.
+    pub not_found_attempts: u32,
+    /// How long finished deliveries and their attempts are kept.
+    pub delivery_retention: Duration,
+    /// How often housekeeping runs (retention, stranded waiting deliveries, gauges).
+    pub housekeeping_interval: Duration,
     /// Backstop poll of due deliveries.
     pub poll_interval: Duration,
     /// How long a delivery waits for a previous event of its job that never arrived.
     pub missing_predecessor_grace: Duration,
-    /// `PLANGREP_DATABASE_POOL_SIZE` (default: workers + 8).
+    /// PostgreSQL connections of the replica (`PLANGREP_DATABASE_POOL_SIZE`, default 10:
+    /// claims, outcomes, intake, the delivery log; none is held across an HTTP attempt).
     pub database_pool_size: u32,
 }
 
@@ -85,6 +104,36 @@ impl Config {
         }
         let internal_token = InternalToken::from_settings(settings)?;
         let events_key = internal_token.events_key(settings)?;
+        let prefetch: u16 = settings.parse("PLANGREP_DISPATCHER_PREFETCH", 16)?;
+        let max_per_destination: usize = settings.parse("PLANGREP_WEBHOOK_MAX_PER_HOST", 4)?;
+        let not_found_attempts: u32 = settings.parse("PLANGREP_WEBHOOK_NOT_FOUND_ATTEMPTS", 3)?;
+        for (name, value) in [
+            ("PLANGREP_DISPATCHER_PREFETCH", usize::from(prefetch)),
+            ("PLANGREP_WEBHOOK_MAX_PER_HOST", max_per_destination),
+            (
+                "PLANGREP_WEBHOOK_NOT_FOUND_ATTEMPTS",
+                usize::try_from(not_found_attempts).unwrap_or(usize::MAX),
+            ),
+        ] {
+            if value == 0 {
+                return Err(SettingError::new(name, "must be at least 1"));
+            }
+        }
+        let lease_margin = positive(
+            settings,
+            "PLANGREP_WEBHOOK_LEASE_MARGIN",
+            Duration::from_secs(30),
+        )?;
+        let delivery_retention = positive(
+            settings,
+            "PLANGREP_DELIVERY_RETENTION",
+            Duration::from_secs(30 * 24 * 3600),
+        )?;
+        let housekeeping_interval = positive(
+            settings,
+            "PLANGREP_DISPATCHER_HOUSEKEEPING_INTERVAL",
+            Duration::from_secs(30),
+        )?;
         Ok(Self {
             internal_token,
             events_key,
@@ -106,13 +155,38 @@ impl Config {
             connect_timeout: settings
                 .duration("PLANGREP_WEBHOOK_CONNECT_TIMEOUT", Duration::from_secs(5))?,
             retry,
-            database_pool_size: settings
-                .database_pool_size(u32::try_from(workers + 8).unwrap_or(u32::MAX))?,
+            // No connection is held across an attempt (leases): a small pool serves claims,
+            // outcomes, intake and the delivery log.
+            database_pool_size: settings.database_pool_size(10)?,
             workers,
+            prefetch,
+            lease_margin,
+            max_per_destination,
+            not_found_attempts,
+            delivery_retention,
+            housekeeping_interval,
             poll_interval: settings
                 .duration("PLANGREP_DISPATCHER_POLL_INTERVAL", Duration::from_secs(1))?,
             missing_predecessor_grace: settings
                 .duration("PLANGREP_WEBHOOK_ORDER_GRACE", Duration::from_secs(600))?,
         })
     }
+}
+
+impl Config {
+    /// How long a claimed delivery belongs to one worker: the longest an attempt can take
+    /// (target lookup + `PLANGREP_WEBHOOK_TIMEOUT`) plus `PLANGREP_WEBHOOK_LEASE_MARGIN`.
+    /// Longer than any attempt by construction, so a live attempt never loses its lease
+    /// unless the process stalls; a crashed worker's delivery is retried once it expires.
+    pub fn lease_duration(&self) -> Duration {
+        TARGET_LOOKUP_ALLOWANCE + self.attempt_timeout + self.lease_margin
+    }
+}
+
+fn positive(settings: &Settings, name: &str, default: Duration) -> Result<Duration, SettingError> {
+    let value = settings.duration(name, default)?;
+    if value.is_zero() {
+        return Err(SettingError::new(name, "must be positive"));
+    }
+    Ok(value)
 }

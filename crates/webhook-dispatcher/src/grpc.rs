@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status};
 
 use crate::store;
 use crate::store::attempts::{self, AttemptRow};
-use crate::store::deliveries::{self, DeliveryRow, state};
+use crate::store::deliveries::{self, DeliveryRow, Redelivery, state};
 
 /// The gRPC service state.
 #[derive(Clone)]
@@ -148,22 +148,25 @@ impl WebhookDispatcher for DispatcherService {
         let request = request.into_inner();
         parse_id::<OrgId>("org_id", &request.org_id)?;
         parse_id::<DeliveryId>("delivery_id", &request.delivery_id)?;
-        let row = deliveries::request_redelivery(
+        let row = match deliveries::request_redelivery(
             &self.pool,
             &request.org_id,
             &request.delivery_id,
             store::now(),
         )
         .await
-        .map_err(|error| match &error {
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("55P03") => status(
-                ErrorCode::DeliveryInProgress,
-                "an attempt of this delivery is in flight; retry in a few seconds",
-                None,
-            ),
-            _ => database_status(error),
-        })?
-        .ok_or_else(not_found)?;
+        .map_err(database_status)?
+        {
+            Redelivery::Scheduled(row) => *row,
+            Redelivery::NotFound => return Err(not_found()),
+            Redelivery::InFlight => {
+                return Err(status(
+                    ErrorCode::DeliveryInProgress,
+                    "an attempt of this delivery is in flight; retry in a few seconds",
+                    None,
+                ));
+            }
+        };
         tracing::info!(delivery_id = %row.id, "manual redelivery requested");
         self.wake.notify_waiters();
         let mut delivery = self.with_attempts(vec![row]).await?;

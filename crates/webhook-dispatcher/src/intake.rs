@@ -17,6 +17,7 @@ use prost::Message;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
+use crate::slots::destination_key;
 use crate::store::{self, deliveries};
 
 /// The consumer side of the dispatcher.
@@ -46,9 +47,9 @@ impl Intake {
             .job
             .as_ref()
             .ok_or_else(|| dead_letter("no job".into()))?;
-        if job.webhook_url.is_none() {
+        let Some(webhook_url) = job.webhook_url.as_deref() else {
             return Ok(());
-        }
+        };
         let occurred_at = event
             .occurred_at
             .as_ref()
@@ -73,6 +74,7 @@ impl Intake {
             payload: serde_json::to_vec(&payload).map_err(|e| dead_letter(e.to_string()))?,
             event_occurred_at: occurred_at,
             traceparent: plangrep_telemetry::trace::next_hop(),
+            destination: destination_key(webhook_url),
         };
         let inserted = deliveries::insert_if_new(&self.pool, &new, store::now())
             .await

@@ -1,7 +1,8 @@
 //! Delivery metrics, exposed on the ops listener at `/metrics` (Prometheus text format):
 //! attempts by outcome, event-to-first-success latency, the scheduled backlog and the
 //! number of dead (failed) deliveries, and gRPC calls by method and code. One registry per
-//! dispatcher instance, no globals.
+//! dispatcher instance, no globals. A scrape only encodes: the two table-derived gauges
+//! are refreshed by housekeeping (on partial indexes), never counted per scrape.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
@@ -14,7 +15,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use sqlx::PgPool;
 
 use crate::store::deliveries::state;
 
@@ -103,21 +103,14 @@ impl DeliveryMetrics {
         self.latency.observe(latency.as_secs_f64());
     }
 
-    /// Refreshes the table-derived gauges and renders every metric.
-    pub async fn render(&self, pool: &PgPool) -> String {
-        let counts: Result<(i64, i64), sqlx::Error> = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE state IN ('pending', 'waiting')), \
-                    count(*) FILTER (WHERE state = 'failed') FROM deliveries",
-        )
-        .fetch_one(pool)
-        .await;
-        match counts {
-            Ok((backlog, failed)) => {
-                self.backlog.set(backlog);
-                self.failed.set(failed);
-            }
-            Err(error) => tracing::warn!(%error, "metrics: backlog query failed"),
-        }
+    /// Sets the table-derived gauges: unfinished and failed deliveries.
+    pub fn set_backlog(&self, open: i64, failed: i64) {
+        self.backlog.set(open);
+        self.failed.set(failed);
+    }
+
+    /// Renders every metric.
+    pub fn render(&self) -> String {
         let mut text = String::new();
         if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
             tracing::error!(%error, "metrics encoding failed");

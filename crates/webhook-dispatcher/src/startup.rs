@@ -1,8 +1,8 @@
 //! Building and running the dispatcher: `App::build` checks the schema is migrated and
 //! wires everything on already-bound listeners; `run_until_stopped` runs the intake
-//! consumer, the scheduler workers, the gRPC delivery log (with `grpc.health.v1`
-//! following readiness) and the ops endpoints until the token is cancelled, then lets
-//! in-flight attempts finish.
+//! consumer, the scheduler's claim loop and its attempts, housekeeping, the gRPC delivery
+//! log (with `grpc.health.v1` following readiness) and the ops endpoints until the token
+//! is cancelled, then lets in-flight attempts finish.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,10 +25,12 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::config::Config;
 use crate::grpc::DispatcherService;
+use crate::housekeeping::Housekeeping;
 use crate::intake::Intake;
 use crate::metrics::DeliveryMetrics;
 use crate::scheduler::Scheduler;
 use crate::sender::Sender;
+use crate::slots::DestinationSlots;
 use crate::target::TargetCache;
 
 /// The dispatcher's migrations, embedded in the binary.
@@ -90,8 +92,8 @@ impl App {
         http_listener: TcpListener,
     ) -> Result<Self, StartupError> {
         database::ensure_migrated(&connect_options(&config)?, SCHEMA, &MIGRATOR).await?;
-        // Each worker holds a connection for the length of an attempt; leave room for
-        // intake and the gRPC service.
+        // No connection is held across an HTTP attempt (leases): the pool serves short
+        // claims, outcomes, intake and the delivery log.
         let pool = database::lazy_pool(connect_options(&config)?, config.database_pool_size);
         let policy = if config.allow_insecure {
             DestinationPolicy::AllowInsecure
@@ -109,7 +111,10 @@ impl App {
             wake: Arc::new(Notify::new()),
             poll_interval: config.poll_interval,
             metrics: DeliveryMetrics::default(),
-            missing_predecessor_grace: config.missing_predecessor_grace,
+            owner: format!("{SERVICE}-{}", ulid::Ulid::generate()),
+            lease: config.lease_duration(),
+            destinations: DestinationSlots::new(config.max_per_destination),
+            not_found_attempts: config.not_found_attempts,
         };
         Ok(Self {
             config,
@@ -143,16 +148,30 @@ impl App {
         let broker = BrokerHealth::default();
         let tasks = TaskTracker::new();
 
-        for _ in 0..config.workers {
-            tasks.spawn(scheduler.clone().worker_loop(shutdown.clone()));
-        }
+        tracing::info!(replica = %scheduler.owner, workers = config.workers, lease = ?scheduler.lease, "dispatcher scheduler starting");
+        tasks.spawn(
+            scheduler
+                .clone()
+                .claim_loop(config.workers, tasks.clone(), shutdown.clone()),
+        );
+        tasks.spawn(
+            Housekeeping {
+                pool: pool.clone(),
+                metrics: scheduler.metrics.clone(),
+                wake: scheduler.wake.clone(),
+                retention: config.delivery_retention,
+                missing_predecessor_grace: config.missing_predecessor_grace,
+                interval: config.housekeeping_interval,
+            }
+            .housekeeping_loop(shutdown.clone()),
+        );
 
         let intake = Intake::new(pool.clone(), scheduler.wake.clone());
         let consumer = ConsumerConfig {
             amqp_url: config.amqp_url.clone(),
             topology: Topology::new(config.amqp_prefix.clone()),
             queue: DISPATCHER_EVENTS,
-            concurrency: 16,
+            concurrency: config.prefetch,
             service: SERVICE,
             consumer_tag: "webhook-dispatcher".to_owned(),
             events_key: config.events_key.clone(),
@@ -167,16 +186,14 @@ impl App {
             shutdown.clone(),
         ));
 
-        let metrics_pool = pool.clone();
         let metrics = scheduler.metrics.clone();
         let readiness =
             plangrep_service::ops::database_readiness(pool.clone(), move || broker.is_up());
         let ops = plangrep_service::ops::router(
             readiness.clone(),
             Some(Arc::new(move || {
-                let pool = metrics_pool.clone();
-                let metrics = metrics.clone();
-                Box::pin(async move { metrics.render(&pool).await })
+                let text = metrics.render();
+                Box::pin(async move { text })
             })),
         );
         tasks.spawn(plangrep_service::ops::serve(

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use plangrep_core::webhook::WebhookSecret;
+use plangrep_core::error_code::ErrorCode;
 use plangrep_proto::orchestrator::GetWebhookTargetRequest;
+use plangrep_proto::status::public_code;
 use plangrep_proto::orchestrator::job_orchestrator_client::JobOrchestratorClient;
 use plangrep_proto::trace::{TracedChannel, traced};
 use plangrep_service::internal_auth::{Authorized, InternalToken};
@@ -108,14 +110,8 @@ impl TargetCache {
             Err(status) if status.code() == tonic::Code::NotFound => {
                 return Err(TargetError::Missing);
             }
-            Err(status)
-                if matches!(
-                    status.code(),
-                    tonic::Code::Unavailable
-                        | tonic::Code::DeadlineExceeded
-                        | tonic::Code::Cancelled
-                ) =>
-            {
+            // Includes a connection that broke mid-call (the orchestrator died).
+            Err(status) if public_code(&status) == ErrorCode::Unavailable => {
                 return Err(TargetError::Unavailable(status.message().to_owned()));
             }
             Err(status) => return Err(TargetError::Broken(status.message().to_owned())),

@@ -125,7 +125,7 @@ async fn events_without_a_webhook_record_nothing_and_garbage_is_dead_lettered() 
 
 #[tokio::test]
 async fn a_predecessor_that_never_arrives_is_given_up_after_the_grace_period() {
-    use plangrep_webhook_dispatcher::store::deliveries::claim_due;
+    use plangrep_webhook_dispatcher::store::deliveries::release_stranded;
     let db = TestDatabase::create().await;
     let (intake, pool) = intake_on(&db).await;
     let job = JobId::generate().to_string();
@@ -135,25 +135,45 @@ async fn a_predecessor_that_never_arrives_is_given_up_after_the_grace_period() {
         .unwrap();
     let grace = std::time::Duration::from_secs(600);
 
-    let mut tx = pool.begin().await.unwrap();
-    assert!(
-        claim_due(&mut tx, chrono::Utc::now(), grace)
-            .await
-            .unwrap()
-            .is_none(),
-        "event 2 waits for event 1"
-    );
-    tx.rollback().await.unwrap();
+    let released = release_stranded(&pool, chrono::Utc::now(), grace)
+        .await
+        .unwrap();
+    assert_eq!(released, 0, "event 2 waits for event 1");
+    assert_eq!(states(&pool, &job).await, [(2, "waiting".to_owned())]);
 
     sqlx::query("UPDATE deliveries SET created_at = now() - interval '1 hour'")
         .execute(&pool)
         .await
         .unwrap();
-    let mut tx = pool.begin().await.unwrap();
-    let claimed = claim_due(&mut tx, chrono::Utc::now(), grace).await.unwrap();
+    let released = release_stranded(&pool, chrono::Utc::now(), grace)
+        .await
+        .unwrap();
+    assert_eq!(released, 1, "event 1 never came: go on");
+    assert_eq!(states(&pool, &job).await, [(2, "pending".to_owned())]);
+}
+
+#[tokio::test]
+async fn a_predecessor_that_exists_but_has_not_finished_is_always_waited_for() {
+    use plangrep_webhook_dispatcher::store::deliveries::release_stranded;
+    let db = TestDatabase::create().await;
+    let (intake, pool) = intake_on(&db).await;
+    let job = JobId::generate().to_string();
+    for sequence in [1, 2] {
+        intake
+            .handle(event(&job, sequence, Some("https://93.184.216.34/hook")))
+            .await
+            .unwrap();
+    }
+    sqlx::query("UPDATE deliveries SET created_at = now() - interval '1 hour'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let released = release_stranded(&pool, chrono::Utc::now(), std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(released, 0);
     assert_eq!(
-        claimed.map(|d| d.sequence),
-        Some(2),
-        "event 1 never came: go on"
+        states(&pool, &job).await,
+        [(1, "pending".to_owned()), (2, "waiting".to_owned())]
     );
 }

@@ -14,13 +14,16 @@ pub struct AttemptRow {
     pub status_code: Option<i32>,
     pub error: Option<String>,
     pub response_snippet: Option<String>,
+    /// The dispatcher replica that made it (its lease owner).
+    pub worker: Option<String>,
 }
 
 /// Appends an attempt.
 pub async fn insert(conn: &mut PgConnection, row: &AttemptRow) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO attempts (delivery_id, number, trigger, started_at, duration_ms, \
-           status_code, error, response_snippet) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+           status_code, error, response_snippet, worker) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&row.delivery_id)
     .bind(row.number)
@@ -30,6 +33,7 @@ pub async fn insert(conn: &mut PgConnection, row: &AttemptRow) -> Result<(), sql
     .bind(row.status_code)
     .bind(&row.error)
     .bind(&row.response_snippet)
+    .bind(&row.worker)
     .execute(conn)
     .await?;
     Ok(())
@@ -45,5 +49,23 @@ pub async fn for_deliveries(
     )
     .bind(delivery_ids)
     .fetch_all(pool)
+    .await
+}
+
+/// How many attempts of `delivery_id` numbered above `after` ended with `error` (the
+/// primary key's range, no scan beyond the delivery's own rows).
+pub async fn count_with_error(
+    pool: &PgPool,
+    delivery_id: &str,
+    after: i32,
+    error: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM attempts WHERE delivery_id = $1 AND number > $2 AND error = $3",
+    )
+    .bind(delivery_id)
+    .bind(after)
+    .bind(error)
+    .fetch_one(pool)
     .await
 }

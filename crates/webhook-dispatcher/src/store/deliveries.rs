@@ -1,10 +1,14 @@
 //! Deliveries: one row per event of a job with a webhook.
 //!
-//! Per-job ordering lives in [`claim_due`]: a delivery is claimable only when it is due
-//! and the job's previous event has finished (succeeded, failed or stopped), so event
-//! N+1 never overtakes event N, whichever replica or worker looks. A previous event that
-//! never arrived at all (dead-lettered upstream) is given up after a grace period, so one
-//! lost message cannot hold a job's later webhooks forever.
+//! Per-job ordering is a row state: only the head of a job (its oldest unfinished event)
+//! is `pending`; later events are `waiting` until it finishes and [`release_successor`]
+//! makes the next one `pending`. Intake takes a share lock on the predecessor row before
+//! inserting, so an event recorded while its predecessor finishes is never left waiting
+//! (either intake sees the predecessor finished, or the finisher sees the new row). A
+//! previous event that never arrived at all (dead-lettered upstream) is given up after a
+//! grace period by [`release_stranded`] (housekeeping), so one lost message cannot hold a
+//! job's later webhooks forever. The claim itself ([`super::leases`]) is then a plain
+//! index range over `pending` rows.
 //!
 //! A 410 Gone stops the job's webhook (a row in `stopped_webhooks`): unfinished and future
 //! deliveries of the job become `stopped` without being sent. A manual redelivery
@@ -48,6 +52,14 @@ pub struct DeliveryRow {
     pub updated_at: DateTime<Utc>,
     pub traceparent: Option<String>,
     pub window_start_attempt: i32,
+    /// The replica holding the lease, while an attempt is in flight.
+    pub lease_owner: Option<String>,
+    /// The claim's token: the outcome is recorded only while it still matches.
+    pub lease_token: Option<String>,
+    /// When the lease runs out (the delivery is then claimable again).
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// `scheme://host:port` of the webhook URL: the unit of the per-destination cap.
+    pub destination: String,
 }
 
 /// A delivery to record for a newly received event.
@@ -62,6 +74,8 @@ pub struct NewDelivery {
     pub payload: Vec<u8>,
     pub event_occurred_at: DateTime<Utc>,
     pub traceparent: Option<String>,
+    /// `scheme://host:port` of the job's webhook URL.
+    pub destination: String,
 }
 
 /// Records a delivery unless its event is already recorded (a redelivered message).
@@ -73,9 +87,18 @@ pub async fn insert_if_new(
     new: &NewDelivery,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // Serialises with the predecessor's outcome being recorded (an UPDATE of that row):
+    // whichever commits second sees the other's write.
+    sqlx::query("SELECT 1 FROM deliveries WHERE job_id = $1 AND sequence = $2 - 1 FOR SHARE")
+        .bind(&new.job_id)
+        .bind(new.sequence)
+        .execute(&mut *tx)
+        .await?;
     let inserted = sqlx::query(
         "INSERT INTO deliveries (id, event_id, org_id, job_id, sequence, job_status, payload, \
-           state, next_attempt_at, event_occurred_at, created_at, updated_at, traceparent) \
+           state, next_attempt_at, event_occurred_at, created_at, updated_at, traceparent, \
+           destination) \
          SELECT $1, $2, $3, $4, $5, $6, $7, \
            CASE \
              WHEN EXISTS (SELECT 1 FROM stopped_webhooks s WHERE s.job_id = $4) \
@@ -85,7 +108,7 @@ pub async fn insert_if_new(
                THEN 'pending' \
              ELSE 'waiting' \
            END, \
-           $9, $8, $9, $9, $10 \
+           $9, $8, $9, $9, $10, $11 \
          ON CONFLICT DO NOTHING",
     )
     .bind(&new.id)
@@ -98,84 +121,19 @@ pub async fn insert_if_new(
     .bind(new.event_occurred_at)
     .bind(now)
     .bind(&new.traceparent)
-    .execute(pool)
+    .bind(&new.destination)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(inserted.rows_affected() == 1)
-}
-
-/// Locks the next due delivery whose predecessor has finished (or never arrived within
-/// `missing_grace`), skipping rows other workers hold. The lock lasts for the caller's
-/// transaction (the whole attempt).
-pub async fn claim_due(
-    conn: &mut PgConnection,
-    now: DateTime<Utc>,
-    missing_grace: std::time::Duration,
-) -> Result<Option<DeliveryRow>, sqlx::Error> {
-    let missing_since = now - chrono::Duration::from_std(missing_grace).unwrap_or_default();
-    sqlx::query_as(
-        "SELECT d.* FROM deliveries d \
-         WHERE d.state IN ('pending', 'waiting') AND d.next_attempt_at <= $1 \
-           AND (d.sequence = 1 \
-             OR EXISTS (SELECT 1 FROM deliveries p WHERE p.job_id = d.job_id \
-               AND p.sequence = d.sequence - 1 AND p.state IN ('succeeded', 'failed', 'stopped')) \
-             OR (d.created_at <= $2 AND NOT EXISTS (SELECT 1 FROM deliveries p \
-               WHERE p.job_id = d.job_id AND p.sequence = d.sequence - 1))) \
-         ORDER BY d.next_attempt_at \
-         LIMIT 1 \
-         FOR UPDATE OF d SKIP LOCKED",
-    )
-    .bind(now)
-    .bind(missing_since)
-    .fetch_optional(conn)
-    .await
-}
-
-/// Writes the result of an attempt: the new state, the attempt count, the retry window
-/// and the next attempt time (`None` once finished).
-pub async fn record_outcome(
-    conn: &mut PgConnection,
-    id: &str,
-    state: &str,
-    attempt_count: i32,
-    window_started_at: DateTime<Utc>,
-    next_attempt_at: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE deliveries SET state = $2, attempt_count = $3, window_started_at = $4, \
-           next_attempt_at = $5, manual_requested = false, updated_at = $6 WHERE id = $1",
-    )
-    .bind(id)
-    .bind(state)
-    .bind(attempt_count)
-    .bind(window_started_at)
-    .bind(next_attempt_at)
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Postpones a delivery without counting an attempt (its target could not be had).
-pub async fn defer(
-    conn: &mut PgConnection,
-    id: &str,
-    until: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE deliveries SET next_attempt_at = $2, updated_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(until)
-        .execute(conn)
-        .await?;
-    Ok(())
 }
 
 /// Whether the job's webhook is stopped (a delivery inserted while the 410 was being
 /// recorded may have missed the stop).
-pub async fn job_stopped(conn: &mut PgConnection, job_id: &str) -> Result<bool, sqlx::Error> {
+pub async fn job_stopped(pool: &PgPool, job_id: &str) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM stopped_webhooks WHERE job_id = $1)")
         .bind(job_id)
-        .fetch_one(conn)
+        .fetch_one(pool)
         .await
 }
 
@@ -195,7 +153,8 @@ pub async fn stop_job(
     .execute(&mut *conn)
     .await?;
     sqlx::query(
-        "UPDATE deliveries SET state = 'stopped', next_attempt_at = NULL, updated_at = $2 \
+        "UPDATE deliveries SET state = 'stopped', next_attempt_at = NULL, updated_at = $2, \
+           lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
          WHERE job_id = $1 AND state IN ('pending', 'waiting')",
     )
     .bind(job_id)
@@ -205,8 +164,7 @@ pub async fn stop_job(
     Ok(())
 }
 
-/// Marks the job's next delivery `pending` once its predecessor finished (display only:
-/// [`claim_due`] decides eligibility itself).
+/// Makes the job's next delivery `pending` (claimable) once its predecessor finished.
 pub async fn release_successor(
     conn: &mut PgConnection,
     job_id: &str,
@@ -251,29 +209,83 @@ pub async fn get(
         .await
 }
 
+/// What a manual redelivery request found.
+#[derive(Debug)]
+pub enum Redelivery {
+    /// Scheduled now; the row as it is after the change.
+    Scheduled(Box<DeliveryRow>),
+    /// An attempt of it holds a live lease: nothing changed.
+    InFlight,
+    /// No such delivery in the organization.
+    NotFound,
+}
+
 /// Schedules a manual redelivery now: the delivery becomes pending with a fresh retry
-/// window, whatever state it was in, and a job webhook stopped by a 410 is revived (the
-/// customer says the receiver is back). Fails at once with SQLSTATE 55P03 (NOWAIT) while
-/// an attempt of it is in flight, instead of waiting for that attempt.
+/// window, whatever state it was in (one still `waiting` for its predecessor keeps
+/// waiting, then goes at once), and a job webhook stopped by a 410 is revived (the
+/// customer says the receiver is back). While an attempt of it holds a live lease it
+/// answers [`Redelivery::InFlight`] at once instead of waiting for that attempt; an
+/// expired lease (a crashed worker) is taken over (its late outcome will be discarded).
 pub async fn request_redelivery(
     pool: &PgPool,
     org_id: &str,
     id: &str,
     now: DateTime<Utc>,
-) -> Result<Option<DeliveryRow>, sqlx::Error> {
-    sqlx::query_as(
-        "WITH target AS ( \
-           SELECT id, job_id FROM deliveries WHERE org_id = $1 AND id = $2 FOR UPDATE NOWAIT), \
-         revived AS ( \
-           DELETE FROM stopped_webhooks s USING target WHERE s.job_id = target.job_id) \
-         UPDATE deliveries d SET state = 'pending', next_attempt_at = $3, \
-           window_started_at = $3, window_start_attempt = d.attempt_count, \
-           manual_requested = true, updated_at = $3 \
-         FROM target WHERE d.id = target.id RETURNING d.*",
+) -> Result<Redelivery, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let found: Option<(String, bool)> = sqlx::query_as(
+        "SELECT job_id, coalesce(state = 'pending' AND lease_expires_at > $3, false) \
+         FROM deliveries WHERE org_id = $1 AND id = $2 FOR UPDATE",
     )
     .bind(org_id)
     .bind(id)
     .bind(now)
-    .fetch_optional(pool)
-    .await
+    .fetch_optional(&mut *tx)
+    .await?;
+    let job_id = match found {
+        None => return Ok(Redelivery::NotFound),
+        Some((_, true)) => return Ok(Redelivery::InFlight),
+        Some((job_id, false)) => job_id,
+    };
+    sqlx::query("DELETE FROM stopped_webhooks WHERE job_id = $1")
+        .bind(&job_id)
+        .execute(&mut *tx)
+        .await?;
+    let row = sqlx::query_as(
+        "UPDATE deliveries SET next_attempt_at = $2, \
+           state = CASE WHEN state = 'waiting' THEN 'waiting' ELSE 'pending' END, \
+           window_started_at = $2, window_start_attempt = attempt_count, \
+           manual_requested = true, updated_at = $2, \
+           lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
+         WHERE id = $1 RETURNING *",
+    )
+    .bind(id)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Redelivery::Scheduled(Box::new(row)))
+}
+
+/// Makes `waiting` deliveries claimable whose predecessor finished (a safety net; intake
+/// and [`release_successor`] normally do it) or never arrived although the delivery has
+/// waited longer than `missing_grace`. Only rows older than the grace are looked at.
+/// Returns how many were released.
+pub async fn release_stranded(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    missing_grace: std::time::Duration,
+) -> Result<u64, sqlx::Error> {
+    let waited_since = now - chrono::Duration::from_std(missing_grace).unwrap_or_default();
+    let released = sqlx::query(
+        "UPDATE deliveries w SET state = 'pending', updated_at = $1 \
+         WHERE w.state = 'waiting' AND w.created_at <= $2 \
+           AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.job_id = w.job_id \
+             AND p.sequence = w.sequence - 1 AND p.state IN ('pending', 'waiting'))",
+    )
+    .bind(now)
+    .bind(waited_since)
+    .execute(pool)
+    .await?;
+    Ok(released.rows_affected())
 }

@@ -1,8 +1,11 @@
-//! PostgreSQL access for the dispatcher: deliveries (state and schedule) and their
-//! attempts. sqlx directly, no repository layer.
+//! PostgreSQL access for the dispatcher: deliveries (state and schedule), the leases
+//! attempts run under, their attempts, and retention. sqlx directly, no repository
+//! layer.
 
 pub mod attempts;
 pub mod deliveries;
+pub mod leases;
+pub mod retention;
 
 use chrono::{DateTime, Utc};
 

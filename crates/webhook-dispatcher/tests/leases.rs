@@ -1,0 +1,373 @@
+//! Leases, claims and retention against a real PostgreSQL: the claim is an index scan
+//! over a large backlog, an expired lease is claimed again while the late outcome of the
+//! lost one is discarded, claims round-robin organizations and skip saturated
+//! destinations, and housekeeping deletes finished deliveries past the retention.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use plangrep_service::Settings;
+use plangrep_service::database;
+use plangrep_test_support::TestDatabase;
+use plangrep_webhook_dispatcher::housekeeping::Housekeeping;
+use plangrep_webhook_dispatcher::metrics::DeliveryMetrics;
+use plangrep_webhook_dispatcher::store::leases::{self, CLAIM_SQL, ClaimRequest, Outcome};
+use plangrep_webhook_dispatcher::{Config, startup};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+
+async fn migrated(db: &TestDatabase, extra: &[(&str, &str)]) -> (Config, PgPool) {
+    let mut pairs = vec![("DATABASE_URL", db.url().to_owned())];
+    pairs.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let config = Config::from_settings(&Settings::from_pairs(pairs)).expect("config");
+    startup::migrate(&config).await.expect("migrations apply");
+    let pool = database::lazy_pool(startup::connect_options(&config).unwrap(), 4);
+    (config, pool)
+}
+
+/// A batch of deliveries to seed.
+struct Seed<'a> {
+    prefix: &'a str,
+    org: &'a str,
+    state: &'a str,
+    count: i32,
+    next_attempt_at: Option<DateTime<Utc>>,
+    destination: &'a str,
+    updated_at: DateTime<Utc>,
+}
+
+async fn seed(pool: &PgPool, seed: Seed<'_>) {
+    sqlx::query(
+        "INSERT INTO deliveries (id, event_id, org_id, job_id, sequence, job_status, payload, \
+           state, next_attempt_at, event_occurred_at, destination, created_at, updated_at) \
+         SELECT 'dlv_' || $1 || g, 'evt_' || $1 || g, $2, 'job_' || $1 || g, 1, \
+           'provisioning', '\\x7b7d'::bytea, $3, $4 + g * interval '1 millisecond', now(), \
+           $5, $6, $6 \
+         FROM generate_series(1, $7) g",
+    )
+    .bind(seed.prefix)
+    .bind(seed.org)
+    .bind(seed.state)
+    .bind(seed.next_attempt_at)
+    .bind(seed.destination)
+    .bind(seed.updated_at)
+    .bind(seed.count)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+fn request<'a>(
+    token: &'a str,
+    now: DateTime<Utc>,
+    limit: i64,
+    saturated: &'a [String],
+) -> ClaimRequest<'a> {
+    ClaimRequest {
+        owner: "test-replica",
+        token,
+        limit,
+        window: limit * 8,
+        saturated,
+        now,
+        lease_expires_at: now + chrono::Duration::hours(1),
+    }
+}
+
+#[tokio::test]
+async fn the_claim_is_an_index_scan_whatever_the_backlog() {
+    let db = TestDatabase::create().await;
+    let (_, pool) = migrated(&db, &[]).await;
+    let now = Utc::now();
+    let hour = chrono::Duration::hours(1);
+    for (prefix, state, count, next) in [
+        ("w", "waiting", 20_000, Some(now - hour)),
+        ("f", "pending", 5_000, Some(now + hour)),
+        ("s", "succeeded", 20_000, None),
+        ("d", "pending", 50, Some(now - hour)),
+    ] {
+        seed(
+            &pool,
+            Seed {
+                prefix,
+                org: "org_a",
+                state,
+                count,
+                next_attempt_at: next,
+                destination: "https://a.example",
+                updated_at: now,
+            },
+        )
+        .await;
+    }
+    sqlx::query("ANALYZE deliveries")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN {CLAIM_SQL}")))
+        .bind(now)
+        .bind(Vec::<String>::new())
+        .bind(64_i64)
+        .bind(8_i64)
+        .bind("replica")
+        .bind("token")
+        .bind(now + hour)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let plan = plan.join("\n");
+    println!("{plan}");
+    assert!(
+        plan.contains("Index Scan using deliveries_claim_idx on deliveries"),
+        "the claim does not use its index:\n{plan}"
+    );
+    assert!(
+        !plan.contains("Seq Scan"),
+        "the claim scans a table:\n{plan}"
+    );
+
+    let claimed = leases::claim(&pool, &request("t1", now, 8, &[]))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 8);
+    assert!(claimed.iter().all(|c| c.delivery.id.starts_with("dlv_d")));
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_claimed_again_and_the_lost_lease_outcome_is_discarded() {
+    let db = TestDatabase::create().await;
+    let (_, pool) = migrated(&db, &[]).await;
+    let now = Utc::now();
+    seed(
+        &pool,
+        Seed {
+            prefix: "x",
+            org: "org_a",
+            state: "pending",
+            count: 1,
+            next_attempt_at: Some(now - chrono::Duration::seconds(1)),
+            destination: "https://a.example",
+            updated_at: now,
+        },
+    )
+    .await;
+
+    // Worker A claims, then "crashes" (never records).
+    let first = leases::claim(&pool, &request("token-a", now, 1, &[]))
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(
+        leases::claim(&pool, &request("token-x", now, 1, &[]))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a live lease is not claimable"
+    );
+    // After the lease expired, worker B takes the same delivery (same event id).
+    let later = now + chrono::Duration::hours(2);
+    let second = leases::claim(&pool, &request("token-b", later, 1, &[]))
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].delivery.event_id, first[0].delivery.event_id);
+    assert_eq!(second[0].token(), "token-b");
+
+    let outcome = Outcome {
+        state: "succeeded",
+        attempt_count: 1,
+        window_started_at: later,
+        next_attempt_at: None,
+        now: later,
+    };
+    let id = &first[0].delivery.id;
+    let mut conn = pool.acquire().await.unwrap();
+    assert!(
+        !leases::record(&mut conn, id, "token-a", &outcome)
+            .await
+            .unwrap(),
+        "A's late outcome must be discarded"
+    );
+    assert!(
+        leases::record(&mut conn, id, "token-b", &outcome)
+            .await
+            .unwrap()
+    );
+    let (state, owner): (String, Option<String>) =
+        sqlx::query_as("SELECT state, lease_owner FROM deliveries WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((state.as_str(), owner), ("succeeded", None));
+}
+
+#[tokio::test]
+async fn claims_round_robin_organizations_and_skip_saturated_destinations() {
+    let db = TestDatabase::create().await;
+    let (_, pool) = migrated(&db, &[]).await;
+    let now = Utc::now();
+    // The flooding org's deliveries are all older than the quiet org's.
+    for (prefix, org, count, age, destination) in [
+        ("a", "org_flood", 30, 60, "http://tarpit.example"),
+        ("b", "org_quiet", 3, 10, "http://fast.example"),
+    ] {
+        seed(
+            &pool,
+            Seed {
+                prefix,
+                org,
+                state: "pending",
+                count,
+                next_attempt_at: Some(now - chrono::Duration::seconds(age)),
+                destination,
+                updated_at: now,
+            },
+        )
+        .await;
+    }
+
+    let claimed = leases::claim(&pool, &request("t1", now, 4, &[]))
+        .await
+        .unwrap();
+    let mut orgs: Vec<&str> = claimed.iter().map(|c| c.delivery.org_id.as_str()).collect();
+    orgs.sort_unstable();
+    assert_eq!(orgs, ["org_flood", "org_flood", "org_quiet", "org_quiet"]);
+
+    let saturated = vec!["http://tarpit.example".to_owned()];
+    let claimed = leases::claim(&pool, &request("t2", now, 4, &saturated))
+        .await
+        .unwrap();
+    let ids: Vec<&str> = claimed.iter().map(|c| c.delivery.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["dlv_b3"],
+        "only the quiet org's last one is left off the tarpit"
+    );
+}
+
+#[tokio::test]
+async fn housekeeping_deletes_finished_deliveries_past_the_retention_with_their_attempts() {
+    let db = TestDatabase::create().await;
+    let (config, pool) = migrated(&db, &[("PLANGREP_DELIVERY_RETENTION", "30d")]).await;
+    let now = Utc::now();
+    let old = now - chrono::Duration::days(40);
+    for (prefix, state, count, updated_at) in [
+        ("old_ok", "succeeded", 1_200, old),
+        ("old_failed", "failed", 5, old),
+        ("old_stopped", "stopped", 5, old),
+        ("old_open", "pending", 5, old),
+        (
+            "recent_ok",
+            "succeeded",
+            10,
+            now - chrono::Duration::days(1),
+        ),
+    ] {
+        seed(
+            &pool,
+            Seed {
+                prefix,
+                org: "org_a",
+                state,
+                count,
+                next_attempt_at: (state == "pending").then_some(now),
+                destination: "https://a.example",
+                updated_at,
+            },
+        )
+        .await;
+    }
+    sqlx::query(
+        "INSERT INTO attempts (delivery_id, number, trigger, started_at, duration_ms) \
+         SELECT id, 1, 'initial', updated_at, 5 FROM deliveries",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let metrics = DeliveryMetrics::default();
+    let housekeeping = Housekeeping {
+        pool: pool.clone(),
+        metrics: metrics.clone(),
+        wake: Arc::new(Notify::new()),
+        retention: config.delivery_retention,
+        missing_predecessor_grace: config.missing_predecessor_grace,
+        interval: Duration::from_secs(60),
+    };
+    let pass = housekeeping.run_once().await.unwrap();
+    assert_eq!(pass.deleted, 1_210);
+
+    let left: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT d.state, count(a.*) FROM deliveries d \
+         LEFT JOIN attempts a ON a.delivery_id = d.id GROUP BY d.state ORDER BY d.state",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        left,
+        [("pending".to_owned(), 5), ("succeeded".to_owned(), 10)]
+    );
+    let orphans: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        orphans, 15,
+        "the deleted deliveries' attempts went with them"
+    );
+    let text = metrics.render();
+    assert!(
+        text.lines().any(|l| l == "plangrep_webhook_backlog 5"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == "plangrep_webhook_failed_deliveries 0"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_redelivered_waiting_delivery_still_waits_for_its_predecessor() {
+    use plangrep_webhook_dispatcher::store::deliveries::{Redelivery, request_redelivery};
+    let db = TestDatabase::create().await;
+    let (_, pool) = migrated(&db, &[]).await;
+    let now = Utc::now();
+    seed(
+        &pool,
+        Seed {
+            prefix: "w",
+            org: "org_a",
+            state: "waiting",
+            count: 1,
+            next_attempt_at: Some(now),
+            destination: "https://a.example",
+            updated_at: now,
+        },
+    )
+    .await;
+    let Redelivery::Scheduled(row) = request_redelivery(&pool, "org_a", "dlv_w1", now)
+        .await
+        .unwrap()
+    else {
+        panic!("the delivery exists and is not in flight");
+    };
+    assert_eq!(row.state, "waiting");
+    assert!(row.manual_requested);
+    assert!(
+        leases::claim(&pool, &request("t", now, 1, &[]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        request_redelivery(&pool, "org_b", "dlv_w1", now)
+            .await
+            .unwrap(),
+        Redelivery::NotFound
+    ));
+}
