@@ -5,11 +5,14 @@
 //!   idempotently, with delivery limits and dead-letter queues, all under an optional
 //!   name prefix (tests isolate themselves with a random one).
 //! - [`publisher`]: a publisher with confirms, for the outbox relay.
+//! - [`redrive`]: moving messages between queues with confirms (dead letters back to
+//!   their work queue, retired queues to their successors).
 //! - [`consumer`]: a supervised consumer loop with manual acks, bounded concurrency,
 //!   reconnect with backoff and a graceful drain on shutdown.
 
 pub mod consumer;
 pub mod publisher;
+pub mod redrive;
 pub mod routing;
 pub mod topology;
 
