@@ -83,18 +83,25 @@ async fn a_dead_lettered_event_is_counted_redriven_and_then_delivered() {
         .unwrap();
     let channel = connection.create_channel().await.unwrap();
     let work_queue = topology.queue(&DISPATCHER_EVENTS);
-    let first = eventually("the first event in the dispatcher's queue", PATIENCE, || {
-        let (channel, work_queue) = (channel.clone(), work_queue.clone());
-        async move {
-            channel
-                .basic_get(work_queue.into(), BasicGetOptions { no_ack: false })
-                .await
-                .unwrap()
-        }
-    })
+    let first = eventually(
+        "the first event in the dispatcher's queue",
+        PATIENCE,
+        || {
+            let (channel, work_queue) = (channel.clone(), work_queue.clone());
+            async move {
+                channel
+                    .basic_get(work_queue.into(), BasicGetOptions { no_ack: false })
+                    .await
+                    .unwrap()
+            }
+        },
+    )
     .await
     .delivery;
-    assert_eq!(first.routing_key.as_str(), "job.status_changed.provisioning");
+    assert_eq!(
+        first.routing_key.as_str(),
+        "job.status_changed.provisioning"
+    );
     let event_id = first.properties.message_id().clone().unwrap().to_string();
     first
         .acker
@@ -113,11 +120,26 @@ async fn a_dead_lettered_event_is_counted_redriven_and_then_delivered() {
     .await;
 
     // Bad input changes nothing.
-    let error = expect_error(app.redrive(json!({"queue": "nope"}), None).await, 400, "invalid_request").await;
+    let error = expect_error(
+        app.redrive(json!({"queue": "nope"}), None).await,
+        400,
+        "invalid_request",
+    )
+    .await;
     assert_eq!(error["details"][0]["field"], "queue");
-    let error = expect_error(app.redrive(json!({"limit": 0}), None).await, 400, "invalid_request").await;
+    let error = expect_error(
+        app.redrive(json!({"limit": 0}), None).await,
+        400,
+        "invalid_request",
+    )
+    .await;
     assert_eq!(error["details"][0]["field"], "limit");
-    let error = expect_error(app.redrive(json!({"limit": 10001}), None).await, 400, "invalid_request").await;
+    let error = expect_error(
+        app.redrive(json!({"limit": 10001}), None).await,
+        400,
+        "invalid_request",
+    )
+    .await;
     assert_eq!(error["details"][0]["field"], "limit");
     let anonymous = app
         .http

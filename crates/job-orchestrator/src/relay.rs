@@ -132,8 +132,8 @@ impl Relay {
         for queue in ALL_QUEUES {
             self.topology.declare_work_queue(&channel, &queue).await?;
         }
-        self.topology.delete_retired_queues(&channel).await?;
         let _ = channel.close(200, "declared".into()).await;
+        self.topology.delete_retired_queues(&connection).await?;
         // Queues of earlier versions (declared without at-least-once dead-lettering) hand
         // what waits in them to their successors; publishing does not wait on it.
         match self

@@ -67,7 +67,11 @@ async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     stream.read_to_string(&mut response).await.ok()?;
     response
         .starts_with("HTTP/1.0 200")
-        .then(|| response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()))
+        .then(|| {
+            response
+                .split_once("\r\n\r\n")
+                .map(|(_, body)| body.to_owned())
+        })
         .flatten()
 }
 
@@ -144,12 +148,19 @@ struct Capture {
 impl Capture {
     async fn bind(connection: &lapin::Connection, topology: &Topology, name: String) -> Self {
         let channel = connection.create_channel().await.expect("channel");
-        topology.declare_exchanges(&channel).await.expect("exchanges");
+        topology
+            .declare_exchanges(&channel)
+            .await
+            .expect("exchanges");
         let mut arguments = FieldTable::default();
         // Gone by itself if the test dies before deleting it.
         arguments.insert("x-expires".into(), AMQPValue::LongInt(600_000));
         channel
-            .queue_declare(name.clone().into(), QueueDeclareOptions::default(), arguments)
+            .queue_declare(
+                name.clone().into(),
+                QueueDeclareOptions::default(),
+                arguments,
+            )
             .await
             .expect("capture queue");
         channel
@@ -225,9 +236,12 @@ async fn one_relay_leads_at_a_time_through_a_terminated_lock_session_and_a_sigki
     ];
     let (code, stderr) = run(BINARY, &["migrate"], &env).await;
     assert_eq!(code, 0, "{stderr}");
-    let pool = PgPool::connect(&format!("{}?options=-csearch_path%3Dorchestrator", db.url()))
-        .await
-        .expect("test pool");
+    let pool = PgPool::connect(&format!(
+        "{}?options=-csearch_path%3Dorchestrator",
+        db.url()
+    ))
+    .await
+    .expect("test pool");
     let broker = plangrep_messaging::connect(&amqp_url())
         .await
         .expect("broker");

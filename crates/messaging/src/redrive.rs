@@ -14,8 +14,8 @@
 //! strips the header, and delivers with the original key.
 
 use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
-    ConfirmSelectOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
 use lapin::{BasicProperties, Confirmation, Connection};
@@ -35,6 +35,25 @@ pub enum MoveError {
 
 /// Messages ready in `queue`, or `None` when it does not exist.
 pub async fn depth(connection: &Connection, queue: &str) -> Result<Option<u32>, lapin::Error> {
+    Ok(occupancy(connection, queue)
+        .await?
+        .map(|occupancy| occupancy.messages))
+}
+
+/// What a queue holds right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Occupancy {
+    /// Messages ready (not counting those delivered and not yet acked).
+    pub messages: u32,
+    /// Consumers attached.
+    pub consumers: u32,
+}
+
+/// The occupancy of `queue`, or `None` when it does not exist.
+pub async fn occupancy(
+    connection: &Connection,
+    queue: &str,
+) -> Result<Option<Occupancy>, lapin::Error> {
     // Its own channel: a missing queue closes the channel it was asked on.
     let channel = connection.create_channel().await?;
     let declared = channel
@@ -50,7 +69,10 @@ pub async fn depth(connection: &Connection, queue: &str) -> Result<Option<u32>, 
     match declared {
         Ok(queue) => {
             let _ = channel.close(200, "counted".into()).await;
-            Ok(Some(queue.message_count()))
+            Ok(Some(Occupancy {
+                messages: queue.message_count(),
+                consumers: queue.consumer_count(),
+            }))
         }
         Err(_) if connection.status().connected() => Ok(None),
         Err(error) => Err(error),

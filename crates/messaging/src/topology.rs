@@ -190,7 +190,10 @@ impl Topology {
             "x-dead-letter-strategy".into(),
             long_string("at-least-once".to_owned()),
         );
-        arguments.insert("x-overflow".into(), long_string("reject-publish".to_owned()));
+        arguments.insert(
+            "x-overflow".into(),
+            long_string("reject-publish".to_owned()),
+        );
         channel
             .queue_declare(name.clone().into(), durable, arguments)
             .await?;
@@ -209,27 +212,34 @@ impl Topology {
     }
 
     /// Deletes the retired single pipeline queue of earlier versions (and its dead-letter
-    /// queue while it is empty); a no-op once it is gone.
-    pub async fn delete_retired_queues(&self, channel: &Channel) -> Result<(), lapin::Error> {
+    /// queue once it is empty; quorum queues refuse `if_empty` deletes, so it is checked
+    /// first); a no-op once they are gone.
+    pub async fn delete_retired_queues(
+        &self,
+        connection: &lapin::Connection,
+    ) -> Result<(), lapin::Error> {
         let name = format!("{}{RETIRED_PIPELINE_QUEUE}", self.prefix);
+        let channel = connection.create_channel().await?;
         channel
             .queue_delete(name.clone().into(), QueueDeleteOptions::default())
             .await?;
-        channel
-            .queue_delete(
-                format!("{name}.dead").into(),
-                QueueDeleteOptions {
-                    if_empty: true,
-                    ..QueueDeleteOptions::default()
-                },
-            )
-            .await?;
+        let dead = format!("{name}.dead");
+        let drained = crate::redrive::occupancy(connection, &dead)
+            .await?
+            .is_some_and(|now| now.messages == 0);
+        if drained {
+            channel
+                .queue_delete(dead.into(), QueueDeleteOptions::default())
+                .await?;
+        }
+        let _ = channel.close(200, "deleted".into()).await;
         Ok(())
     }
 
     /// Migrates the predecessors of `queues` (same name without the version suffix): each
     /// is unbound from the exchange, whatever waits in it is moved to its successor with
-    /// publisher confirms (the successor must be declared), and it is deleted once empty.
+    /// publisher confirms (the successor must be declared), and it is deleted once empty
+    /// and without consumers.
     /// A no-op once they are gone; returns how many messages moved.
     pub async fn migrate_unversioned_queues(
         &self,
@@ -257,17 +267,18 @@ impl Topology {
                 crate::redrive::move_messages(connection, &old, &self.queue(queue), u32::MAX)
                     .await?;
             moved += u64::from(count);
-            // Not if_unused: consumers of a previous version still attached are cancelled
-            // (they redeclare what they know on reconnect); only what is empty goes.
-            channel
-                .queue_delete(
-                    old.into(),
-                    QueueDeleteOptions {
-                        if_empty: true,
-                        ..QueueDeleteOptions::default()
-                    },
-                )
-                .await?;
+            // Quorum queues refuse `if_empty` deletes: delete only what is drained and has
+            // no consumer of a previous version left (whose unacked messages would go with
+            // it); otherwise the next migration tries again. Nothing else publishes to it:
+            // it is unbound, and relays of every version exclude each other by one lock.
+            let idle = crate::redrive::occupancy(connection, &old)
+                .await?
+                .is_some_and(|now| now.messages == 0 && now.consumers == 0);
+            if idle {
+                channel
+                    .queue_delete(old.into(), QueueDeleteOptions::default())
+                    .await?;
+            }
             let _ = channel.close(200, "migrated".into()).await;
         }
         Ok(moved)

@@ -48,7 +48,10 @@ pub struct DeadLettersView {
     summary = "Count the dead letters per queue",
     responses((status = 200, description = "Every dead-letter queue and its depth", body = DeadLettersView))
 )]
-pub async fn list(_: Admin, State(state): State<AppState>) -> Result<Json<DeadLettersView>, ApiError> {
+pub async fn list(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<DeadLettersView>, ApiError> {
     let queues = state
         .orchestrator
         .clone()
