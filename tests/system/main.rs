@@ -6,6 +6,7 @@ mod bad_input;
 mod cli;
 mod conformance;
 mod contract;
+mod dead_letters;
 mod edge;
 mod fault;
 mod helpers;

@@ -40,7 +40,7 @@ use crate::rate_limit::{self, Rate, RateLimiter};
 use crate::replay;
 use crate::request_id;
 use crate::request_timeout::{self, RequestTimeouts};
-use crate::routes::{admin, deliveries, files, jobs, projects, webhook_secret};
+use crate::routes::{admin, dead_letters, deliveries, files, jobs, projects, webhook_secret};
 
 /// The gateway's migrations, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -156,6 +156,8 @@ pub fn router(state: AppState, metrics: HttpMetrics) -> Router {
         .routes(routes!(admin::create_key))
         .routes(routes!(admin::grant_credits))
         .routes(routes!(admin::revoke_key))
+        .routes(routes!(dead_letters::list))
+        .routes(routes!(dead_letters::redrive))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             replay::middleware,

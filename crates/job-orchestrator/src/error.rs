@@ -29,6 +29,9 @@ pub enum Error {
     ResultNotAvailable(plangrep_core::JobStatus),
     #[error("object storage unavailable: {0}")]
     StorageUnavailable(String),
+    /// RabbitMQ cannot be reached (or dropped the connection) for an admin operation.
+    #[error("the broker is unavailable: {0}")]
+    BrokerUnavailable(String),
     #[error("object storage error: {0}")]
     Storage(String),
     #[error("this Idempotency-Key was used with a different request")]
@@ -173,6 +176,11 @@ impl From<Error> for tonic::Status {
             Error::DatabaseUnavailable(_) => (
                 ErrorCode::Unavailable,
                 "the database is unavailable".to_owned(),
+                None,
+            ),
+            Error::BrokerUnavailable(_) => (
+                ErrorCode::Unavailable,
+                "the message broker is unavailable".to_owned(),
                 None,
             ),
             Error::Rejected {

@@ -20,12 +20,17 @@ use plangrep_proto::orchestrator::{
     RegisterDocumentsRequest, ResumeJobRequest, RotateWebhookSecretRequest,
     RotateWebhookSecretResponse, SetCreditRatesRequest, WebhookTarget,
 };
+use plangrep_proto::orchestrator::{
+    ListDeadLettersRequest, ListDeadLettersResponse, RedriveDeadLettersRequest,
+    RedriveDeadLettersResponse,
+};
 use plangrep_proto::time::to_timestamp;
 use plangrep_storage::{Storage, StorageError, keys};
 use sqlx::{PgConnection, PgPool};
 use tonic::{Request, Response, Status};
 
 use crate::crypto::Keyring;
+use crate::dead_letters::{self, DeadLetters};
 use crate::error::Error;
 use crate::idempotency::{self, Key};
 use crate::jobs::{self as commands, NewJob};
@@ -44,6 +49,8 @@ pub struct OrchestratorService {
     storage: Storage,
     /// How long a rotated-out webhook secret keeps signing (`PLANGREP_WEBHOOK_SECRET_OVERLAP`).
     webhook_secret_overlap: Duration,
+    /// The admin view of the broker's dead-letter queues, when a broker is configured.
+    dead_letters: Option<DeadLetters>,
 }
 
 impl OrchestratorService {
@@ -55,6 +62,7 @@ impl OrchestratorService {
             job_ttl,
             storage,
             webhook_secret_overlap: Duration::from_secs(24 * 3600),
+            dead_letters: None,
         }
     }
 
@@ -62,6 +70,20 @@ impl OrchestratorService {
     pub fn with_webhook_secret_overlap(mut self, overlap: Duration) -> Self {
         self.webhook_secret_overlap = overlap;
         self
+    }
+
+    /// The same service, answering the dead-letter admin calls from `dead_letters`.
+    pub fn with_dead_letters(self, dead_letters: DeadLetters) -> Self {
+        Self {
+            dead_letters: Some(dead_letters),
+            ..self
+        }
+    }
+
+    fn dead_letters(&self) -> Result<&DeadLetters, Error> {
+        self.dead_letters
+            .as_ref()
+            .ok_or_else(|| Error::BrokerUnavailable("no broker configured".to_owned()))
     }
 }
 
@@ -496,6 +518,30 @@ impl JobOrchestrator for OrchestratorService {
             drawing_page_rate: rates.drawing,
             document_page_rate: rates.document,
         }))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        _request: Request<ListDeadLettersRequest>,
+    ) -> Result<Response<ListDeadLettersResponse>, Status> {
+        let queues = self.dead_letters()?.counts().await?;
+        Ok(Response::new(ListDeadLettersResponse { queues }))
+    }
+
+    async fn redrive_dead_letters(
+        &self,
+        request: Request<RedriveDeadLettersRequest>,
+    ) -> Result<Response<RedriveDeadLettersResponse>, Status> {
+        let request = request.into_inner();
+        let queue = request
+            .queue
+            .as_deref()
+            .map(dead_letters::parse_queue)
+            .transpose()
+            .map_err(Error::from)?;
+        let limit = dead_letters::parse_limit(request.limit).map_err(Error::from)?;
+        let redriven = self.dead_letters()?.redrive(queue, limit).await?;
+        Ok(Response::new(RedriveDeadLettersResponse { redriven }))
     }
 }
 

@@ -8,12 +8,14 @@
 //! writer of statuses; [`relay`] publishes the outbox; [`pipeline`] is the set of stages
 //! that consume our own events, parsing PDFs through [`pdf`]'s sandboxed child process;
 //! [`expiry`] expires overdue jobs; [`idempotency`] stores replayable responses;
-//! [`housekeeping`] deletes what expired; [`metrics`] is what `/metrics` shows.
+//! [`housekeeping`] deletes what expired; [`metrics`] is what `/metrics` shows;
+//! [`dead_letters`] counts and re-drives the dead-letter queues for the admin API.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod crypto;
+pub mod dead_letters;
 pub mod error;
 pub mod expiry;
 pub mod grpc;

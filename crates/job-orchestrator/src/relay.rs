@@ -1,10 +1,17 @@
 //! The outbox relay: publishes committed outbox rows to RabbitMQ, in order, with
 //! publisher confirms, then marks them published.
 //!
-//! One relay is active per database (session advisory lock on a dedicated connection;
-//! other replicas stand by and take over when its session ends). It wakes on
-//! `NOTIFY plangrep_outbox` and polls as a backstop. A crash between publish and mark
-//! republishes the row: delivery is at-least-once and consumers dedupe by `message_id`.
+//! One relay is active per database: it holds a session advisory lock on a dedicated
+//! connection (the *leader session*); other replicas stand by and take over when that
+//! session ends. Leadership is fenced, not assumed (ADR 0013): every batch is claimed,
+//! published and marked in a transaction *on the leader session itself*, starts by
+//! checking in `pg_locks` that this session still holds the lock, and re-checks that
+//! the session is alive before each publish. A leader whose session died (terminated
+//! backend, network cut) therefore stops at its next statement and goes back to standby,
+//! while a new leader can only claim once the old session, and with it the old batch's
+//! transaction, is gone. It wakes on `NOTIFY plangrep_outbox` and polls as a backstop.
+//! A crash between publish and mark republishes the row: delivery is at-least-once and
+//! consumers dedupe by `message_id`.
 
 use std::time::Duration;
 
@@ -21,7 +28,7 @@ use crate::metrics::OrchestratorMetrics;
 use crate::store::outbox;
 
 /// Arbitrary but fixed: identifies the relay's advisory lock within the database.
-const RELAY_LOCK_KEY: i64 = 0x706c_616e_6772_6570; // "plangrep"
+pub const RELAY_LOCK_KEY: i64 = 0x706c_616e_6772_6570; // "plangrep"
 const BATCH_SIZE: i64 = 100;
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,7 +37,7 @@ const RETRY_MAX: Duration = Duration::from_secs(10);
 /// Where the relay reads from and publishes to.
 #[derive(Clone)]
 pub struct Relay {
-    /// The orchestrator's pool (claims and marks).
+    /// The orchestrator's pool (the NOTIFY listener; batches run on the leader session).
     pub pool: PgPool,
     /// Options for the dedicated lock-holding connection.
     pub lock_options: PgConnectOptions,
@@ -56,6 +63,8 @@ enum RelayError {
     Publish(#[from] plangrep_messaging::PublishError),
     #[error("the broker did not confirm a publish in time")]
     ConfirmTimeout,
+    #[error("the leader session no longer holds the relay lock")]
+    LostLeadership,
 }
 
 impl Relay {
@@ -100,14 +109,21 @@ impl Relay {
         }
         tracing::info!("outbox relay is active");
         self.metrics.set_relay_leader(true);
-        let outcome = self.relay_while_leading(shutdown).await;
+        let outcome = self.relay_while_leading(&mut lock, shutdown).await;
         self.metrics.set_relay_leader(false);
+        if let Err(error) = &outcome {
+            tracing::warn!(%error, "outbox relay stopped leading; standing by");
+        }
         // Closing the session releases the advisory lock.
         let _ = lock.close().await;
         outcome
     }
 
-    async fn relay_while_leading(&self, shutdown: &CancellationToken) -> Result<(), RelayError> {
+    async fn relay_while_leading(
+        &self,
+        lock: &mut PgConnection,
+        shutdown: &CancellationToken,
+    ) -> Result<(), RelayError> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen("plangrep_outbox").await?;
         let connection = plangrep_messaging::connect(&self.amqp_url).await?;
@@ -119,10 +135,21 @@ impl Relay {
         for queue in ALL_QUEUES {
             self.topology.declare_work_queue(&channel, &queue).await?;
         }
-        self.topology.delete_retired_queues(&channel).await?;
         let _ = channel.close(200, "declared".into()).await;
+        self.topology.delete_retired_queues(&connection).await?;
+        // Queues of earlier versions (declared without at-least-once dead-lettering) hand
+        // what waits in them to their successors; publishing does not wait on it.
+        match self
+            .topology
+            .migrate_unversioned_queues(&connection, &ALL_QUEUES)
+            .await
+        {
+            Ok(0) => {}
+            Ok(moved) => tracing::info!(moved, "migrated messages from unversioned queues"),
+            Err(error) => tracing::warn!(%error, "unversioned queues not migrated yet"),
+        }
         let outcome = loop {
-            if let Err(error) = self.publish_pending(&publisher).await {
+            if let Err(error) = self.publish_pending(lock, &publisher).await {
                 break Err(error);
             }
             tokio::select! {
@@ -139,10 +166,18 @@ impl Relay {
         outcome
     }
 
-    /// Publishes batches until the outbox is empty.
-    async fn publish_pending(&self, publisher: &Publisher) -> Result<(), RelayError> {
+    /// Publishes batches until the outbox is empty, each in a transaction on the leader
+    /// session `lock` that first proves the session still holds the relay lock.
+    async fn publish_pending(
+        &self,
+        lock: &mut PgConnection,
+        publisher: &Publisher,
+    ) -> Result<(), RelayError> {
         loop {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = lock.begin().await?;
+            if !holds_relay_lock(&mut tx).await? {
+                return Err(RelayError::LostLeadership);
+            }
             let batch = outbox::claim_batch(&mut tx, BATCH_SIZE).await?;
             if batch.is_empty() {
                 tx.commit().await?;
@@ -160,6 +195,9 @@ impl Relay {
                     event_id = %row.event_id,
                 );
                 plangrep_telemetry::export::continue_trace(&span, crate::startup::SERVICE, parent);
+                // The session may have died since the last statement: stop before this
+                // publish rather than after the batch (a standby may already lead).
+                sqlx::query("SELECT 1").execute(&mut *tx).await?;
                 let message = OutgoingMessage {
                     message_id: row.event_id.clone(),
                     routing_key: row.routing_key.clone(),
@@ -188,4 +226,18 @@ impl Relay {
             tracing::debug!(count = ids.len(), "outbox batch published");
         }
     }
+}
+
+/// Whether the current session holds the relay's session advisory lock. A bigint key
+/// shows in `pg_locks` as its high half in `classid`, its low half in `objid` and
+/// `objsubid = 1`.
+async fn holds_relay_lock(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
+           AND pid = pg_backend_pid() AND granted AND objsubid = 1 \
+           AND classid = ($1::bigint >> 32)::oid AND objid = ($1::bigint & 4294967295)::oid)",
+    )
+    .bind(RELAY_LOCK_KEY)
+    .fetch_one(conn)
+    .await
 }

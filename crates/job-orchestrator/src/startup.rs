@@ -20,6 +20,7 @@ use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 
 use crate::config::Config;
+use crate::dead_letters::DeadLetters;
 use crate::grpc::OrchestratorService;
 use crate::housekeeping::Housekeeping;
 use crate::metrics::OrchestratorMetrics;
@@ -242,6 +243,7 @@ impl App {
                 Box::pin(async move { metrics.render(&pool).await })
             })),
         );
+        let ops_addr = http_listener.local_addr()?;
         let http_task = tokio::spawn(plangrep_service::ops::serve(
             http_listener,
             ops,
@@ -263,8 +265,9 @@ impl App {
             config.job_ttl,
             storage,
         )
-        .with_webhook_secret_overlap(config.webhook_secret_overlap);
-        tracing::info!(grpc = %grpc_listener.local_addr()?, "job-orchestrator serving");
+        .with_webhook_secret_overlap(config.webhook_secret_overlap)
+        .with_dead_letters(DeadLetters::new(config.amqp_url.clone(), topology.clone()));
+        tracing::info!(grpc = %grpc_listener.local_addr()?, ops = %ops_addr, "job-orchestrator serving");
         let grpc_result = tonic::transport::Server::builder()
             .layer(GrpcMetricsLayer(metrics.grpc.clone()))
             .layer(plangrep_telemetry::trace::TraceLayer::new(SERVICE))

@@ -6,12 +6,15 @@
 //!   name prefix (tests isolate themselves with a random one).
 //! - [`publisher`]: a publisher with confirms, for the outbox relay; it tags every message
 //!   with the events key.
+//! - [`redrive`]: moving messages between queues with confirms (dead letters back to
+//!   their work queue, retired queues to their successors).
 //! - [`consumer`]: a supervised consumer loop with manual acks, bounded concurrency,
 //!   reconnect with backoff and a graceful drain on shutdown; it dead-letters every
 //!   message whose tag does not verify before a handler sees it (ADR 0010).
 
 pub mod consumer;
 pub mod publisher;
+pub mod redrive;
 pub mod routing;
 pub mod topology;
 

@@ -4,6 +4,13 @@
 //! quorum queue bound to the routing keys it acts on. A message that keeps failing is
 //! dead-lettered (after `x-delivery-limit` redeliveries, which RabbitMQ 3.10 does not set
 //! by default) into `<queue>.dead` instead of looping forever.
+//!
+//! Dead-lettering is at-least-once (`x-dead-letter-strategy`, which needs
+//! `x-overflow: reject-publish`): the work queue keeps a message until the dead-letter
+//! queue confirmed it, so a broker failure mid-way cannot lose it. RabbitMQ refuses to
+//! redeclare a queue with other arguments, so the work queues got a versioned name
+//! (`<name>.v2`); [`Topology::migrate_unversioned_queues`] moves what waits in the old
+//! ones and deletes them (ADR 0013). Dead-letter queues keep their names.
 
 use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
@@ -67,6 +74,10 @@ pub const RETIRED_PIPELINE_QUEUE: &str = "plangrep.orchestrator.pipeline";
 /// How many times a message may be redelivered before it is dead-lettered.
 const DELIVERY_LIMIT: i64 = 20;
 
+/// Suffix of the work queues declared with at-least-once dead-lettering; the names
+/// without it are their predecessors, migrated by [`Topology::migrate_unversioned_queues`].
+const QUEUE_VERSION: &str = ".v2";
+
 /// The topology's names under one prefix (empty in production).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Topology {
@@ -93,12 +104,18 @@ impl Topology {
 
     /// The full name of a work queue.
     pub fn queue(&self, queue: &WorkQueue) -> String {
+        format!("{}{}{QUEUE_VERSION}", self.prefix, queue.name)
+    }
+
+    /// The full name a work queue had before it was versioned (its arguments lacked the
+    /// at-least-once dead-lettering).
+    pub fn unversioned_queue(&self, queue: &WorkQueue) -> String {
         format!("{}{}", self.prefix, queue.name)
     }
 
-    /// The full name of a work queue's dead-letter queue.
+    /// The full name of a work queue's dead-letter queue (unchanged by the versioning).
     pub fn dead_queue(&self, queue: &WorkQueue) -> String {
-        format!("{}.dead", self.queue(queue))
+        format!("{}{}.dead", self.prefix, queue.name)
     }
 
     /// Declares both exchanges (idempotent).
@@ -166,6 +183,17 @@ impl Topology {
             "x-dead-letter-routing-key".into(),
             long_string(name.clone()),
         );
+        // At-least-once dead-lettering: the message leaves this queue only once the
+        // dead-letter queue confirmed it. RabbitMQ requires reject-publish overflow for it
+        // (with no length limit set, nothing is ever rejected).
+        arguments.insert(
+            "x-dead-letter-strategy".into(),
+            long_string("at-least-once".to_owned()),
+        );
+        arguments.insert(
+            "x-overflow".into(),
+            long_string("reject-publish".to_owned()),
+        );
         channel
             .queue_declare(name.clone().into(), durable, arguments)
             .await?;
@@ -184,22 +212,76 @@ impl Topology {
     }
 
     /// Deletes the retired single pipeline queue of earlier versions (and its dead-letter
-    /// queue while it is empty); a no-op once it is gone.
-    pub async fn delete_retired_queues(&self, channel: &Channel) -> Result<(), lapin::Error> {
+    /// queue once it is empty; quorum queues refuse `if_empty` deletes, so it is checked
+    /// first); a no-op once they are gone.
+    pub async fn delete_retired_queues(
+        &self,
+        connection: &lapin::Connection,
+    ) -> Result<(), lapin::Error> {
         let name = format!("{}{RETIRED_PIPELINE_QUEUE}", self.prefix);
+        let channel = connection.create_channel().await?;
         channel
             .queue_delete(name.clone().into(), QueueDeleteOptions::default())
             .await?;
-        channel
-            .queue_delete(
-                format!("{name}.dead").into(),
-                QueueDeleteOptions {
-                    if_empty: true,
-                    ..QueueDeleteOptions::default()
-                },
-            )
-            .await?;
+        let dead = format!("{name}.dead");
+        let drained = crate::redrive::occupancy(connection, &dead)
+            .await?
+            .is_some_and(|now| now.messages == 0);
+        if drained {
+            channel
+                .queue_delete(dead.into(), QueueDeleteOptions::default())
+                .await?;
+        }
+        let _ = channel.close(200, "deleted".into()).await;
         Ok(())
+    }
+
+    /// Migrates the predecessors of `queues` (same name without the version suffix): each
+    /// is unbound from the exchange, whatever waits in it is moved to its successor with
+    /// publisher confirms (the successor must be declared), and it is deleted once empty
+    /// and without consumers.
+    /// A no-op once they are gone; returns how many messages moved.
+    pub async fn migrate_unversioned_queues(
+        &self,
+        connection: &lapin::Connection,
+        queues: &[WorkQueue],
+    ) -> Result<u64, crate::redrive::MoveError> {
+        let mut moved = 0;
+        for queue in queues {
+            let old = self.unversioned_queue(queue);
+            if crate::redrive::depth(connection, &old).await?.is_none() {
+                continue;
+            }
+            let channel = connection.create_channel().await?;
+            for binding in queue.bindings {
+                channel
+                    .queue_unbind(
+                        old.clone().into(),
+                        self.exchange().into(),
+                        binding.pattern().into(),
+                        FieldTable::default(),
+                    )
+                    .await?;
+            }
+            let count =
+                crate::redrive::move_messages(connection, &old, &self.queue(queue), u32::MAX)
+                    .await?;
+            moved += u64::from(count);
+            // Quorum queues refuse `if_empty` deletes: delete only what is drained and has
+            // no consumer of a previous version left (whose unacked messages would go with
+            // it); otherwise the next migration tries again. Nothing else publishes to it:
+            // it is unbound, and relays of every version exclude each other by one lock.
+            let idle = crate::redrive::occupancy(connection, &old)
+                .await?
+                .is_some_and(|now| now.messages == 0 && now.consumers == 0);
+            if idle {
+                channel
+                    .queue_delete(old.into(), QueueDeleteOptions::default())
+                    .await?;
+            }
+            let _ = channel.close(200, "migrated".into()).await;
+        }
+        Ok(moved)
     }
 
     /// Deletes the given work queues, their dead-letter queues and both exchanges. Meant
@@ -210,7 +292,11 @@ impl Topology {
         queues: &[WorkQueue],
     ) -> Result<(), lapin::Error> {
         for queue in queues {
-            for name in [self.queue(queue), self.dead_queue(queue)] {
+            for name in [
+                self.queue(queue),
+                self.unversioned_queue(queue),
+                self.dead_queue(queue),
+            ] {
                 channel
                     .queue_delete(name.into(), QueueDeleteOptions::default())
                     .await?;
@@ -246,6 +332,10 @@ mod tests {
         assert_eq!(topology.dead_letter_exchange(), "t123.plangrep.events.dlx");
         assert_eq!(
             topology.queue(&DISPATCHER_EVENTS),
+            "t123.plangrep.dispatcher.events.v2"
+        );
+        assert_eq!(
+            topology.unversioned_queue(&DISPATCHER_EVENTS),
             "t123.plangrep.dispatcher.events"
         );
         assert_eq!(

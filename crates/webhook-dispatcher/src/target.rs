@@ -8,11 +8,11 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use plangrep_core::webhook::WebhookSecret;
 use plangrep_core::error_code::ErrorCode;
+use plangrep_core::webhook::WebhookSecret;
 use plangrep_proto::orchestrator::GetWebhookTargetRequest;
-use plangrep_proto::status::public_code;
 use plangrep_proto::orchestrator::job_orchestrator_client::JobOrchestratorClient;
+use plangrep_proto::status::public_code;
 use plangrep_proto::trace::{TracedChannel, traced};
 use plangrep_service::internal_auth::{Authorized, InternalToken};
 use tonic::transport::Channel;

@@ -3,6 +3,7 @@
 //! [`ApiError`](crate::error::ApiError) only.
 
 pub mod admin;
+pub mod dead_letters;
 pub mod deliveries;
 pub mod files;
 pub mod jobs;
