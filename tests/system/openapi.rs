@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::helpers::{TestApp, python_tools};
 
 /// Every operation the gateway serves, as `METHOD path`.
-const OPERATIONS: [&str; 21] = [
+const OPERATIONS: [&str; 23] = [
     "GET /api/open/v1/jobs/{jobId}",
     "GET /api/open/v1/jobs/{jobId}/events",
     "GET /api/open/v1/jobs/{jobId}/result",
@@ -20,8 +20,10 @@ const OPERATIONS: [&str; 21] = [
     "GET /api/open/v1/projects",
     "GET /api/open/v1/projects/{projectId}",
     "GET /api/open/v1/projects/{projectId}/jobs",
+    "GET /admin/v1/dead-letters",
     "GET /admin/v1/orgs/{orgId}",
     "POST /admin/v1/api-keys/{keyId}/revoke",
+    "POST /admin/v1/dead-letters/redrive",
     "POST /admin/v1/orgs",
     "POST /admin/v1/orgs/{orgId}/api-keys",
     "POST /admin/v1/orgs/{orgId}/credits",

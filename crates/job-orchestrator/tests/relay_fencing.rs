@@ -22,7 +22,7 @@ use sqlx::PgPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_job-orchestrator");
-const PATIENCE: Duration = Duration::from_secs(30);
+const PATIENCE: Duration = Duration::from_secs(60);
 /// Jobs whose events interleave in the outbox.
 const JOBS: i64 = 20;
 
@@ -263,7 +263,7 @@ async fn one_relay_leads_at_a_time_through_a_terminated_lock_session_and_a_sigki
         let (pool, stop) = (pool.clone(), stop_traffic.clone());
         let mut next = sequence;
         tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(Duration::from_millis(200));
+            let mut ticks = tokio::time::interval(Duration::from_millis(500));
             while !stop.load(Ordering::Relaxed) {
                 ticks.tick().await;
                 append_events(&pool, &mut next, 1).await;
@@ -272,7 +272,7 @@ async fn one_relay_leads_at_a_time_through_a_terminated_lock_session_and_a_sigki
         })
     };
     eventually("traffic being relayed", PATIENCE, || async {
-        (capture.waiting().await >= 60).then_some(())
+        (capture.waiting().await >= 40).then_some(())
     })
     .await;
     let holder = lock_holder(&pool).await.expect("the leader holds the lock");
@@ -295,7 +295,7 @@ async fn one_relay_leads_at_a_time_through_a_terminated_lock_session_and_a_sigki
     .await;
     let before = capture.waiting().await;
     eventually("traffic relayed after the takeover", PATIENCE, || async {
-        (capture.waiting().await >= before + 60).then_some(())
+        (capture.waiting().await >= before + 40).then_some(())
     })
     .await;
     stop_traffic.store(true, Ordering::Relaxed);
