@@ -117,6 +117,7 @@ async fn reseal(app: &TestApp, keyring: &str) -> String {
         .env_clear()
         .env("DATABASE_URL", app.database.url())
         .env("PLANGREP_SECRETS_KEYS", keyring)
+        .env("PLANGREP_INTERNAL_TOKEN", crate::helpers::INTERNAL_TOKEN)
         .output()
         .await
         .expect("job-orchestrator runs");

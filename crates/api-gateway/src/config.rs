@@ -198,6 +198,11 @@ fn positive(value: f64, name: &str) -> Result<f64, SettingError> {
 mod tests {
     use super::*;
 
+    const TOKEN: (&str, &str) = (
+        "PLANGREP_INTERNAL_TOKEN",
+        "a-test-token-of-at-least-32-characters",
+    );
+
     #[test]
     fn upload_and_storage_settings_have_defaults_and_errors_name_the_variable() {
         let config = Config::from_settings(&Settings::from_pairs([(
@@ -227,7 +232,7 @@ mod tests {
 
     #[test]
     fn edge_redis_and_pool_settings_have_defaults_and_errors_name_the_variable() {
-        let config = Config::from_settings(&Settings::default()).unwrap();
+        let config = Config::from_settings(&Settings::from_pairs([TOKEN])).unwrap();
         assert_eq!(config.edge.max_connections, 1024);
         assert_eq!(config.edge.header_read_timeout, Duration::from_secs(30));
         assert_eq!(config.edge.request_timeout, Duration::from_secs(30));
@@ -242,10 +247,12 @@ mod tests {
             ("PLANGREP_REDIS_URL", "rediss://cache"),
             ("PLANGREP_DATABASE_POOL_SIZE", "0"),
         ] {
-            let error = Config::from_settings(&Settings::from_pairs([(name, bad)])).unwrap_err();
+            let error =
+                Config::from_settings(&Settings::from_pairs([(name, bad), TOKEN])).unwrap_err();
             assert_eq!(error.name, name, "{bad}");
         }
-        let settings = Settings::from_pairs([("PLANGREP_REDIS_URL", "redis://127.0.0.1:6379/1")]);
+        let settings =
+            Settings::from_pairs([("PLANGREP_REDIS_URL", "redis://127.0.0.1:6379/1"), TOKEN]);
         let redis = Config::from_settings(&settings).unwrap().redis.unwrap();
         assert_eq!(redis.addr, "127.0.0.1:6379");
     }

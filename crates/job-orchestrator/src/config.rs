@@ -157,6 +157,11 @@ fn keyring(settings: &Settings, dev_mode: bool) -> Result<Keyring, SettingError>
 mod tests {
     use super::*;
 
+    const TOKEN: (&str, &str) = (
+        "PLANGREP_INTERNAL_TOKEN",
+        "a-test-token-of-at-least-32-characters",
+    );
+
     #[test]
     fn outside_dev_mode_a_secrets_key_is_required_and_validated() {
         let error = Config::from_settings(&Settings::default()).unwrap_err();
@@ -176,10 +181,11 @@ mod tests {
         let both = Settings::from_pairs([
             ("PLANGREP_SECRETS_KEY", key.to_owned()),
             ("PLANGREP_SECRETS_KEYS", format!("new:{key},default:{key}")),
+            (TOKEN.0, TOKEN.1.to_owned()),
         ]);
         let config = Config::from_settings(&both).unwrap();
         assert_eq!(config.secrets_key.primary_id().as_str(), "new");
-        let single = Settings::from_pairs([("PLANGREP_SECRETS_KEY", key)]);
+        let single = Settings::from_pairs([("PLANGREP_SECRETS_KEY", key), TOKEN]);
         assert_eq!(
             Config::from_settings(&single)
                 .unwrap()
@@ -191,6 +197,7 @@ mod tests {
         let bad = Settings::from_pairs([
             ("PLANGREP_SECRETS_KEY", key),
             ("PLANGREP_SECRETS_KEYS", "new-without-key"),
+            TOKEN,
         ]);
         assert_eq!(
             Config::from_settings(&bad).unwrap_err().name,

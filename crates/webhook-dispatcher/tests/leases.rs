@@ -18,7 +18,13 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 
 async fn migrated(db: &TestDatabase, extra: &[(&str, &str)]) -> (Config, PgPool) {
-    let mut pairs = vec![("DATABASE_URL", db.url().to_owned())];
+    let mut pairs = vec![
+        ("DATABASE_URL", db.url().to_owned()),
+        (
+            "PLANGREP_INTERNAL_TOKEN",
+            "a-test-token-of-at-least-32-characters".to_owned(),
+        ),
+    ];
     pairs.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
     let config = Config::from_settings(&Settings::from_pairs(pairs)).expect("config");
     startup::migrate(&config).await.expect("migrations apply");

@@ -106,7 +106,10 @@ impl Stack {
                 base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
             ),
             // The internal gRPC credential, shared by the three services.
-            ("PLANGREP_INTERNAL_TOKEN", random_token()),
+            (
+                "PLANGREP_INTERNAL_TOKEN",
+                format!("fault-{}-{}", random_token(), random_token()),
+            ),
             (
                 "PLANGREP_STORAGE_URL",
                 format!("file://{}", storage.display()),
