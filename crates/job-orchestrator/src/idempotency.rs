@@ -48,8 +48,13 @@ impl Key {
     }
 
     fn context(&self) -> Vec<u8> {
-        format!("{}\n{}\n{}", self.org_id, self.route, self.key).into_bytes()
+        sealing_context(&self.org_id, &self.route, &self.key)
     }
+}
+
+/// The associated data a stored response is sealed with: it binds the blob to its row.
+pub fn sealing_context(org_id: &str, route: &str, key: &str) -> Vec<u8> {
+    format!("{org_id}\n{route}\n{key}").into_bytes()
 }
 
 #[derive(sqlx::FromRow)]

@@ -91,8 +91,7 @@ const COLUMNS: [SealedColumn; 3] = [
              ORDER BY org_id, route, key LIMIT $4",
         update: "UPDATE idempotency_keys SET response_sealed = $1 \
              WHERE org_id = $2 AND route = $3 AND key = $4 AND response_sealed = $5",
-        // As crate::idempotency seals them.
-        context: |key| format!("{}\n{}\n{}", key[0], key[1], key[2]).into_bytes(),
+        context: |key| crate::idempotency::sealing_context(&key[0], &key[1], &key[2]),
     },
 ];
 

@@ -26,7 +26,7 @@ use crate::sender::Sender;
 use crate::slots::DestinationSlots;
 use crate::store::leases::{self, ClaimRequest, Claimed};
 use crate::store::{self};
-use crate::target::TargetCache;
+use crate::target::TargetClient;
 
 /// How many due rows a claim looks at per delivery it may take: the window in which it
 /// round-robins organizations.
@@ -37,7 +37,7 @@ const FAIRNESS_WINDOW_FACTOR: i64 = 8;
 pub struct Scheduler {
     pub pool: PgPool,
     pub sender: Sender,
-    pub targets: Arc<TargetCache>,
+    pub targets: Arc<TargetClient>,
     pub retry: RetryPolicy,
     /// Notified when a delivery may have become due (new event, finished predecessor,
     /// manual redelivery) or a worker or destination slot came free.

@@ -31,7 +31,7 @@ use crate::metrics::DeliveryMetrics;
 use crate::scheduler::Scheduler;
 use crate::sender::Sender;
 use crate::slots::DestinationSlots;
-use crate::target::TargetCache;
+use crate::target::TargetClient;
 
 /// The dispatcher's migrations, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -103,7 +103,7 @@ impl App {
         let scheduler = Scheduler {
             pool: pool.clone(),
             sender: Sender::new(policy, config.connect_timeout, config.attempt_timeout)?,
-            targets: Arc::new(TargetCache::new(
+            targets: Arc::new(TargetClient::new(
                 &config.orchestrator_endpoint,
                 &config.internal_token,
             )?),

@@ -79,12 +79,12 @@ pub enum TargetError {
     Broken(String),
 }
 
-/// A client of `GetWebhookTarget` (it no longer caches: see the module docs).
-pub struct TargetCache {
+/// A client of `GetWebhookTarget` (no cache: see the module docs).
+pub struct TargetClient {
     client: JobOrchestratorClient<Authorized<TracedChannel>>,
 }
 
-impl TargetCache {
+impl TargetClient {
     /// A client over a lazily connecting channel to `endpoint`, calling with `token`.
     pub fn new(endpoint: &str, token: &InternalToken) -> Result<Self, http::uri::InvalidUri> {
         let channel = Channel::from_shared(endpoint.to_owned())?
