@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: run test lint fmt fmt-check clippy unit services validate-deploy deny up down images bench help
+.PHONY: run test lint fmt fmt-check clippy unit services validate-deploy deny up down images bench bench-smoke help
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -11,7 +11,7 @@ help: ## list the targets
 run: ## start PostgreSQL/RabbitMQ if needed, build and run the three services in dev mode
 	@scripts/run-dev.sh
 
-test: services lint unit validate-deploy ## fmt check, clippy -D warnings, every test, deploy file validation
+test: services lint unit bench-smoke validate-deploy ## fmt check, clippy -D warnings, every test, the benchmark's smoke run, deploy file validation
 
 services: ## make sure PostgreSQL and RabbitMQ are up and the database exists
 	@scripts/dev-services.sh
@@ -63,8 +63,12 @@ images: ## build the three service images
 		docker build -f deploy/docker/Dockerfile --build-arg SERVICE=$$service -t plangrep/$$service:dev . ; \
 	done
 
-bench: ## benchmarks (release builds), each figure beside a baseline measured in the same run
-	$(CARGO) bench --locked -p plangrep-core --bench core
-	@scripts/dev-services.sh
+bench: services ## the benchmark suite on release builds (docs/benchmarks.md), each figure beside a baseline measured in the same run
 	$(CARGO) build --release --locked --workspace --bins
+	$(CARGO) run --release --locked -p plangrep-bench
+	$(CARGO) bench --locked -p plangrep-core --bench core
 	$(CARGO) bench --locked -p plangrep-system-tests --bench lifecycle
+
+bench-smoke: services ## the benchmark suite shrunk to seconds (debug build), so it never rots
+	$(CARGO) build --locked --workspace --bins
+	$(CARGO) run --locked -p plangrep-bench -- --smoke

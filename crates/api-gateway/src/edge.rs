@@ -70,6 +70,11 @@ pub async fn serve(
                 }
             },
         };
+        // Responses are written whole; Nagle's algorithm would only hold a response's
+        // last segment back until the client's delayed ACK (tens of milliseconds).
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, %error, "TCP_NODELAY not set");
+        }
         tracker.spawn(serve_connection(
             stream,
             peer,

@@ -98,9 +98,16 @@ where
     F: AsyncFnOnce(&mut PgConnection) -> Result<T, Error>,
 {
     let mut tx = pool.begin().await.map_err(Error::from)?;
-    if let Some(key) = &key
-        && let Some(replay) = claim(&mut tx, secrets, key).await?
-    {
+    let Some(key) = key else {
+        // Nothing to store: the operation's own transaction is all there is.
+        let response = operation(&mut tx).await?;
+        tx.commit().await.map_err(Error::from)?;
+        return Ok(Outcome {
+            response,
+            replayed: false,
+        });
+    };
+    if let Some(replay) = claim(&mut tx, secrets, &key).await? {
         return replay.map(|response| Outcome {
             response,
             replayed: true,
@@ -110,20 +117,18 @@ where
     match operation(&mut savepoint).await {
         Ok(response) => {
             savepoint.commit().await.map_err(Error::from)?;
-            if let Some(key) = &key {
-                let sealed = secrets.seal_bytes(&key.context(), &response.encode_to_vec());
-                sqlx::query(
-                    "UPDATE idempotency_keys SET outcome = 'ok', response_sealed = $4 \
-                     WHERE org_id = $1 AND route = $2 AND key = $3",
-                )
-                .bind(&key.org_id)
-                .bind(&key.route)
-                .bind(&key.key)
-                .bind(sealed)
-                .execute(&mut *tx)
-                .await
-                .map_err(Error::from)?;
-            }
+            let sealed = secrets.seal_bytes(&key.context(), &response.encode_to_vec());
+            sqlx::query(
+                "UPDATE idempotency_keys SET outcome = 'ok', response_sealed = $4 \
+                 WHERE org_id = $1 AND route = $2 AND key = $3",
+            )
+            .bind(&key.org_id)
+            .bind(&key.route)
+            .bind(&key.key)
+            .bind(sealed)
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::from)?;
             tx.commit().await.map_err(Error::from)?;
             Ok(Outcome {
                 response,
@@ -133,23 +138,21 @@ where
         Err(error) if error.is_replayable() => {
             savepoint.rollback().await.map_err(Error::from)?;
             let status: tonic::Status = error.into();
-            if let Some(key) = &key {
-                sqlx::query(
-                    "UPDATE idempotency_keys SET outcome = 'error', error_code = $4, \
-                       error_message = $5, error_details = $6 \
-                     WHERE org_id = $1 AND route = $2 AND key = $3",
-                )
-                .bind(&key.org_id)
-                .bind(&key.route)
-                .bind(&key.key)
-                .bind(status::public_code(&status).as_str())
-                .bind(status.message())
-                .bind(status::details(&status))
-                .execute(&mut *tx)
-                .await
-                .map_err(Error::from)?;
-                tx.commit().await.map_err(Error::from)?;
-            }
+            sqlx::query(
+                "UPDATE idempotency_keys SET outcome = 'error', error_code = $4, \
+                   error_message = $5, error_details = $6 \
+                 WHERE org_id = $1 AND route = $2 AND key = $3",
+            )
+            .bind(&key.org_id)
+            .bind(&key.route)
+            .bind(&key.key)
+            .bind(status::public_code(&status).as_str())
+            .bind(status.message())
+            .bind(status::details(&status))
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::from)?;
+            tx.commit().await.map_err(Error::from)?;
             Err(status)
         }
         // 5xx: the transaction rolls back on drop and nothing is stored.

@@ -33,6 +33,21 @@ pub async fn apply_job_event(
     expected: Option<JobStatus>,
     event: JobEvent,
 ) -> Result<Option<JobRow>, Error> {
+    if let Some(from) = expected
+        && let Ok(to) = job::transition(from, event)
+        && !to.is_terminal()
+    {
+        // The status to leave is known and nothing is released: one guarded UPDATE
+        // instead of a read and an UPDATE (every pipeline step takes this path).
+        return match move_job(conn, job_id, from, to).await? {
+            Some(updated) => {
+                record_job_event(conn, &updated, Some(from)).await?;
+                Ok(Some(updated))
+            }
+            None if store::jobs::get_any(conn, job_id).await?.is_some() => Ok(None),
+            None => Err(Error::NotFound("job")),
+        };
+    }
     let Some(current) = store::jobs::get_any(conn, job_id).await? else {
         return Err(Error::NotFound("job"));
     };
@@ -69,6 +84,26 @@ pub async fn apply_job_event(
     credits::release(conn, &updated.org_id, &updated.id, release).await?;
     record_job_event(conn, &updated, Some(from)).await?;
     Ok(Some(updated))
+}
+
+/// Moves the job from `from` to the non-terminal `to` if it is still in `from`.
+async fn move_job(
+    conn: &mut PgConnection,
+    job_id: &str,
+    from: JobStatus,
+    to: JobStatus,
+) -> Result<Option<JobRow>, Error> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE jobs SET status = $3, version = version + 1, last_sequence = last_sequence + 1, \
+           updated_at = $4 \
+         WHERE id = $1 AND status = $2 RETURNING {JOB_COLUMNS}"
+    )))
+    .bind(job_id)
+    .bind(from.as_str())
+    .bind(to.as_str())
+    .bind(store::now())
+    .fetch_optional(conn)
+    .await?)
 }
 
 /// Inserts the history row and the outbox row for the change that produced `row`.

@@ -5,11 +5,11 @@
 //! connection (the *leader session*); other replicas stand by and take over when that
 //! session ends. Leadership is fenced, not assumed (ADR 0013): every batch is claimed,
 //! published and marked in a transaction *on the leader session itself*, starts by
-//! checking in `pg_locks` that this session still holds the lock, and re-checks that
-//! the session is alive before each publish. A leader whose session died (terminated
-//! backend, network cut) therefore stops at its next statement and goes back to standby,
-//! while a new leader can only claim once the old session, and with it the old batch's
-//! transaction, is gone. It wakes on `NOTIFY plangrep_outbox` and polls as a backstop.
+//! checking in `pg_locks` that this session still holds the lock. A batch is published
+//! back to back and its confirms awaited together (ADR 0015). A leader whose session
+//! died (terminated backend, network cut) therefore stops at its next statement, having
+//! published at most the rest of one batch, and goes back to standby, while a new leader
+//! can only claim once the old session, and with it the old batch's transaction, is gone. It wakes on `NOTIFY plangrep_outbox` and polls as a backstop.
 //! A crash between publish and mark republishes the row: delivery is at-least-once and
 //! consumers dedupe by `message_id`.
 
@@ -158,6 +158,8 @@ impl Relay {
                     if let Err(error) = notification {
                         break Err(error.into());
                     }
+                    // Every commit notifies; one pass publishes what all of them announced.
+                    while listener.next_buffered().is_some() {}
                 }
                 _ = tokio::time::sleep(self.poll_interval) => {}
             }
@@ -183,40 +185,14 @@ impl Relay {
                 tx.commit().await?;
                 return Ok(());
             }
-            for row in &batch {
-                // The publish is a span (kind `producer`) of the trace that wrote the row,
-                // a child of the span that wrote it; consumers continue from this span.
-                let parent = row.traceparent.as_deref().and_then(TraceContext::parse);
-                let span = tracing::info_span!(
-                    "publish",
-                    otel.name = %format!("publish {}", row.routing_key),
-                    otel.kind = "producer",
-                    routing_key = %row.routing_key,
-                    event_id = %row.event_id,
-                );
-                plangrep_telemetry::export::continue_trace(&span, crate::startup::SERVICE, parent);
-                // The session may have died since the last statement: stop before this
-                // publish rather than after the batch (a standby may already lead).
-                sqlx::query("SELECT 1").execute(&mut *tx).await?;
-                let message = OutgoingMessage {
-                    message_id: row.event_id.clone(),
-                    routing_key: row.routing_key.clone(),
-                    payload: row.payload.clone(),
-                    traceparent: TraceContext::of(&span)
-                        .map(|context| context.to_string())
-                        .or_else(|| row.traceparent.clone()),
-                    // Job events must reach the dispatcher; a missing queue is an error
-                    // (the row stays unpublished), never a silently dropped webhook.
-                    mandatory: StatusEvent::parse(&row.routing_key)
-                        .is_some_and(StatusEvent::is_job),
-                };
-                // A broker that blocks publishers (memory or disk alarm) must not hold the
-                // batch transaction, or shutdown, forever: give up and reconnect.
-                tokio::time::timeout(CONFIRM_TIMEOUT, publisher.publish(&message))
-                    .instrument(span)
-                    .await
-                    .map_err(|_| RelayError::ConfirmTimeout)??;
-            }
+            // The batch is sent back to back and its confirms awaited together: the
+            // broker confirms per disk write, so waiting for each message in turn would
+            // cost one write per event. A broker that blocks publishers (memory or disk
+            // alarm) must not hold the batch transaction, or shutdown, forever: give up
+            // and reconnect.
+            tokio::time::timeout(CONFIRM_TIMEOUT, publish_batch(publisher, &batch))
+                .await
+                .map_err(|_| RelayError::ConfirmTimeout)??;
             let ids: Vec<i64> = batch.iter().map(|row| row.id).collect();
             outbox::mark_published(&mut tx, &ids).await?;
             tx.commit().await?;
@@ -226,6 +202,43 @@ impl Relay {
             tracing::debug!(count = ids.len(), "outbox batch published");
         }
     }
+}
+
+/// Sends every row of `batch` in id order, then waits for all their confirms.
+async fn publish_batch(
+    publisher: &Publisher,
+    batch: &[outbox::PendingMessage],
+) -> Result<(), plangrep_messaging::PublishError> {
+    let mut sent = Vec::with_capacity(batch.len());
+    for row in batch {
+        // The publish is a span (kind `producer`) of the trace that wrote the row, a
+        // child of the span that wrote it; consumers continue from this span.
+        let parent = row.traceparent.as_deref().and_then(TraceContext::parse);
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = %format!("publish {}", row.routing_key),
+            otel.kind = "producer",
+            routing_key = %row.routing_key,
+            event_id = %row.event_id,
+        );
+        plangrep_telemetry::export::continue_trace(&span, crate::startup::SERVICE, parent);
+        let message = OutgoingMessage {
+            message_id: row.event_id.clone(),
+            routing_key: row.routing_key.clone(),
+            payload: row.payload.clone(),
+            traceparent: TraceContext::of(&span)
+                .map(|context| context.to_string())
+                .or_else(|| row.traceparent.clone()),
+            // Job events must reach the dispatcher; a missing queue is an error (the row
+            // stays unpublished), never a silently dropped webhook.
+            mandatory: StatusEvent::parse(&row.routing_key).is_some_and(StatusEvent::is_job),
+        };
+        sent.push(publisher.send(&message).instrument(span).await?);
+    }
+    for message in sent {
+        message.confirmed().await?;
+    }
+    Ok(())
 }
 
 /// Whether the current session holds the relay's session advisory lock. A bigint key

@@ -20,7 +20,7 @@ pub mod topology;
 
 pub use consumer::{BrokerHealth, ConsumerConfig, HandleError, Incoming, consume_loop};
 pub use plangrep_core::event_auth::EventsKey;
-pub use publisher::{OutgoingMessage, PublishError, Publisher};
+pub use publisher::{OutgoingMessage, PublishError, Publisher, Unconfirmed};
 pub use routing::{Binding, StatusEvent};
 pub use topology::{Topology, WorkQueue};
 

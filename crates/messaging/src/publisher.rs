@@ -1,11 +1,13 @@
 //! A publisher with confirms: `publish` returns only once the broker has taken
-//! responsibility for the message (persistent, on a durable exchange). Every message
+//! responsibility for the message (persistent, on a durable exchange). `send` hands a
+//! message over without waiting, so a batch can be published back to back and its
+//! confirms (which the broker gives per disk write, not per message) awaited together. Every message
 //! carries the events key's tag ([`crate::EVENT_TAG_HEADER`], ADR 0010), which consumers
 //! check before handling it.
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
 
 use plangrep_core::event_auth::EventsKey;
 
@@ -68,6 +70,12 @@ impl Publisher {
 
     /// Publishes one persistent message and waits for the broker's confirm.
     pub async fn publish(&self, message: &OutgoingMessage) -> Result<(), PublishError> {
+        self.send(message).await?.confirmed().await
+    }
+
+    /// Hands one persistent message to the broker; its confirm is awaited separately.
+    /// Messages sent on one publisher reach each queue in the order they were sent.
+    pub async fn send(&self, message: &OutgoingMessage) -> Result<Unconfirmed, PublishError> {
         let mut headers = FieldTable::default();
         if let Some(traceparent) = &message.traceparent {
             headers.insert(
@@ -91,7 +99,7 @@ impl Publisher {
             mandatory: message.mandatory,
             ..BasicPublishOptions::default()
         };
-        let confirmation = self
+        let confirm = self
             .channel
             .basic_publish(
                 self.exchange.clone().into(),
@@ -100,13 +108,27 @@ impl Publisher {
                 &message.payload,
                 properties,
             )
-            .await?
             .await?;
-        match confirmation {
+        Ok(Unconfirmed {
+            confirm,
+            routing_key: message.routing_key.clone(),
+        })
+    }
+}
+
+/// A sent message whose confirm is still to come.
+#[must_use = "a message counts as published only once it is confirmed"]
+pub struct Unconfirmed {
+    confirm: PublisherConfirm,
+    routing_key: String,
+}
+
+impl Unconfirmed {
+    /// Waits for the broker's confirm: `Ok` once it took responsibility for the message.
+    pub async fn confirmed(self) -> Result<(), PublishError> {
+        match self.confirm.await? {
             Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-            Confirmation::Ack(Some(_returned)) => {
-                Err(PublishError::Unroutable(message.routing_key.clone()))
-            }
+            Confirmation::Ack(Some(_returned)) => Err(PublishError::Unroutable(self.routing_key)),
             Confirmation::Nack(_) => Err(PublishError::Nacked),
         }
     }

@@ -249,6 +249,11 @@ pub mod process {
             Self { child, logs }
         }
 
+        /// The process id, while it runs.
+        pub fn pid(&self) -> Option<u32> {
+            self.child.id()
+        }
+
         /// The first log line containing `needle`, waiting at most `timeout`.
         pub async fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> String {
             self.wait_for_logs(&[needle], timeout).await.remove(0)

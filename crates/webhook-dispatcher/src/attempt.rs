@@ -2,6 +2,9 @@
 //! target, send, judge, and record the attempt and the delivery's next state under the
 //! lease, in one short transaction after the HTTP exchange.
 //!
+//! A receiver that refuses the connection or does not answer in time defers its
+//! destination's other due deliveries by one first-retry interval (ADR 0015).
+//!
 //! Target trouble is judged here (ADR 0012):
 //! - the orchestrator unreachable: not an attempt; the delivery is handed back, due again
 //!   after the first retry interval;
@@ -48,9 +51,7 @@ impl Scheduler {
         let token = claimed.token().to_owned();
         let delivery = &claimed.delivery;
         let started_at = store::now();
-        if !delivery.manual_requested
-            && deliveries::job_stopped(&self.pool, &delivery.job_id).await?
-        {
+        if !delivery.manual_requested && claimed.job_stopped {
             // The receiver said 410 for this job while this event was being recorded:
             // honour it without sending. (A manual redelivery revived the webhook.)
             let mut tx = self.pool.begin().await?;
@@ -109,7 +110,23 @@ impl Scheduler {
             }
         };
         self.record(delivery, &token, number, trigger, started_at, &report)
-            .await
+            .await?;
+        if report.status_code.is_none()
+            && matches!(report.error.as_deref(), Some("connect" | "timeout"))
+        {
+            // The receiver is down or hangs: its other due deliveries would fail the same
+            // way, so they wait one first-retry interval instead of each taking a worker
+            // (a thousand jobs with a dead receiver cost a few attempts per interval, not
+            // a thousand).
+            let until = store::now()
+                + chrono::Duration::from_std(self.retry.initial_interval).unwrap_or_default();
+            let deferred =
+                leases::defer_destination(&self.pool, &delivery.destination, until).await?;
+            if deferred > 0 {
+                tracing::info!(destination = %delivery.destination, deferred, "unreachable destination: its due deliveries wait");
+            }
+        }
+        Ok(())
     }
 
     /// Records attempt `number` and the delivery's next state, if the lease still holds.
@@ -131,7 +148,6 @@ impl Scheduler {
             finished_at,
             report.verdict,
         );
-        let mut tx = self.pool.begin().await?;
         let outcome = Outcome {
             state: next_state,
             attempt_count: number,
@@ -139,8 +155,33 @@ impl Scheduler {
             next_attempt_at,
             now: finished_at,
         };
-        if !leases::record(&mut tx, &delivery.id, token, &outcome).await? {
-            tx.rollback().await?;
+        let attempt = AttemptRow {
+            delivery_id: delivery.id.clone(),
+            number,
+            trigger: trigger.to_owned(),
+            started_at,
+            duration_ms: i32::try_from(report.duration.as_millis()).unwrap_or(i32::MAX),
+            status_code: report.status_code.map(i32::from),
+            error: report.error.clone(),
+            response_snippet: report.response_snippet.clone(),
+            worker: Some(self.owner.clone()),
+        };
+        // A delivery to retry changes only its own row; one that finished also stops or
+        // releases the rest of its job, in the same transaction.
+        let finished = next_attempt_at.is_none();
+        let mut tx = if finished {
+            Some(self.pool.begin().await?)
+        } else {
+            None
+        };
+        let recorded = match tx.as_mut() {
+            Some(tx) => leases::record(tx, &delivery.id, token, &outcome, &attempt).await?,
+            None => {
+                let mut conn = self.pool.acquire().await?;
+                leases::record(&mut conn, &delivery.id, token, &outcome, &attempt).await?
+            }
+        };
+        if !recorded {
             tracing::warn!(
                 delivery_id = %delivery.id,
                 attempt = number,
@@ -150,33 +191,20 @@ impl Scheduler {
             );
             return Ok(());
         }
-        attempts::insert(
-            &mut tx,
-            &AttemptRow {
-                delivery_id: delivery.id.clone(),
-                number,
-                trigger: trigger.to_owned(),
-                started_at,
-                duration_ms: i32::try_from(report.duration.as_millis()).unwrap_or(i32::MAX),
-                status_code: report.status_code.map(i32::from),
-                error: report.error.clone(),
-                response_snippet: report.response_snippet.clone(),
-                worker: Some(self.owner.clone()),
-            },
-        )
-        .await?;
-        if next_state == state::STOPPED {
-            deliveries::stop_job(&mut tx, &delivery.job_id, finished_at).await?;
-        } else if next_attempt_at.is_none() {
-            deliveries::release_successor(
-                &mut tx,
-                &delivery.job_id,
-                delivery.sequence,
-                finished_at,
-            )
-            .await?;
+        if let Some(mut tx) = tx {
+            if next_state == state::STOPPED {
+                deliveries::stop_job(&mut tx, &delivery.job_id, finished_at).await?;
+            } else {
+                deliveries::release_successor(
+                    &mut tx,
+                    &delivery.job_id,
+                    delivery.sequence,
+                    finished_at,
+                )
+                .await?;
+            }
+            tx.commit().await?;
         }
-        tx.commit().await?;
 
         self.metrics.record_attempt(next_state);
         if next_state == state::SUCCEEDED && trigger != "manual" {

@@ -157,6 +157,7 @@ impl Scheduler {
                 limit,
                 window: limit.saturating_mul(FAIRNESS_WINDOW_FACTOR),
                 saturated: &self.destinations.saturated(),
+                per_destination: i64::try_from(self.destinations.max()).unwrap_or(i64::MAX),
                 now,
                 lease_expires_at: now
                     + chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::MAX),

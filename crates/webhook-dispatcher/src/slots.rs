@@ -46,6 +46,11 @@ impl DestinationSlots {
         })
     }
 
+    /// The cap: attempts at once per destination.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     /// A slot of `destination`, or `None` when it is at its cap.
     pub fn try_acquire(self: &Arc<Self>, destination: &str) -> Option<DestinationSlot> {
         let mut in_flight = self.in_flight.lock().expect("not poisoned");

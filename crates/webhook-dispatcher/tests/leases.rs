@@ -12,6 +12,7 @@ use plangrep_service::database;
 use plangrep_test_support::TestDatabase;
 use plangrep_webhook_dispatcher::housekeeping::Housekeeping;
 use plangrep_webhook_dispatcher::metrics::DeliveryMetrics;
+use plangrep_webhook_dispatcher::store::attempts::AttemptRow;
 use plangrep_webhook_dispatcher::store::leases::{self, CLAIM_SQL, ClaimRequest, Outcome};
 use plangrep_webhook_dispatcher::{Config, startup};
 use sqlx::PgPool;
@@ -76,6 +77,7 @@ fn request<'a>(
         limit,
         window: limit * 8,
         saturated,
+        per_destination: 100,
         now,
         lease_expires_at: now + chrono::Duration::hours(1),
     }
@@ -120,6 +122,7 @@ async fn the_claim_is_an_index_scan_whatever_the_backlog() {
         .bind("replica")
         .bind("token")
         .bind(now + hour)
+        .bind(4_i64)
         .fetch_all(&pool)
         .await
         .unwrap();
@@ -189,18 +192,35 @@ async fn an_expired_lease_is_claimed_again_and_the_lost_lease_outcome_is_discard
         now: later,
     };
     let id = &first[0].delivery.id;
+    let attempt = AttemptRow {
+        delivery_id: id.clone(),
+        number: 1,
+        trigger: "initial".to_owned(),
+        started_at: later,
+        duration_ms: 3,
+        status_code: Some(204),
+        error: None,
+        response_snippet: None,
+        worker: Some("worker-b".to_owned()),
+    };
     let mut conn = pool.acquire().await.unwrap();
     assert!(
-        !leases::record(&mut conn, id, "token-a", &outcome)
+        !leases::record(&mut conn, id, "token-a", &outcome, &attempt)
             .await
             .unwrap(),
         "A's late outcome must be discarded"
     );
     assert!(
-        leases::record(&mut conn, id, "token-b", &outcome)
+        leases::record(&mut conn, id, "token-b", &outcome, &attempt)
             .await
             .unwrap()
     );
+    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts WHERE delivery_id = $1")
+        .bind(id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 1, "only the lease holder's attempt is logged");
     let (state, owner): (String, Option<String>) =
         sqlx::query_as("SELECT state, lease_owner FROM deliveries WHERE id = $1")
             .bind(id)
@@ -252,6 +272,98 @@ async fn claims_round_robin_organizations_and_skip_saturated_destinations() {
         ["dlv_b3"],
         "only the quiet org's last one is left off the tarpit"
     );
+}
+
+#[tokio::test]
+async fn a_claim_takes_no_more_of_one_destination_than_its_cap() {
+    let db = TestDatabase::create().await;
+    let (_, pool) = migrated(&db, &[]).await;
+    let now = Utc::now();
+    // One org: fairness across orgs does not spread this claim, only the cap does.
+    for (prefix, count, age, destination) in [
+        ("a", 10, 60, "http://backlog.example"),
+        ("b", 3, 10, "http://other.example"),
+    ] {
+        seed(
+            &pool,
+            Seed {
+                prefix,
+                org: "org_a",
+                state: "pending",
+                count,
+                next_attempt_at: Some(now - chrono::Duration::seconds(age)),
+                destination,
+                updated_at: now,
+            },
+        )
+        .await;
+    }
+    let mut capped = request("t1", now, 6, &[]);
+    capped.per_destination = 2;
+    let claimed = leases::claim(&pool, &capped).await.unwrap();
+    let mut ids: Vec<&str> = claimed.iter().map(|c| c.delivery.id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["dlv_a1", "dlv_a2", "dlv_b1", "dlv_b2"]);
+}
+
+#[tokio::test]
+async fn deferring_an_unreachable_destination_moves_only_its_unleased_due_deliveries() {
+    let db = TestDatabase::create().await;
+    let (_, pool) = migrated(&db, &[]).await;
+    let now = Utc::now();
+    for (prefix, state, age, destination) in [
+        ("down", "pending", 60, "http://down.example"),
+        ("up", "pending", 60, "http://up.example"),
+        ("later", "waiting", 60, "http://down.example"),
+    ] {
+        seed(
+            &pool,
+            Seed {
+                prefix,
+                org: "org_a",
+                state,
+                count: 3,
+                next_attempt_at: Some(now - chrono::Duration::seconds(age)),
+                destination,
+                updated_at: now,
+            },
+        )
+        .await;
+    }
+    // One of the down destination's deliveries is in flight under a lease.
+    let mut one = request("in-flight", now, 1, &[]);
+    one.per_destination = 1;
+    let leased = leases::claim(&pool, &one).await.unwrap();
+    assert_eq!(leased[0].delivery.destination, "http://down.example");
+
+    // Whole milliseconds: stored and read back exactly.
+    let until =
+        DateTime::from_timestamp_millis((now + chrono::Duration::seconds(30)).timestamp_millis())
+            .unwrap();
+    let deferred = leases::defer_destination(&pool, "http://down.example", until)
+        .await
+        .unwrap();
+    assert_eq!(deferred, 2, "the two unleased pending ones");
+    let due: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT id, next_attempt_at FROM deliveries WHERE state = 'pending' ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    for (id, next) in due {
+        let expected_deferred = id.starts_with("dlv_down") && id != leased[0].delivery.id;
+        assert_eq!(next == until, expected_deferred, "{id}: {next}");
+    }
+    // Nothing is due at that destination now; the other destination still is.
+    let claimed = leases::claim(&pool, &request("t2", now, 10, &[]))
+        .await
+        .unwrap();
+    assert!(
+        claimed
+            .iter()
+            .all(|c| c.delivery.destination == "http://up.example")
+    );
+    assert_eq!(claimed.len(), 3);
 }
 
 #[tokio::test]

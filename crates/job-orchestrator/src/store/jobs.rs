@@ -90,6 +90,15 @@ impl JobRow {
 
 /// The protobuf form of `row` with its documents read from the database.
 pub async fn view(conn: &mut PgConnection, row: &JobRow) -> Result<Job, Error> {
+    // The first document moves a job to `uploading` in the transaction that registers it,
+    // so a job still provisioning or awaiting its first upload has none to read (this is
+    // every job creation and provisioning event, the hottest path).
+    if matches!(
+        row.status,
+        JobStatus::Provisioning | JobStatus::AwaitingUploads
+    ) {
+        return Ok(row.to_proto(&[]));
+    }
     let files = documents::for_job(conn, &row.id).await?;
     Ok(row.to_proto(&files))
 }

@@ -1,7 +1,7 @@
 //! Attempts: the immutable log of every try of a delivery.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 
 /// A row of `attempts`.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -16,27 +16,6 @@ pub struct AttemptRow {
     pub response_snippet: Option<String>,
     /// The dispatcher replica that made it (its lease owner).
     pub worker: Option<String>,
-}
-
-/// Appends an attempt.
-pub async fn insert(conn: &mut PgConnection, row: &AttemptRow) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO attempts (delivery_id, number, trigger, started_at, duration_ms, \
-           status_code, error, response_snippet, worker) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(&row.delivery_id)
-    .bind(row.number)
-    .bind(&row.trigger)
-    .bind(row.started_at)
-    .bind(row.duration_ms)
-    .bind(row.status_code)
-    .bind(&row.error)
-    .bind(&row.response_snippet)
-    .bind(&row.worker)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Every attempt of the given deliveries, in (delivery, number) order.

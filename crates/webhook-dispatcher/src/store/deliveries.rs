@@ -87,24 +87,22 @@ pub async fn insert_if_new(
     new: &NewDelivery,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    // Serialises with the predecessor's outcome being recorded (an UPDATE of that row):
-    // whichever commits second sees the other's write.
-    sqlx::query("SELECT 1 FROM deliveries WHERE job_id = $1 AND sequence = $2 - 1 FOR SHARE")
-        .bind(&new.job_id)
-        .bind(new.sequence)
-        .execute(&mut *tx)
-        .await?;
+    // One statement: `predecessor` share-locks the previous event's row first, which
+    // serialises with its outcome being recorded (an UPDATE of that row); a locking read
+    // that waited returns the row as that UPDATE left it, so whichever commits second
+    // sees the other's write.
     let inserted = sqlx::query(
-        "INSERT INTO deliveries (id, event_id, org_id, job_id, sequence, job_status, payload, \
+        "WITH predecessor AS ( \
+           SELECT state FROM deliveries WHERE job_id = $4 AND sequence = $5 - 1 FOR SHARE) \
+         INSERT INTO deliveries (id, event_id, org_id, job_id, sequence, job_status, payload, \
            state, next_attempt_at, event_occurred_at, created_at, updated_at, traceparent, \
            destination) \
          SELECT $1, $2, $3, $4, $5, $6, $7, \
            CASE \
              WHEN EXISTS (SELECT 1 FROM stopped_webhooks s WHERE s.job_id = $4) \
                THEN 'stopped' \
-             WHEN $5 = 1 OR EXISTS (SELECT 1 FROM deliveries p WHERE p.job_id = $4 \
-               AND p.sequence = $5 - 1 AND p.state IN ('succeeded', 'failed', 'stopped')) \
+             WHEN $5 = 1 OR EXISTS (SELECT 1 FROM predecessor \
+               WHERE state IN ('succeeded', 'failed', 'stopped')) \
                THEN 'pending' \
              ELSE 'waiting' \
            END, \
@@ -122,19 +120,9 @@ pub async fn insert_if_new(
     .bind(now)
     .bind(&new.traceparent)
     .bind(&new.destination)
-    .execute(&mut *tx)
+    .execute(pool)
     .await?;
-    tx.commit().await?;
     Ok(inserted.rows_affected() == 1)
-}
-
-/// Whether the job's webhook is stopped (a delivery inserted while the 410 was being
-/// recorded may have missed the stop).
-pub async fn job_stopped(pool: &PgPool, job_id: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM stopped_webhooks WHERE job_id = $1)")
-        .bind(job_id)
-        .fetch_one(pool)
-        .await
 }
 
 /// After a 410: the job's webhook is stopped, and every not-yet-finished delivery of the

@@ -12,36 +12,44 @@
 //! The claim is an index range scan on `deliveries_claim_idx` (`next_attempt_at WHERE
 //! state = 'pending'`), bounded by a window of `window` rows whatever the backlog; inside
 //! the window the picks round-robin across organizations (each org's oldest first, then
-//! each org's second, …), and destinations at their concurrency cap are skipped.
+//! each org's second, …), destinations at their concurrency cap are skipped and no
+//! destination gets more rows than its cap. A destination that cannot be reached has its
+//! due deliveries deferred together ([`defer_destination`]) instead of failing each.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
+use super::attempts::AttemptRow;
 use super::deliveries::DeliveryRow;
 
-/// The claim statement (public so a test can `EXPLAIN` exactly it).
+/// The claim statement (public so a test can `EXPLAIN` exactly it). Whether the job's
+/// webhook is stopped is a scalar subquery: a primary-key probe per claimed row, where an
+/// `EXISTS` may be planned as a hash of the whole `stopped_webhooks` table.
 ///
 /// `$1` now, `$2` saturated destinations, `$3` window, `$4` how many to take,
-/// `$5` owner, `$6` token, `$7` lease expiry.
+/// `$5` owner, `$6` token, `$7` lease expiry, `$8` how many of one destination.
 pub const CLAIM_SQL: &str = "\
 WITH candidates AS ( \
-    SELECT id, org_id, next_attempt_at FROM deliveries \
+    SELECT id, org_id, destination, next_attempt_at FROM deliveries \
     WHERE state = 'pending' AND next_attempt_at <= $1 AND destination <> ALL($2) \
     ORDER BY next_attempt_at \
     LIMIT $3 \
     FOR UPDATE SKIP LOCKED), \
 ranked AS ( \
     SELECT id, next_attempt_at, \
-        row_number() OVER (PARTITION BY org_id ORDER BY next_attempt_at) AS org_rank \
+        row_number() OVER (PARTITION BY org_id ORDER BY next_attempt_at) AS org_rank, \
+        row_number() OVER (PARTITION BY destination ORDER BY next_attempt_at) AS destination_rank \
     FROM candidates), \
 picked AS ( \
     SELECT id, next_attempt_at AS due_at FROM ranked \
+    WHERE destination_rank <= $8 \
     ORDER BY org_rank, next_attempt_at \
     LIMIT $4) \
 UPDATE deliveries d \
 SET lease_owner = $5, lease_token = $6, lease_expires_at = $7, next_attempt_at = $7 \
 FROM picked WHERE d.id = picked.id \
-RETURNING d.*, picked.due_at";
+RETURNING d.*, picked.due_at, \
+    coalesce((SELECT true FROM stopped_webhooks s WHERE s.job_id = d.job_id), false) AS job_stopped";
 
 /// A delivery taken for one attempt.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -50,6 +58,8 @@ pub struct Claimed {
     pub delivery: DeliveryRow,
     /// When it was due before the claim (restored when the claim is handed back).
     pub due_at: DateTime<Utc>,
+    /// Whether the job's webhook was stopped (410 Gone) when it was claimed.
+    pub job_stopped: bool,
 }
 
 impl Claimed {
@@ -72,6 +82,9 @@ pub struct ClaimRequest<'a> {
     pub window: i64,
     /// Destinations at their concurrency cap: not taken.
     pub saturated: &'a [String],
+    /// At most this many of one destination (its concurrency cap), so a backlog for one
+    /// receiver is not claimed only to be handed back.
+    pub per_destination: i64,
     /// Now.
     pub now: DateTime<Utc>,
     /// When the lease runs out.
@@ -88,6 +101,7 @@ pub async fn claim(pool: &PgPool, request: &ClaimRequest<'_>) -> Result<Vec<Clai
         .bind(request.owner)
         .bind(request.token)
         .bind(request.lease_expires_at)
+        .bind(request.per_destination.max(1))
         .fetch_all(pool)
         .await
 }
@@ -103,20 +117,27 @@ pub struct Outcome<'a> {
     pub now: DateTime<Utc>,
 }
 
-/// Writes `outcome` and ends the lease, if the lease `token` still holds the delivery.
-/// `false` when it does not (it expired and another worker claimed it, or a manual
-/// redelivery or a 410 changed the row): nothing is written.
+/// Writes `outcome`, ends the lease and appends `attempt`, in one statement, if the
+/// lease `token` still holds the delivery. `false` when it does not (it expired and
+/// another worker claimed it, or a manual redelivery or a 410 changed the row): nothing
+/// is written.
 pub async fn record(
     conn: &mut PgConnection,
     id: &str,
     token: &str,
     outcome: &Outcome<'_>,
+    attempt: &AttemptRow,
 ) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query(
-        "UPDATE deliveries SET state = $3, attempt_count = $4, window_started_at = $5, \
-           next_attempt_at = $6, manual_requested = false, updated_at = $7, \
-           lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
-         WHERE id = $1 AND lease_token = $2 AND state = 'pending'",
+    let recorded = sqlx::query(
+        "WITH recorded AS ( \
+           UPDATE deliveries SET state = $3, attempt_count = $4, window_started_at = $5, \
+             next_attempt_at = $6, manual_requested = false, updated_at = $7, \
+             lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
+           WHERE id = $1 AND lease_token = $2 AND state = 'pending' \
+           RETURNING id) \
+         INSERT INTO attempts (delivery_id, number, trigger, started_at, duration_ms, \
+           status_code, error, response_snippet, worker) \
+         SELECT id, $8, $9, $10, $11, $12, $13, $14, $15 FROM recorded",
     )
     .bind(id)
     .bind(token)
@@ -125,9 +146,38 @@ pub async fn record(
     .bind(outcome.window_started_at)
     .bind(outcome.next_attempt_at)
     .bind(outcome.now)
+    .bind(attempt.number)
+    .bind(&attempt.trigger)
+    .bind(attempt.started_at)
+    .bind(attempt.duration_ms)
+    .bind(attempt.status_code)
+    .bind(&attempt.error)
+    .bind(&attempt.response_snippet)
+    .bind(&attempt.worker)
     .execute(conn)
     .await?;
-    Ok(updated.rows_affected() == 1)
+    Ok(recorded.rows_affected() == 1)
+}
+
+/// Defers every due, unleased delivery to `destination` until `until`: it refused the
+/// connection or did not answer, so attempting its other deliveries now would only fail
+/// the same way (each keeps its own retry schedule once it is attempted again). Returns
+/// how many were deferred.
+pub async fn defer_destination(
+    pool: &PgPool,
+    destination: &str,
+    until: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let deferred = sqlx::query(
+        "UPDATE deliveries SET next_attempt_at = $2 \
+         WHERE state = 'pending' AND destination = $1 AND next_attempt_at < $2 \
+           AND lease_token IS NULL",
+    )
+    .bind(destination)
+    .bind(until)
+    .execute(pool)
+    .await?;
+    Ok(deferred.rows_affected())
 }
 
 /// Hands a claimed delivery back without an attempt (its destination is busy, the

@@ -1,0 +1,174 @@
+//! Case 6, cost growth: the create-job and latency cases again, first with a large
+//! history already stored (jobs and delivery rows of another organization), then also
+//! with jobs whose receivers are down (their first deliveries retrying on the production
+//! schedule, their later events waiting behind them). Each figure is compared with the
+//! same case on the clean database earlier in the run: within 20 % means every hot path
+//! stays an index scan whatever the tables hold.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+
+use super::create_jobs::platform_phase;
+use super::latency::{self, Latency};
+use super::{Plan, create_job, load_client, settle};
+use crate::load::fixed_count;
+use crate::receiver::{Receivers, refused_url};
+use crate::report::Row;
+use crate::stack::Customer;
+
+/// The clean figures the growth runs are compared with.
+pub struct Clean {
+    pub create_rate: f64,
+    pub latency: Latency,
+}
+
+/// Seeds the history, measures, adds the failing receivers, measures again.
+pub async fn run(
+    plan: &Plan,
+    customer: &Customer,
+    receivers: &mut Receivers,
+    pool: &PgPool,
+    clean: &mut Clean,
+) -> Vec<Row> {
+    let started = Instant::now();
+    seed_history(pool, plan.backlog_rows).await;
+    let history = format!(
+        "{} jobs + {} deliveries stored",
+        thousands(plan.backlog_rows),
+        thousands(plan.backlog_rows)
+    );
+    eprintln!(
+        "  seeded {history} in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let mut rows = measure(plan, customer, receivers, pool, clean, &history).await;
+
+    let down = refused_url().await;
+    let client = load_client();
+    let customer_for_failing = Arc::new(customer.clone());
+    let down_url = Arc::new(down.clone());
+    fixed_count(16, plan.failing_jobs as u64, move |_| {
+        let client = client.clone();
+        let customer = customer_for_failing.clone();
+        let url = down_url.clone();
+        async move { create_job(&client, &customer, Some(&url), None).await }
+    })
+    .await;
+    wait_until_retrying(pool, &down, plan.failing_jobs).await;
+    let failing = format!(
+        "{history}, {} jobs' receivers down",
+        thousands(plan.failing_jobs as i64)
+    );
+    rows.extend(measure(plan, customer, receivers, pool, clean, &failing).await);
+    rows
+}
+
+async fn measure(
+    plan: &Plan,
+    customer: &Customer,
+    receivers: &mut Receivers,
+    pool: &PgPool,
+    clean: &mut Clean,
+    condition: &str,
+) -> Vec<Row> {
+    let mut creates = platform_phase(customer, 16, plan.create_phase, false, None).await;
+    settle(pool, Duration::from_secs(60)).await;
+    let mut latency = latency::measure(
+        customer,
+        receivers,
+        plan.latency_jobs_per_second,
+        plan.latency_phase / 3,
+    )
+    .await;
+    settle(pool, Duration::from_secs(60)).await;
+    let mut rows = vec![
+        Row::new(
+            "growth",
+            format!("create job, 16 clients, {condition}"),
+            creates.rate(),
+            "jobs/s",
+        )
+        .against(clean.create_rate, "the same case, clean database")
+        .ratio_at_least(0.8)
+        .detail(creates.summary()),
+    ];
+    for (name, p) in [("p50", 50.0), ("p99", 99.0)] {
+        rows.push(
+            Row::new(
+                "growth",
+                format!("event latency {name}, {condition}"),
+                latency.event.percentile_ms(p),
+                "ms",
+            )
+            .against(
+                clean.latency.event.percentile_ms(p),
+                "the same case, clean database",
+            )
+            .ratio_at_most(1.2)
+            .detail(latency.detail()),
+        );
+    }
+    rows
+}
+
+/// Stores `rows` finished jobs of another organization and one succeeded delivery each,
+/// then refreshes the planner's statistics.
+async fn seed_history(pool: &PgPool, rows: i64) {
+    let statements = [
+        "INSERT INTO orchestrator.projects (id, org_id, name, status, version, created_at, updated_at) \
+         VALUES ('prj_benchhistory', 'org_benchhistory', 'History', 'ready', 1, now(), now())",
+        "INSERT INTO orchestrator.jobs (id, org_id, project_id, status, version, last_sequence, \
+           created_at, updated_at, completed_at, expires_at) \
+         SELECT 'job_history_' || g, 'org_benchhistory', 'prj_benchhistory', 'completed', 6, 6, \
+           now() - interval '2 days', now() - interval '1 day', now() - interval '1 day', \
+           now() + interval '5 days' \
+         FROM generate_series(1, $1) AS g",
+        "INSERT INTO dispatcher.deliveries (id, event_id, org_id, job_id, sequence, job_status, \
+           payload, state, attempt_count, window_started_at, event_occurred_at, destination) \
+         SELECT 'dlv_history_' || g, 'evt_history_' || g, 'org_benchhistory', 'job_history_' || g, \
+           6, 'completed', '\\x7b7d'::bytea, 'succeeded', 1, now() - interval '1 day', \
+           now() - interval '1 day', 'http://127.0.0.1:9' \
+         FROM generate_series(1, $1) AS g",
+        "ANALYZE",
+    ];
+    for statement in statements {
+        let query = sqlx::query(statement);
+        let query = if statement.contains("$1") {
+            query.bind(rows)
+        } else {
+            query
+        };
+        query.execute(pool).await.expect("seed the history");
+    }
+}
+
+/// Waits until every failing job's first delivery has failed at least once.
+async fn wait_until_retrying(pool: &PgPool, url: &str, jobs: usize) {
+    let destination = url.trim_end_matches("/down");
+    let started = Instant::now();
+    loop {
+        let retrying: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM dispatcher.deliveries \
+             WHERE destination = $1 AND state = 'pending' AND attempt_count >= 1",
+        )
+        .bind(destination)
+        .fetch_one(pool)
+        .await
+        .expect("the stack's database answers");
+        if retrying as usize >= jobs || started.elapsed() > Duration::from_secs(120) {
+            eprintln!("  {retrying} deliveries retrying against a receiver that is down");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn thousands(n: i64) -> String {
+    if n >= 1_000_000 && n % 1_000_000 == 0 {
+        format!("{} M", n / 1_000_000)
+    } else {
+        n.to_string()
+    }
+}
