@@ -96,62 +96,68 @@ async fn main() {
     let idle = Service::ALL.map(|service| stack.memory(service));
     let baseline = Arc::new(SqlBaseline::prepare().await);
 
-    step("1. create-job throughput against the same SQL");
-    rows.extend(create_jobs::throughput(&plan, &customer, &baseline, &pool).await);
-    let clean_create_rate = rows[0].value;
-    step("1. create-job with webhookUrl");
-    rows.push(create_jobs::with_webhooks(&plan, &customer, &mut receivers, &pool).await);
+    // `--only create|latency|dispatcher`: one part of the suite (growth and memory need
+    // the whole run).
+    let only = flag_value("--only");
+    let wants = |group: &str| only.as_deref().is_none_or(|only| only == group);
+    let mut clean_create_rate = 0.0;
+    if wants("create") {
+        step("1. create-job throughput against the same SQL");
+        rows.extend(create_jobs::throughput(&plan, &customer, &baseline, &pool).await);
+        clean_create_rate = rows[0].value;
+        step("1. create-job with webhookUrl");
+        rows.push(create_jobs::with_webhooks(&plan, &customer, &mut receivers, &pool).await);
+    }
 
-    step("2. event latency at a sustained rate");
-    let mut clean_latency = latency::measure(
-        &customer,
-        &mut receivers,
-        plan.latency_jobs_per_second,
-        plan.latency_phase,
-    )
-    .await;
-    let detail = clean_latency.detail();
-    rows.push(
-        Row::new(
-            "latency",
-            "event latency p50 (commit → webhook received)",
-            clean_latency.event.percentile_ms(50.0),
-            "ms",
+    if wants("latency") {
+        step("2. event latency at a sustained rate");
+        let mut clean_latency = latency::measure(
+            &customer,
+            &mut receivers,
+            &pool,
+            plan.latency_jobs_per_second,
+            plan.latency_phase,
         )
-        .at_most(8.0)
-        .detail(detail.clone()),
-    );
-    rows.push(
-        Row::new(
-            "latency",
-            "event latency p99 (commit → webhook received)",
-            clean_latency.event.percentile_ms(99.0),
-            "ms",
-        )
-        .at_most(25.0)
-        .detail(detail),
-    );
-    settle(&pool, Duration::from_secs(60)).await;
+        .await;
+        let detail = clean_latency.detail();
+        for (name, p, goal) in [("p50", 50.0, 8.0), ("p99", 99.0, 25.0)] {
+            rows.push(
+                Row::new(
+                    "latency",
+                    format!("event latency {name} (commit → webhook received)"),
+                    clean_latency.event.percentile_ms(p),
+                    "ms",
+                )
+                .at_most(goal)
+                .detail(detail.clone()),
+            );
+        }
+        settle(&pool, Duration::from_secs(60)).await;
 
-    step("6. cost growth: history and failing receivers");
-    let mut clean = Clean {
-        create_rate: clean_create_rate,
-        latency: clean_latency,
-    };
-    rows.extend(growth::run(&plan, &customer, &mut receivers, &pool, &mut clean).await);
+        if only.is_none() {
+            step("6. cost growth: history and failing receivers");
+            let mut clean = Clean {
+                create_rate: clean_create_rate,
+                latency: clean_latency,
+            };
+            rows.extend(growth::run(&plan, &customer, &mut receivers, &pool, &mut clean).await);
 
-    step("5. memory of each service");
-    for (service, idle) in Service::ALL.into_iter().zip(idle) {
-        rows.extend(memory_rows(service, idle, stack.memory(service)));
+            step("5. memory of each service");
+            for (service, idle) in Service::ALL.into_iter().zip(idle) {
+                rows.extend(memory_rows(service, idle, stack.memory(service)));
+            }
+        }
     }
     drop(pool);
     drop(stack);
     drop(baseline);
 
-    step("3. dispatcher throughput against a bare loop");
-    rows.push(dispatcher::throughput(&plan, 0).await);
-    step("3. dispatcher throughput, 10 % failing first attempts");
-    rows.push(dispatcher::throughput(&plan, 10).await);
+    if wants("dispatcher") {
+        step("3. dispatcher throughput against a bare loop");
+        rows.push(dispatcher::throughput(&plan, 0).await);
+        step("3. dispatcher throughput, 10 % failing first attempts");
+        rows.push(dispatcher::throughput(&plan, 10).await);
+    }
 
     step("done");
     rows.sort_by_key(|row| group_order(row.group));
@@ -174,11 +180,16 @@ async fn main() {
     );
 }
 
+/// The value after `flag` on the command line, if any.
+fn flag_value(flag: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|arg| arg == flag)?;
+    args.get(at + 1).cloned()
+}
+
 /// `--profile SECONDS`, when given.
 fn profile_seconds() -> Option<u64> {
-    let args: Vec<String> = std::env::args().collect();
-    let at = args.iter().position(|arg| arg == "--profile")?;
-    Some(args.get(at + 1)?.parse().expect("--profile SECONDS"))
+    flag_value("--profile").map(|seconds| seconds.parse().expect("--profile SECONDS"))
 }
 
 /// The table's order: the numbering.

@@ -196,20 +196,19 @@ impl Stack {
     /// Starts `service` and waits until its `/readyz` answers 200.
     pub async fn start_service(&mut self, service: Service) {
         let binary = sibling_binary(service.binary()).display().to_string();
-        // `BENCH_RUST_LOG` + `BENCH_LOG_DIR`: the services log at that level into
-        // `<dir>/<service>.log` (for counting statements, docs/benchmarks.md); otherwise
-        // they log at their default level and the lines are dropped.
-        let mut env = self.env.clone();
-        let log_file = match (
-            std::env::var("BENCH_RUST_LOG"),
-            std::env::var("BENCH_LOG_DIR"),
-        ) {
-            (Ok(level), Ok(dir)) => {
-                env.push(("RUST_LOG", level));
-                Some(PathBuf::from(dir).join(format!("{}.log", service.binary())))
-            }
-            _ => None,
-        };
+        // `BENCH_SERVICE_<NAME>=value` reaches the services as `<NAME>=value` (a log level,
+        // an allocator setting; docs/benchmarks.md), and with `BENCH_LOG_DIR` their logs
+        // go to `<dir>/<service>.log`; otherwise they are dropped.
+        let passed: Vec<(String, String)> = std::env::vars()
+            .filter_map(|(name, value)| {
+                Some((name.strip_prefix("BENCH_SERVICE_")?.to_owned(), value))
+            })
+            .collect();
+        let mut env: Vec<(&str, String)> = self.env.iter().map(|(k, v)| (*k, v.clone())).collect();
+        env.extend(passed.iter().map(|(k, v)| (k.as_str(), v.clone())));
+        let log_file = std::env::var("BENCH_LOG_DIR")
+            .ok()
+            .map(|dir| PathBuf::from(dir).join(format!("{}.log", service.binary())));
         let mut process = ServiceProcess::start(&binary, &env);
         let mut logs =
             std::mem::replace(&mut process.logs, tokio::sync::mpsc::unbounded_channel().1);

@@ -28,7 +28,20 @@ pub use topology::{Topology, WorkQueue};
 /// `plangrep_core::event_auth`): set by [`Publisher`], checked by [`consume_loop`].
 pub const EVENT_TAG_HEADER: &str = "x-plangrep-event-tag";
 
+/// The largest AMQP frame we propose (unless the URL sets `frame_max`): events are a few
+/// kilobytes, and the client keeps two buffers of 32 frames per connection, so the
+/// broker's default of 128 KiB would cost 8 MiB of memory per connection.
+pub const FRAME_MAX: u32 = 32 * 1024;
+
 /// Opens a connection to the broker at `url` on the current tokio runtime.
 pub async fn connect(url: &str) -> Result<lapin::Connection, lapin::Error> {
-    lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await
+    let properties = lapin::ConnectionProperties::default();
+    match url.parse::<lapin::uri::AMQPUri>() {
+        Ok(mut uri) => {
+            uri.query.frame_max.get_or_insert(FRAME_MAX);
+            lapin::Connection::connect_uri(uri, properties).await
+        }
+        // lapin reports the unparseable URL in its own words.
+        Err(_) => lapin::Connection::connect(url, properties).await,
+    }
 }

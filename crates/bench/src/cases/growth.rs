@@ -78,6 +78,7 @@ async fn measure(
     let mut latency = latency::measure(
         customer,
         receivers,
+        pool,
         plan.latency_jobs_per_second,
         plan.latency_phase / 3,
     )
@@ -144,21 +145,26 @@ async fn seed_history(pool: &PgPool, rows: i64) {
     }
 }
 
-/// Waits until every failing job's first delivery has failed at least once.
+/// Waits until every failing job's first delivery is recorded and the receiver has
+/// refused at least one attempt (from then on the dispatcher defers the rest together).
 async fn wait_until_retrying(pool: &PgPool, url: &str, jobs: usize) {
     let destination = url.trim_end_matches("/down");
     let started = Instant::now();
     loop {
-        let retrying: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM dispatcher.deliveries \
-             WHERE destination = $1 AND state = 'pending' AND attempt_count >= 1",
+        let (pending, attempted): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE attempt_count >= 1) \
+             FROM dispatcher.deliveries WHERE destination = $1 AND state = 'pending'",
         )
         .bind(destination)
         .fetch_one(pool)
         .await
         .expect("the stack's database answers");
-        if retrying as usize >= jobs || started.elapsed() > Duration::from_secs(120) {
-            eprintln!("  {retrying} deliveries retrying against a receiver that is down");
+        if (pending as usize >= jobs && attempted > 0)
+            || started.elapsed() > Duration::from_secs(120)
+        {
+            eprintln!(
+                "  {pending} deliveries pending at a receiver that is down, {attempted} attempted"
+            );
             return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -7,7 +7,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use chrono::{DateTime, Utc};
 use plangrep_core::api::WebhookPayload;
+use sqlx::PgPool;
 
 use super::{create_job, load_client};
 use crate::load::{Outcome, paced};
@@ -25,16 +27,19 @@ pub struct Latency {
     pub creates: Outcome,
     /// Status changes per second the run asked for.
     pub changes_per_second: f64,
+    /// Where the time went ([`breakdown`]).
+    pub breakdown: String,
 }
 
 impl Latency {
     /// `n/m webhooks, creates p50 … p99 …`.
     pub fn detail(&mut self) -> String {
         format!(
-            "{}/{} webhooks at {:.0} changes/s; creates {}",
+            "{}/{} webhooks at {:.0} changes/s; {}; creates {}",
             self.event.len(),
             self.expected,
             self.changes_per_second,
+            self.breakdown,
             self.creates.summary()
         )
     }
@@ -45,10 +50,12 @@ impl Latency {
 pub async fn measure(
     customer: &Customer,
     receivers: &mut Receivers,
+    pool: &PgPool,
     jobs_per_second: f64,
     duration: Duration,
 ) -> Latency {
     receivers.drain();
+    let since = Utc::now();
     let client = load_client();
     let urls = Arc::new(receivers.urls.clone());
     let customer = Arc::new(customer.clone());
@@ -80,6 +87,43 @@ pub async fn measure(
         expected,
         creates,
         changes_per_second: jobs_per_second * 2.0,
+        breakdown: breakdown(pool, since).await,
+    }
+}
+
+/// Where the time of the deliveries since `since` went, from the dispatcher's own rows
+/// (millisecond timestamps): commit → recorded by intake, recorded → first attempt
+/// started (for a job's later events this includes waiting for the earlier one), and the
+/// attempt itself; p50 / p99 of each.
+pub async fn breakdown(pool: &PgPool, since: DateTime<Utc>) -> String {
+    let row: Option<(f64, f64, f64, f64, f64, f64)> = sqlx::query_as(
+        "SELECT \
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY intake), \
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY intake), \
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY queued), \
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY queued), \
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY attempt), \
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY attempt) \
+         FROM (SELECT \
+             extract(epoch FROM d.created_at - d.event_occurred_at) * 1000 AS intake, \
+             extract(epoch FROM a.started_at - d.created_at) * 1000 AS queued, \
+             a.duration_ms::float8 AS attempt \
+           FROM dispatcher.deliveries d \
+           JOIN dispatcher.attempts a ON a.delivery_id = d.id AND a.number = 1 \
+           WHERE d.event_occurred_at >= $1) AS spans \
+         WHERE intake IS NOT NULL",
+    )
+    .bind(since)
+    .fetch_optional(pool)
+    .await
+    .ok()
+    .flatten();
+    match row {
+        Some((intake50, intake99, queued50, queued99, attempt50, attempt99)) => format!(
+            "commit → recorded p50 {intake50:.0} / p99 {intake99:.0} ms, recorded → sent \
+             {queued50:.0} / {queued99:.0} ms, attempt {attempt50:.0} / {attempt99:.0} ms"
+        ),
+        None => String::from("no breakdown"),
     }
 }
 
