@@ -1,9 +1,9 @@
-//! `make bench` (lifecycle part): the upload path, the PDF parser and the cost of span
-//! export, measured on the real services built in release mode, each beside a baseline
-//! measured in the same run, so a ratio means something on a noisy machine. Goals,
-//! reported, never asserted: an upload streams at ≥ 100 MB/s on loopback with the process
-//! growing < 20 MB during a 512 MiB upload; preflight of a 500-page PDF takes < 2 s
-//! (issue 7); exporting spans to an OTLP collector costs < 10 % of throughput (issue 12).
+//! `make bench` (lifecycle part): the PDF parser and the cost of span export, measured in
+//! release mode, each beside a baseline measured in the same run, so a ratio means
+//! something on a noisy machine. Goals, reported, never asserted: preflight of a
+//! 500-page PDF takes < 2 s (issue 7); exporting spans to an OTLP collector costs < 10 %
+//! of throughput (issue 12). Uploads and end-to-end processing are measured on the
+//! service processes by `plangrep-bench` (crates/bench).
 //!
 //! `BENCH_SMOKE=1` shrinks every case to seconds (so the harness never rots).
 //! Results: a table on stdout and `target/bench/lifecycle.json`.
@@ -14,31 +14,8 @@ mod helpers;
 
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use helpers::{TestApp, expect_status};
+use helpers::TestApp;
 use plangrep_job_orchestrator::pdf::{Inspector, Limits};
-use sha2::Digest;
-
-const CHUNK: usize = 256 * 1024;
-
-/// A deterministic, incompressible-enough body of `len` bytes, produced chunk by chunk.
-fn body_chunks(len: u64) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
-    let chunks = len.div_ceil(CHUNK as u64);
-    futures_util::stream::iter(0..chunks).map(move |i| {
-        let size = CHUNK.min((len - i * CHUNK as u64) as usize);
-        Ok((0..size).map(|j| (j as u64 * 31 + i * 7) as u8).collect())
-    })
-}
-
-/// A memory figure of this process from `/proc/self/status` (`VmRSS`, `VmHWM`), in bytes.
-fn status_bytes(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
 
 struct Row {
     case: &'static str,
@@ -46,75 +23,6 @@ struct Row {
     unit: &'static str,
     baseline: f64,
     goal: &'static str,
-}
-
-async fn upload_case(size: u64) -> (Row, Row) {
-    let app = TestApp::spawn().await;
-    let (_org, key) = app.create_customer().await;
-    let job = app.create_job(&key).await;
-    app.wait_until_awaiting_uploads(&key, &job).await;
-
-    // Baseline: the same bytes hashed and written to a local file (the storage floor).
-    let scratch = std::env::temp_dir().join(format!("plangrep-bench-{}", std::process::id()));
-    let start = Instant::now();
-    let mut file = tokio::fs::File::create(&scratch).await.unwrap();
-    let mut hasher = sha2::Sha256::new();
-    let mut chunks = std::pin::pin!(body_chunks(size));
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.unwrap();
-        hasher.update(&chunk);
-        tokio::io::AsyncWriteExt::write_all(&mut file, &chunk)
-            .await
-            .unwrap();
-    }
-    tokio::io::AsyncWriteExt::flush(&mut file).await.unwrap();
-    drop(file);
-    let baseline_secs = start.elapsed().as_secs_f64();
-    let _ = std::fs::remove_file(&scratch);
-
-    // The upload, with the kernel's peak-RSS mark reset first ("5" to clear_refs), so
-    // VmHWM afterwards is the peak during the upload.
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-    let before = status_bytes("VmRSS:");
-    let metadata = serde_json::json!({ "files": [{
-        "partName": "file0", "fileName": "big.pdf", "contentType": "application/pdf"
-    }]});
-    let part = reqwest::multipart::Part::stream_with_length(
-        reqwest::Body::wrap_stream(body_chunks(size)),
-        size,
-    )
-    .file_name("big.pdf");
-    let form = reqwest::multipart::Form::new()
-        .text("metadata", metadata.to_string())
-        .part("file0", part);
-    let start = Instant::now();
-    let response = app
-        .api(reqwest::Method::POST, &format!("/jobs/{job}/files"), &key)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    expect_status(response, 200).await;
-    let secs = start.elapsed().as_secs_f64();
-    let growth = status_bytes("VmHWM:").saturating_sub(before);
-    app.stop().await;
-    let mb = size as f64 / 1e6;
-    (
-        Row {
-            case: "upload throughput",
-            value: mb / secs,
-            unit: "MB/s",
-            baseline: mb / baseline_secs,
-            goal: ">= 100 MB/s (baseline: hash + write to local disk)",
-        },
-        Row {
-            case: "process RSS growth during the upload",
-            value: growth as f64 / 1e6,
-            unit: "MB",
-            baseline: size as f64 / 1e6,
-            goal: "< 20 MB (baseline: the upload's size)",
-        },
-    )
 }
 
 async fn preflight_case(pages: usize) -> Row {
@@ -231,15 +139,10 @@ async fn export_cost_case(duration: Duration) -> Row {
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let smoke = std::env::var_os("BENCH_SMOKE").is_some();
-    let (upload_bytes, pages) = if smoke {
-        (8 << 20, 20)
-    } else {
-        (512 << 20, 500)
-    };
-    let (throughput, memory) = upload_case(upload_bytes).await;
+    let pages = if smoke { 20 } else { 500 };
     let preflight = preflight_case(pages).await;
     let export = export_cost_case(Duration::from_secs(if smoke { 1 } else { 5 })).await;
-    let rows = [throughput, memory, preflight, export];
+    let rows = [preflight, export];
     println!(
         "{:<38} {:>12} {:>12} {:>8}  goal",
         "case", "value", "baseline", "ratio"

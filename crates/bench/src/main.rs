@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use cases::create_jobs::{self, SqlBaseline};
 use cases::growth::{self, Clean};
-use cases::{Plan, dispatcher, latency, settle};
+use cases::{Plan, dispatcher, latency, settle, uploads};
 use receiver::Receivers;
 use report::Row;
 use stack::{Memory, Service, Stack};
@@ -135,6 +135,11 @@ async fn main() {
         settle(&pool, Duration::from_secs(60)).await;
 
         if only.is_none() {
+            step("4. uploads and processing");
+            rows.extend(uploads::upload_rows(&stack, &customer, plan.upload_bytes).await);
+            rows.push(uploads::processing_row(&stack, &customer, plan.drawing_pages).await);
+            settle(&pool, Duration::from_secs(60)).await;
+
             step("6. cost growth: history and failing receivers");
             let mut clean = Clean {
                 create_rate: clean_create_rate,
@@ -194,8 +199,15 @@ fn profile_seconds() -> Option<u64> {
 
 /// The table's order: the numbering.
 fn group_order(group: &str) -> usize {
-    ["create", "latency", "dispatcher", "memory", "growth"]
-        .iter()
-        .position(|g| *g == group)
-        .unwrap_or(usize::MAX)
+    [
+        "create",
+        "latency",
+        "dispatcher",
+        "uploads",
+        "memory",
+        "growth",
+    ]
+    .iter()
+    .position(|g| *g == group)
+    .unwrap_or(usize::MAX)
 }

@@ -84,6 +84,13 @@ impl Row {
         self
     }
 
+    /// Goal: a value of at least `min` (in the row's unit).
+    pub fn at_least(mut self, min: f64) -> Self {
+        self.goal = format!("≥ {min} {}", self.unit);
+        self.met = Some(self.value >= min);
+        self
+    }
+
     /// A goal judged by the case itself.
     pub fn goal(mut self, goal: impl Into<String>, met: bool) -> Self {
         self.goal = goal.into();

@@ -312,12 +312,52 @@ impl Stack {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Customer {
+            org_id,
             api_key,
             jobs_url: format!(
                 "{}/api/open/v1/projects/{project_id}/jobs",
                 self.gateway_url
             ),
         }
+    }
+
+    /// The client set-up requests use.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Waits until the job is `status`; returns its JSON.
+    pub async fn wait_for_job(&self, customer: &Customer, job_id: &str, status: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+        loop {
+            let body: Value = self
+                .http
+                .get(format!("{}/api/open/v1/jobs/{job_id}", self.gateway_url))
+                .bearer_auth(&customer.api_key)
+                .send()
+                .await
+                .expect("gateway reachable")
+                .json()
+                .await
+                .expect("a job");
+            if body["job"]["status"] == status {
+                return body["job"].clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {job_id} never {status}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Grants `amount` credits to the customer's organization.
+    pub async fn grant_credits(&self, customer: &Customer, amount: i64) {
+        self.admin_post(
+            &format!("/orgs/{}/credits", customer.org_id),
+            json!({ "amount": amount, "reason": "bench" }),
+        )
+        .await;
     }
 
     async fn admin_post(&self, path: &str, body: Value) -> Value {
@@ -341,6 +381,7 @@ impl Stack {
 /// Who the load runs as.
 #[derive(Debug, Clone)]
 pub struct Customer {
+    pub org_id: String,
     pub api_key: String,
     /// `POST` here creates a job.
     pub jobs_url: String,

@@ -4,6 +4,7 @@ pub mod create_jobs;
 pub mod dispatcher;
 pub mod growth;
 pub mod latency;
+pub mod uploads;
 
 use std::time::Duration;
 
@@ -27,6 +28,10 @@ pub struct Plan {
     pub backlog_rows: i64,
     /// Jobs whose receivers are down in the cost-growth case.
     pub failing_jobs: usize,
+    /// Bytes of the large upload.
+    pub upload_bytes: u64,
+    /// Sheets of the processed drawing set.
+    pub drawing_pages: usize,
 }
 
 impl Plan {
@@ -40,6 +45,8 @@ impl Plan {
                 dispatcher_jobs: 50,
                 backlog_rows: 5_000,
                 failing_jobs: 10,
+                upload_bytes: 8 << 20,
+                drawing_pages: 20,
             }
         } else {
             Self {
@@ -49,6 +56,8 @@ impl Plan {
                 dispatcher_jobs: 2_000,
                 backlog_rows: 1_000_000,
                 failing_jobs: 1_000,
+                upload_bytes: 512 << 20,
+                drawing_pages: 500,
             }
         }
     }
@@ -99,7 +108,7 @@ pub async fn create_job(
 
 /// Waits until the event path is idle: no job still provisioning, nothing unpublished in
 /// the outbox and no delivery due now (deliveries retrying later do not count), so one
-/// phase's tail does not run into the next.
+/// phase's tail does not run into the next; then refreshes the planner's statistics.
 pub async fn settle(pool: &PgPool, patience: Duration) {
     let deadline = tokio::time::Instant::now() + patience;
     let mut idle_checks = 0;
@@ -120,4 +129,10 @@ pub async fn settle(pool: &PgPool, patience: Duration) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Statistics as autovacuum keeps them in a long-running deployment (a phase can add
+    // tens of thousands of rows to tables that were empty a minute ago).
+    sqlx::query("ANALYZE")
+        .execute(pool)
+        .await
+        .expect("the stack's database answers");
 }
