@@ -3,7 +3,8 @@
 //! lease, in one short transaction after the HTTP exchange.
 //!
 //! A receiver that refuses the connection or does not answer in time defers its
-//! destination's other due deliveries by one first-retry interval (ADR 0015).
+//! destination's other due deliveries, by the first retry interval and then longer after
+//! each failed wave, until it answers again (ADR 0015).
 //!
 //! Target trouble is judged here (ADR 0012):
 //! - the orchestrator unreachable: not an attempt; the delivery is handed back, due again
@@ -111,19 +112,24 @@ impl Scheduler {
         };
         self.record(delivery, &token, number, trigger, started_at, &report)
             .await?;
-        if report.status_code.is_none()
-            && matches!(report.error.as_deref(), Some("connect" | "timeout"))
-        {
+        let destination = &delivery.destination;
+        if report.status_code.is_some() {
+            self.destinations.reached(destination);
+        } else if matches!(report.error.as_deref(), Some("connect" | "timeout")) {
             // The receiver is down or hangs: its other due deliveries would fail the same
-            // way, so they wait one first-retry interval instead of each taking a worker
-            // (a thousand jobs with a dead receiver cost a few attempts per interval, not
-            // a thousand).
-            let until = store::now()
-                + chrono::Duration::from_std(self.retry.initial_interval).unwrap_or_default();
-            let deferred =
-                leases::defer_destination(&self.pool, &delivery.destination, until).await?;
+            // way, so they wait, longer after each failed wave (a thousand jobs with a
+            // dead receiver cost a few attempts per wave, not a thousand).
+            let until = self.destinations.defer_unreachable(
+                destination,
+                store::now(),
+                self.retry.initial_interval,
+                self.retry.multiplier,
+            );
+            // Only the rows due before `until` move: after the wave's first failure, just
+            // the deliveries recorded since.
+            let deferred = leases::defer_destination(&self.pool, destination, until).await?;
             if deferred > 0 {
-                tracing::info!(destination = %delivery.destination, deferred, "unreachable destination: its due deliveries wait");
+                tracing::info!(%destination, deferred, %until, "unreachable destination: its due deliveries wait");
             }
         }
         Ok(())

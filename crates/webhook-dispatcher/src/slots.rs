@@ -8,6 +8,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 /// The destination key of a webhook URL: scheme, lowercase host and the port when it is
 /// not the scheme's default. Empty for a URL that does not parse (it cannot be sent
@@ -23,11 +26,23 @@ pub fn destination_key(url: &str) -> String {
     }
 }
 
-/// In-flight attempts per destination.
+/// The longest an unreachable destination's deliveries are deferred at once.
+pub const MAX_DESTINATION_DEFERRAL: Duration = Duration::from_secs(300);
+
+/// In-flight attempts per destination, and how long each unreachable destination waits.
 #[derive(Debug)]
 pub struct DestinationSlots {
     max: usize,
     in_flight: Mutex<HashMap<String, usize>>,
+    unreachable: Mutex<HashMap<String, Unreachable>>,
+}
+
+/// A destination that refused or timed out: failures in a row and until when its
+/// deliveries wait.
+#[derive(Debug, Clone, Copy)]
+struct Unreachable {
+    streak: i32,
+    until: DateTime<Utc>,
 }
 
 /// One slot of a destination, given back on drop.
@@ -43,7 +58,45 @@ impl DestinationSlots {
         Arc::new(Self {
             max: max.max(1),
             in_flight: Mutex::new(HashMap::new()),
+            unreachable: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Records that `destination` could not be reached at `now` and returns until when its
+    /// deliveries should wait: `first` after the first failure, `multiplier` times longer
+    /// after each further failed wave (at most [`MAX_DESTINATION_DEFERRAL`]). While a
+    /// deferral runs, further failures (the rest of the wave, deliveries recorded since)
+    /// get the same deadline and do not lengthen it.
+    pub fn defer_unreachable(
+        &self,
+        destination: &str,
+        now: DateTime<Utc>,
+        first: Duration,
+        multiplier: f64,
+    ) -> DateTime<Utc> {
+        let mut unreachable = self.unreachable.lock().expect("not poisoned");
+        let entry = unreachable
+            .entry(destination.to_owned())
+            .or_insert(Unreachable {
+                streak: 0,
+                until: now,
+            });
+        if entry.until <= now {
+            let wait = first
+                .mul_f64(multiplier.max(1.0).powi(entry.streak))
+                .min(MAX_DESTINATION_DEFERRAL);
+            entry.streak = entry.streak.saturating_add(1);
+            entry.until = now + chrono::Duration::from_std(wait).unwrap_or_default();
+        }
+        entry.until
+    }
+
+    /// Records that `destination` answered: the next failure starts a new streak.
+    pub fn reached(&self, destination: &str) {
+        self.unreachable
+            .lock()
+            .expect("not poisoned")
+            .remove(destination);
     }
 
     /// The cap: attempts at once per destination.
@@ -108,6 +161,34 @@ mod tests {
             "http://127.0.0.1:8081"
         );
         assert_eq!(destination_key("not a url"), "");
+    }
+
+    #[test]
+    fn an_unreachable_destination_waits_longer_after_each_wave_until_it_answers() {
+        let slots = DestinationSlots::new(4);
+        let now = Utc::now();
+        let second = Duration::from_secs(1);
+        let until = |secs: i64| now + chrono::Duration::seconds(secs);
+        let defer = |destination: &str, at: i64| {
+            slots.defer_unreachable(destination, until(at), second * 5, 4.0)
+        };
+        assert_eq!(defer("http://down", 0), until(5));
+        // The rest of the wave fails too: same deadline, not a longer one.
+        assert_eq!(defer("http://down", 1), until(5));
+        assert_eq!(defer("http://down", 5), until(25));
+        assert_eq!(defer("http://down", 25), until(25 + 80));
+        assert_eq!(defer("http://down", 105), until(105 + 300), "capped");
+        assert_eq!(
+            defer("http://other", 105),
+            until(110),
+            "destinations are independent"
+        );
+        slots.reached("http://down");
+        assert_eq!(
+            defer("http://down", 500),
+            until(505),
+            "an answer starts a new streak"
+        );
     }
 
     #[test]
