@@ -115,11 +115,12 @@ async fn measure(
 }
 
 /// Stores `rows` finished jobs of another organization and one succeeded delivery each,
-/// then refreshes the planner's statistics.
+/// then vacuums, analyzes and checkpoints.
 async fn seed_history(pool: &PgPool, rows: i64) {
     let statements = [
         "INSERT INTO orchestrator.projects (id, org_id, name, status, version, created_at, updated_at) \
-         VALUES ('prj_benchhistory', 'org_benchhistory', 'History', 'ready', 1, now(), now())",
+         SELECT 'prj_benchhistory', 'org_benchhistory', 'History', 'ready', 1, now(), now() \
+         WHERE $1::bigint > 0",
         "INSERT INTO orchestrator.jobs (id, org_id, project_id, status, version, last_sequence, \
            created_at, updated_at, completed_at, expires_at) \
          SELECT 'job_history_' || g, 'org_benchhistory', 'prj_benchhistory', 'completed', 6, 6, \
@@ -132,16 +133,25 @@ async fn seed_history(pool: &PgPool, rows: i64) {
            6, 'completed', '\\x7b7d'::bytea, 'succeeded', 1, now() - interval '1 day', \
            now() - interval '1 day', 'http://127.0.0.1:9' \
          FROM generate_series(1, $1) AS g",
-        "ANALYZE",
     ];
     for statement in statements {
-        let query = sqlx::query(statement);
-        let query = if statement.contains("$1") {
-            query.bind(rows)
-        } else {
-            query
-        };
-        query.execute(pool).await.expect("seed the history");
+        sqlx::query(statement)
+            .bind(rows)
+            .execute(pool)
+            .await
+            .expect("seed the history");
+    }
+    // What a running deployment has long done to its history: vacuumed it (the seeding
+    // would otherwise trigger an insert autovacuum in the middle of the measurement),
+    // analyzed it, and checkpointed the WAL it wrote.
+    for statement in [
+        "VACUUM (ANALYZE) orchestrator.jobs",
+        "VACUUM (ANALYZE) dispatcher.deliveries",
+        "CHECKPOINT",
+    ] {
+        if let Err(error) = sqlx::query(statement).execute(pool).await {
+            eprintln!("  {statement}: {error}");
+        }
     }
 }
 
