@@ -74,16 +74,41 @@ where
     Fut: Future<Output = Result<(), String>> + Send,
 {
     let counter = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + duration;
+    let next = move || (Instant::now() < deadline).then(|| counter.fetch_add(1, Ordering::Relaxed));
+    clients(concurrency, next, operation).await
+}
+
+/// `concurrency` clients run `operation(n)` back to back until `count` operations have
+/// been started.
+pub async fn fixed_count<F, Fut>(concurrency: usize, count: u64, operation: F) -> Outcome
+where
+    F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send,
+{
+    let counter = Arc::new(AtomicU64::new(0));
+    let next = move || {
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        (n < count).then_some(n)
+    };
+    clients(concurrency, next, operation).await
+}
+
+/// `concurrency` clients each run `operation(n)` for every `n` that `next` hands out,
+/// until it hands out none.
+async fn clients<N, F, Fut>(concurrency: usize, next: N, operation: F) -> Outcome
+where
+    N: Fn() -> Option<u64> + Clone + Send + Sync + 'static,
+    F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send,
+{
     let started = Instant::now();
-    let deadline = started + duration;
     let clients: Vec<_> = (0..concurrency)
         .map(|_| {
-            let operation = operation.clone();
-            let counter = counter.clone();
+            let (operation, next) = (operation.clone(), next.clone());
             tokio::spawn(async move {
                 let mut outcome = Outcome::default();
-                while Instant::now() < deadline {
-                    let n = counter.fetch_add(1, Ordering::Relaxed);
+                while let Some(n) = next() {
                     let began = Instant::now();
                     let result = operation(n).await;
                     outcome.record(began, result);
@@ -127,41 +152,6 @@ where
     let mut total = Outcome::default();
     for task in tasks {
         total.absorb(task.await.expect("an operation panicked"));
-    }
-    total.elapsed = started.elapsed();
-    total
-}
-
-/// `concurrency` clients run `operation(n)` back to back until `count` operations have
-/// been started.
-pub async fn fixed_count<F, Fut>(concurrency: usize, count: u64, operation: F) -> Outcome
-where
-    F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), String>> + Send,
-{
-    let counter = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let clients: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let operation = operation.clone();
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let mut outcome = Outcome::default();
-                loop {
-                    let n = counter.fetch_add(1, Ordering::Relaxed);
-                    if n >= count {
-                        break outcome;
-                    }
-                    let began = Instant::now();
-                    let result = operation(n).await;
-                    outcome.record(began, result);
-                }
-            })
-        })
-        .collect();
-    let mut total = Outcome::default();
-    for client in clients {
-        total.absorb(client.await.expect("a load client panicked"));
     }
     total.elapsed = started.elapsed();
     total

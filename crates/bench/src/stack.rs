@@ -11,43 +11,15 @@ use base64::Engine;
 use plangrep_messaging::Topology;
 use plangrep_messaging::topology::ALL_QUEUES;
 use plangrep_test_support::process::{ServiceProcess, run};
+pub use plangrep_test_support::services::Service;
+use plangrep_test_support::services::reserve_ports;
 use plangrep_test_support::{BrokerCleanup, TestDatabase, amqp_url, random_token, unique_prefix};
 use serde_json::{Value, json};
 
 /// The admin token of every bench stack.
 const ADMIN_TOKEN: &str = "bench-admin-token-0123456789abcdef";
-/// How long a service may take to become ready, or a set-up request to succeed.
-const PATIENCE: Duration = Duration::from_secs(60);
-
-/// One of the platform's services.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Service {
-    Gateway,
-    Orchestrator,
-    Dispatcher,
-}
-
-impl Service {
-    /// Every service, peers first.
-    pub const ALL: [Service; 3] = [Service::Orchestrator, Service::Dispatcher, Service::Gateway];
-
-    /// Its binary's name.
-    pub fn binary(self) -> &'static str {
-        match self {
-            Service::Gateway => "api-gateway",
-            Service::Orchestrator => "job-orchestrator",
-            Service::Dispatcher => "webhook-dispatcher",
-        }
-    }
-
-    fn index(self) -> usize {
-        match self {
-            Service::Gateway => 0,
-            Service::Orchestrator => 1,
-            Service::Dispatcher => 2,
-        }
-    }
-}
+/// How long a service may take to become ready, or a project or a job to reach a status.
+const PATIENCE: Duration = Duration::from_secs(300);
 
 /// A service binary next to this one (`target/release/…`).
 pub fn sibling_binary(name: &str) -> PathBuf {
@@ -104,19 +76,6 @@ pub struct Stack {
     ops_addrs: [SocketAddr; 3],
     http: reqwest::Client,
     _broker: BrokerCleanup,
-}
-
-/// Loopback ports nobody listens on now, distinct from each other.
-async fn reserve_ports<const N: usize>() -> [SocketAddr; N] {
-    let mut listeners = Vec::with_capacity(N);
-    for _ in 0..N {
-        listeners.push(
-            tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind port 0"),
-        );
-    }
-    std::array::from_fn(|i| listeners[i].local_addr().expect("addr"))
 }
 
 impl Stack {
@@ -287,30 +246,13 @@ impl Stack {
             .as_str()
             .unwrap_or_else(|| panic!("no project: {project}"))
             .to_owned();
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let body: Value = self
-                .http
-                .get(format!(
-                    "{}/api/open/v1/projects/{project_id}",
-                    self.gateway_url
-                ))
-                .bearer_auth(&api_key)
-                .send()
-                .await
-                .expect("gateway reachable")
-                .json()
-                .await
-                .expect("a project");
-            if body["project"]["status"] == "ready" {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "project never ready"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.wait_for(
+            &api_key,
+            &format!("/projects/{project_id}"),
+            "project",
+            "ready",
+        )
+        .await;
         Customer {
             org_id,
             api_key,
@@ -328,24 +270,31 @@ impl Stack {
 
     /// Waits until the job is `status`; returns its JSON.
     pub async fn wait_for_job(&self, customer: &Customer, job_id: &str, status: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+        self.wait_for(&customer.api_key, &format!("/jobs/{job_id}"), "job", status)
+            .await
+    }
+
+    /// Polls `GET <path>` until its `<resource>.status` is `status` (bounded by
+    /// [`PATIENCE`]); returns the resource.
+    async fn wait_for(&self, api_key: &str, path: &str, resource: &str, status: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             let body: Value = self
                 .http
-                .get(format!("{}/api/open/v1/jobs/{job_id}", self.gateway_url))
-                .bearer_auth(&customer.api_key)
+                .get(format!("{}/api/open/v1{path}", self.gateway_url))
+                .bearer_auth(api_key)
                 .send()
                 .await
                 .expect("gateway reachable")
                 .json()
                 .await
-                .expect("a job");
-            if body["job"]["status"] == status {
-                return body["job"].clone();
+                .expect("JSON");
+            if body[resource]["status"] == status {
+                return body[resource].clone();
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "job {job_id} never {status}: {body}"
+                "{path} never {status}: {body}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -15,6 +15,7 @@ pub mod pdf;
 pub mod proxy;
 pub mod receiver;
 pub mod s3;
+pub mod services;
 
 use std::future::Future;
 use std::time::Duration;

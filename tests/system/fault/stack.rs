@@ -10,40 +10,12 @@ use std::time::Duration;
 use base64::Engine;
 use plangrep_test_support::process::{ServiceProcess, run};
 use plangrep_test_support::proxy::TcpProxy;
+pub use plangrep_test_support::services::Service;
+use plangrep_test_support::services::reserve_ports;
 use plangrep_test_support::{TestDatabase, eventually, random_token, unique_prefix};
 
 use super::outages::TestVhost;
 use crate::helpers::{ADMIN_TOKEN, PATIENCE, workspace_binary};
-
-/// One of the platform's services.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Service {
-    Gateway,
-    Orchestrator,
-    Dispatcher,
-}
-
-impl Service {
-    /// Every service, in start order (peers first).
-    pub const ALL: [Service; 3] = [Service::Orchestrator, Service::Dispatcher, Service::Gateway];
-
-    /// Its binary's name.
-    pub fn binary(self) -> &'static str {
-        match self {
-            Service::Gateway => "api-gateway",
-            Service::Orchestrator => "job-orchestrator",
-            Service::Dispatcher => "webhook-dispatcher",
-        }
-    }
-
-    fn index(self) -> usize {
-        match self {
-            Service::Gateway => 0,
-            Service::Orchestrator => 1,
-            Service::Dispatcher => 2,
-        }
-    }
-}
 
 /// The running platform.
 pub struct Stack {
@@ -65,19 +37,6 @@ pub struct Stack {
     /// Error lines logged by the services, killed ones included.
     errors: Vec<String>,
     storage: std::path::PathBuf,
-}
-
-/// Loopback ports nobody listens on now, distinct from each other.
-async fn reserve_ports<const N: usize>() -> [SocketAddr; N] {
-    let mut listeners = Vec::with_capacity(N);
-    for _ in 0..N {
-        listeners.push(
-            tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind port 0"),
-        );
-    }
-    std::array::from_fn(|i| listeners[i].local_addr().expect("addr"))
 }
 
 impl Stack {
