@@ -9,7 +9,8 @@
 //! back to back and its confirms awaited together (ADR 0015). A leader whose session
 //! died (terminated backend, network cut) therefore stops at its next statement, having
 //! published at most the rest of one batch, and goes back to standby, while a new leader
-//! can only claim once the old session, and with it the old batch's transaction, is gone. It wakes on `NOTIFY plangrep_outbox` and polls as a backstop.
+//! can only claim once the old session, and with it the old batch's transaction, is gone.
+//! It wakes on `NOTIFY plangrep_outbox` and polls as a backstop.
 //! A crash between publish and mark republishes the row: delivery is at-least-once and
 //! consumers dedupe by `message_id`.
 

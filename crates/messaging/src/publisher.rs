@@ -1,9 +1,9 @@
 //! A publisher with confirms: `publish` returns only once the broker has taken
 //! responsibility for the message (persistent, on a durable exchange). `send` hands a
 //! message over without waiting, so a batch can be published back to back and its
-//! confirms (which the broker gives per disk write, not per message) awaited together. Every message
-//! carries the events key's tag ([`crate::EVENT_TAG_HEADER`], ADR 0010), which consumers
-//! check before handling it.
+//! confirms (which the broker gives per disk write, not per message) awaited together.
+//! Every message carries the events key's tag ([`crate::EVENT_TAG_HEADER`], ADR 0010),
+//! which consumers check before handling it.
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
