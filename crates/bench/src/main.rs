@@ -87,7 +87,7 @@ async fn main() {
             16,
             Duration::from_secs(seconds),
             false,
-            webhooks.then(|| Arc::new(receivers.urls.clone())),
+            if webhooks { &receivers.urls } else { &[] },
         )
         .await;
         println!("{:.0} jobs/s, {}", outcome.rate(), outcome.summary());

@@ -181,11 +181,8 @@ impl Scheduler {
             None
         };
         let recorded = match tx.as_mut() {
-            Some(tx) => leases::record(tx, &delivery.id, token, &outcome, &attempt).await?,
-            None => {
-                let mut conn = self.pool.acquire().await?;
-                leases::record(&mut conn, &delivery.id, token, &outcome, &attempt).await?
-            }
+            Some(tx) => leases::record(&mut **tx, &delivery.id, token, &outcome, &attempt).await?,
+            None => leases::record(&self.pool, &delivery.id, token, &outcome, &attempt).await?,
         };
         if !recorded {
             tracing::warn!(

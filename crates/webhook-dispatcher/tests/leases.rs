@@ -203,15 +203,14 @@ async fn an_expired_lease_is_claimed_again_and_the_lost_lease_outcome_is_discard
         response_snippet: None,
         worker: Some("worker-b".to_owned()),
     };
-    let mut conn = pool.acquire().await.unwrap();
     assert!(
-        !leases::record(&mut conn, id, "token-a", &outcome, &attempt)
+        !leases::record(&pool, id, "token-a", &outcome, &attempt)
             .await
             .unwrap(),
         "A's late outcome must be discarded"
     );
     assert!(
-        leases::record(&mut conn, id, "token-b", &outcome, &attempt)
+        leases::record(&pool, id, "token-b", &outcome, &attempt)
             .await
             .unwrap()
     );

@@ -20,7 +20,7 @@ use plangrep_test_support::TestDatabase;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use super::{Plan, create_job, load_client, settle};
+use super::{JobCreator, Plan, settle};
 use crate::load::{Outcome, closed_loop};
 use crate::receiver::Receivers;
 use crate::report::Row;
@@ -120,30 +120,20 @@ fn base64_key() -> String {
     base64::engine::general_purpose::STANDARD.encode([7u8; 32])
 }
 
-/// Closed-loop creates against the platform.
+/// Closed-loop creates against the platform, with the given webhook URLs (none: jobs
+/// without a webhook).
 pub async fn platform_phase(
     customer: &Customer,
     concurrency: usize,
     duration: Duration,
     idempotent: bool,
-    webhook_urls: Option<Arc<Vec<String>>>,
+    webhook_urls: &[String],
 ) -> Outcome {
-    let client = load_client();
-    let customer = Arc::new(customer.clone());
-    let run = ulid::Ulid::generate();
-    closed_loop(concurrency, duration, move |n| {
-        let client = client.clone();
-        let customer = customer.clone();
-        let urls = webhook_urls.clone();
-        async move {
-            let url = urls
-                .as_ref()
-                .map(|urls| urls[n as usize % urls.len()].as_str());
-            let key = idempotent.then(|| format!("bench-{run}-{n}"));
-            create_job(&client, &customer, url, key).await
-        }
-    })
-    .await
+    let mut creator = JobCreator::new(customer, webhook_urls);
+    if idempotent {
+        creator = creator.idempotent();
+    }
+    closed_loop(concurrency, duration, move |n| creator.clone().create(n)).await
 }
 
 /// Closed-loop creates straight on the database.
@@ -173,14 +163,14 @@ pub async fn throughput(
     pool: &PgPool,
 ) -> Vec<Row> {
     // Warm both paths up (connections, caches, JIT-less but cold pages).
-    platform_phase(customer, 16, plan.create_phase / 4, false, None).await;
+    platform_phase(customer, 16, plan.create_phase / 4, false, &[]).await;
     baseline_phase(baseline, 16, plan.create_phase / 4, false).await;
     settle(pool, Duration::from_secs(60)).await;
     let mut rows = Vec::new();
     for concurrency in [16, 64] {
         for idempotent in [false, true] {
             let mut ours =
-                platform_phase(customer, concurrency, plan.create_phase, idempotent, None).await;
+                platform_phase(customer, concurrency, plan.create_phase, idempotent, &[]).await;
             settle(pool, Duration::from_secs(60)).await;
             let mut base =
                 baseline_phase(baseline, concurrency, plan.create_phase, idempotent).await;
@@ -211,8 +201,7 @@ pub async fn with_webhooks(
     pool: &PgPool,
 ) -> Row {
     receivers.drain();
-    let urls = Arc::new(receivers.urls.clone());
-    let mut ours = platform_phase(customer, 16, plan.create_phase, false, Some(urls)).await;
+    let mut ours = platform_phase(customer, 16, plan.create_phase, false, &receivers.urls).await;
     let load_ended = Instant::now();
     let expected = ours.ok as usize * 2;
     let mut arrived = receivers.drain().iter().filter(|a| a.accepted).count();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use plangrep_core::webhook::{self, WebhookSecret};
 
-use super::{Plan, create_job, load_client, settle};
+use super::{JobCreator, Plan, settle};
 use crate::load::fixed_count;
 use crate::receiver::{Arrival, Receivers};
 use crate::report::Row;
@@ -32,18 +32,11 @@ pub async fn throughput(plan: &Plan, fail_percent: u32) -> Row {
     // the dispatcher rather than the schedule.
     let settings = [("PLANGREP_WEBHOOK_RETRY_INITIAL", "50ms".to_owned())];
     let mut stack = Stack::start(&[Service::Orchestrator, Service::Gateway], &settings).await;
-    let customer = Arc::new(stack.customer().await);
+    let customer = stack.customer().await;
     let pool = stack.pool().await;
-    let urls = Arc::new(receivers.urls.clone());
-    let client = load_client();
+    let creator = JobCreator::new(&customer, &receivers.urls);
     let created = fixed_count(16, plan.dispatcher_jobs as u64, move |n| {
-        let client = client.clone();
-        let customer = customer.clone();
-        let urls = urls.clone();
-        async move {
-            let url = urls[n as usize % urls.len()].as_str();
-            create_job(&client, &customer, Some(url), None).await
-        }
+        creator.clone().create(n)
     })
     .await;
     settle(&pool, Duration::from_secs(120)).await;

@@ -5,14 +5,13 @@
 //! same case on the clean database earlier in the run: within 20 % means every hot path
 //! stays an index scan whatever the tables hold.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
 use super::create_jobs::platform_phase;
 use super::latency::{self, Latency};
-use super::{Plan, create_job, load_client, settle};
+use super::{JobCreator, Plan, settle};
 use crate::load::fixed_count;
 use crate::receiver::{Receivers, refused_url};
 use crate::report::Row;
@@ -46,14 +45,9 @@ pub async fn run(
     let mut rows = measure(plan, customer, receivers, pool, clean, &history).await;
 
     let down = refused_url().await;
-    let client = load_client();
-    let customer_for_failing = Arc::new(customer.clone());
-    let down_url = Arc::new(down.clone());
-    fixed_count(16, plan.failing_jobs as u64, move |_| {
-        let client = client.clone();
-        let customer = customer_for_failing.clone();
-        let url = down_url.clone();
-        async move { create_job(&client, &customer, Some(&url), None).await }
+    let failing = JobCreator::new(customer, std::slice::from_ref(&down));
+    fixed_count(16, plan.failing_jobs as u64, move |n| {
+        failing.clone().create(n)
     })
     .await;
     wait_until_retrying(pool, &down, plan.failing_jobs).await;
@@ -73,7 +67,7 @@ async fn measure(
     clean: &mut Clean,
     condition: &str,
 ) -> Vec<Row> {
-    let mut creates = platform_phase(customer, 16, plan.create_phase, false, None).await;
+    let mut creates = platform_phase(customer, 16, plan.create_phase, false, &[]).await;
     settle(pool, Duration::from_secs(60)).await;
     let mut latency = latency::measure(
         customer,

@@ -4,14 +4,13 @@
 //! milliseconds, truncated): a latency is therefore overstated by up to 1 ms plus the
 //! rest of the transaction.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{DateTime, Utc};
 use plangrep_core::api::WebhookPayload;
 use sqlx::PgPool;
 
-use super::{create_job, load_client};
+use super::JobCreator;
 use crate::load::{Outcome, paced};
 use crate::receiver::{Arrival, Receivers};
 use crate::stack::Customer;
@@ -56,17 +55,9 @@ pub async fn measure(
 ) -> Latency {
     receivers.drain();
     let since = Utc::now();
-    let client = load_client();
-    let urls = Arc::new(receivers.urls.clone());
-    let customer = Arc::new(customer.clone());
+    let creator = JobCreator::new(customer, &receivers.urls);
     let creates = paced(jobs_per_second, duration, move |n| {
-        let client = client.clone();
-        let customer = customer.clone();
-        let urls = urls.clone();
-        async move {
-            let url = urls[n as usize % urls.len()].as_str();
-            create_job(&client, &customer, Some(url), None).await
-        }
+        creator.clone().create(n)
     })
     .await;
     let expected = creates.ok as usize * 2;

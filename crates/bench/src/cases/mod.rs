@@ -6,6 +6,7 @@ pub mod growth;
 pub mod latency;
 pub mod uploads;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::CONTENT_TYPE;
@@ -63,46 +64,69 @@ impl Plan {
     }
 }
 
-/// An HTTP client for the load (connections kept, no timeouts beyond the phase's).
-pub fn load_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(256)
-        .build()
-        .expect("client")
+/// Creates jobs as one customer over one HTTP client (connections kept): job `n` gets
+/// the `n`-th of the webhook URLs (round robin; none when there are none) and, when
+/// idempotent, an `Idempotency-Key` of its own. Cheap to clone into load clients.
+#[derive(Clone)]
+pub struct JobCreator {
+    client: reqwest::Client,
+    customer: Arc<Customer>,
+    webhook_urls: Arc<Vec<String>>,
+    /// Set when every create carries a key (unique to this creator and `n`).
+    idempotency_run: Option<String>,
 }
 
-/// `POST /projects/{id}/jobs` as `customer`, with a `webhookUrl` and an
-/// `Idempotency-Key` when given; `Ok` on 202.
-pub async fn create_job(
-    client: &reqwest::Client,
-    customer: &Customer,
-    webhook_url: Option<&str>,
-    idempotency_key: Option<String>,
-) -> Result<(), String> {
-    let body = match webhook_url {
-        Some(url) => format!(r#"{{"webhookUrl":"{url}"}}"#),
-        None => String::from("{}"),
-    };
-    let mut request = client
-        .post(&customer.jobs_url)
-        .bearer_auth(&customer.api_key)
-        .header(CONTENT_TYPE, "application/json")
-        .body(body);
-    if let Some(key) = idempotency_key {
-        request = request.header("Idempotency-Key", key);
-    }
-    let response = request.send().await.map_err(|e| e.to_string())?;
-    match response.status().as_u16() {
-        202 => {
-            // Read the body: the client's work includes it.
-            response.bytes().await.map_err(|e| e.to_string())?;
-            Ok(())
+impl JobCreator {
+    /// Creates as `customer`, with `webhook_urls` on the jobs.
+    pub fn new(customer: &Customer, webhook_urls: &[String]) -> Self {
+        Self {
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .pool_max_idle_per_host(256)
+                .build()
+                .expect("client"),
+            customer: Arc::new(customer.clone()),
+            webhook_urls: Arc::new(webhook_urls.to_vec()),
+            idempotency_run: None,
         }
-        status => Err(format!(
-            "{status}: {}",
-            response.text().await.unwrap_or_default()
-        )),
+    }
+
+    /// Every create carries an `Idempotency-Key`.
+    pub fn idempotent(mut self) -> Self {
+        self.idempotency_run = Some(ulid::Ulid::generate().to_string());
+        self
+    }
+
+    /// `POST /projects/{id}/jobs` for job `n`; `Ok` on 202.
+    pub async fn create(self, n: u64) -> Result<(), String> {
+        let body = match self
+            .webhook_urls
+            .get(n as usize % self.webhook_urls.len().max(1))
+        {
+            Some(url) => format!(r#"{{"webhookUrl":"{url}"}}"#),
+            None => String::from("{}"),
+        };
+        let mut request = self
+            .client
+            .post(&self.customer.jobs_url)
+            .bearer_auth(&self.customer.api_key)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
+        if let Some(run) = &self.idempotency_run {
+            request = request.header("Idempotency-Key", format!("bench-{run}-{n}"));
+        }
+        let response = request.send().await.map_err(|e| e.to_string())?;
+        match response.status().as_u16() {
+            202 => {
+                // Read the body: the client's work includes it.
+                response.bytes().await.map_err(|e| e.to_string())?;
+                Ok(())
+            }
+            status => Err(format!(
+                "{status}: {}",
+                response.text().await.unwrap_or_default()
+            )),
+        }
     }
 }
 

@@ -17,7 +17,7 @@
 //! due deliveries deferred together ([`defer_destination`]) instead of failing each.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgExecutor, PgPool};
 
 use super::attempts::AttemptRow;
 use super::deliveries::DeliveryRow;
@@ -121,8 +121,8 @@ pub struct Outcome<'a> {
 /// lease `token` still holds the delivery. `false` when it does not (it expired and
 /// another worker claimed it, or a manual redelivery or a 410 changed the row): nothing
 /// is written.
-pub async fn record(
-    conn: &mut PgConnection,
+pub async fn record<'c>(
+    executor: impl PgExecutor<'c>,
     id: &str,
     token: &str,
     outcome: &Outcome<'_>,
@@ -154,7 +154,7 @@ pub async fn record(
     .bind(&attempt.error)
     .bind(&attempt.response_snippet)
     .bind(&attempt.worker)
-    .execute(conn)
+    .execute(executor)
     .await?;
     Ok(recorded.rows_affected() == 1)
 }
