@@ -1,6 +1,7 @@
 //! One attempt of a leased delivery: check the job's webhook is not stopped, fetch its
 //! target, send, judge, and record the attempt and the delivery's next state under the
-//! lease, in one short transaction after the HTTP exchange.
+//! lease, in one short statement after the HTTP exchange (shared with the outcomes of
+//! concurrent attempts).
 //!
 //! A receiver that refuses the connection or does not answer in time defers its
 //! destination's other due deliveries, by the first retry interval and then longer after
@@ -23,11 +24,11 @@ use plangrep_core::retry::NextAttempt;
 use plangrep_telemetry::trace::TraceContext;
 
 use crate::outcome::Verdict;
-use crate::scheduler::{ScheduleError, Scheduler};
+use crate::scheduler::{Exchange, ScheduleError, Scheduler};
 use crate::sender::AttemptReport;
 use crate::store::attempts::{self, AttemptRow};
 use crate::store::deliveries::{self, DeliveryRow, state};
-use crate::store::leases::{self, Claimed, Outcome};
+use crate::store::leases::{self, Claimed, Recording};
 use crate::store::{self};
 use crate::target::TargetError;
 
@@ -48,7 +49,11 @@ fn not_sent(verdict: Verdict, error: &str) -> AttemptReport {
 
 impl Scheduler {
     /// Attempts the claimed delivery and records the outcome under its lease.
-    pub(crate) async fn attempt(&self, claimed: Claimed) -> Result<(), ScheduleError> {
+    pub(crate) async fn attempt(
+        &self,
+        claimed: Claimed,
+        exchange: Exchange,
+    ) -> Result<(), ScheduleError> {
         let token = claimed.token().to_owned();
         let delivery = &claimed.delivery;
         let started_at = store::now();
@@ -110,12 +115,19 @@ impl Scheduler {
                 not_sent(Verdict::Retry { retry_after: None }, TARGET_UNUSABLE)
             }
         };
+        let unreachable = report.status_code.is_none()
+            && matches!(report.error.as_deref(), Some("connect" | "timeout"));
+        if !unreachable {
+            drop(exchange);
+        }
+        // (An unreachable destination's slot is held until its deliveries are deferred
+        // below, so no other attempt to it starts meanwhile.)
         self.record(delivery, &token, number, trigger, started_at, &report)
             .await?;
         let destination = &delivery.destination;
         if report.status_code.is_some() {
             self.destinations.reached(destination);
-        } else if matches!(report.error.as_deref(), Some("connect" | "timeout")) {
+        } else if unreachable {
             // The receiver is down or hangs: its other due deliveries would fail the same
             // way, so they wait, longer after each failed wave (a thousand jobs with a
             // dead receiver cost a few attempts per wave, not a thousand).
@@ -154,35 +166,38 @@ impl Scheduler {
             finished_at,
             report.verdict,
         );
-        let outcome = Outcome {
+        let recording = Recording {
+            token: token.to_owned(),
             state: next_state,
-            attempt_count: number,
             window_started_at,
             next_attempt_at,
             now: finished_at,
+            attempt: AttemptRow {
+                delivery_id: delivery.id.clone(),
+                number,
+                trigger: trigger.to_owned(),
+                started_at,
+                duration_ms: i32::try_from(report.duration.as_millis()).unwrap_or(i32::MAX),
+                status_code: report.status_code.map(i32::from),
+                error: report.error.clone(),
+                response_snippet: report.response_snippet.clone(),
+                worker: Some(self.owner.clone()),
+            },
         };
-        let attempt = AttemptRow {
-            delivery_id: delivery.id.clone(),
-            number,
-            trigger: trigger.to_owned(),
-            started_at,
-            duration_ms: i32::try_from(report.duration.as_millis()).unwrap_or(i32::MAX),
-            status_code: report.status_code.map(i32::from),
-            error: report.error.clone(),
-            response_snippet: report.response_snippet.clone(),
-            worker: Some(self.owner.clone()),
-        };
-        // A delivery to retry changes only its own row; one that finished also stops or
-        // releases the rest of its job, in the same transaction.
-        let finished = next_attempt_at.is_none();
-        let mut tx = if finished {
-            Some(self.pool.begin().await?)
+        let recorded = if next_state == state::STOPPED {
+            // A 410: the outcome and the stop of the job's webhook in one transaction.
+            let mut tx = self.pool.begin().await?;
+            let recorded = leases::record(&mut tx, std::slice::from_ref(&recording))
+                .await?
+                .contains(&true);
+            if recorded {
+                deliveries::stop_job(&mut tx, &delivery.job_id, finished_at).await?;
+            }
+            tx.commit().await?;
+            recorded
         } else {
-            None
-        };
-        let recorded = match tx.as_mut() {
-            Some(tx) => leases::record(&mut **tx, &delivery.id, token, &outcome, &attempt).await?,
-            None => leases::record(&self.pool, &delivery.id, token, &outcome, &attempt).await?,
+            // Written together with the outcomes of concurrent attempts.
+            self.recorder.submit(recording).await?
         };
         if !recorded {
             tracing::warn!(
@@ -193,20 +208,6 @@ impl Scheduler {
                  redelivered or stopped meanwhile): its outcome is discarded"
             );
             return Ok(());
-        }
-        if let Some(mut tx) = tx {
-            if next_state == state::STOPPED {
-                deliveries::stop_job(&mut tx, &delivery.job_id, finished_at).await?;
-            } else {
-                deliveries::release_successor(
-                    &mut tx,
-                    &delivery.job_id,
-                    delivery.sequence,
-                    finished_at,
-                )
-                .await?;
-            }
-            tx.commit().await?;
         }
 
         self.metrics.record_attempt(next_state);

@@ -1,9 +1,10 @@
 //! Intake: turns a `JobStatusChanged` message into a durable delivery row.
 //!
 //! The body is rendered here, once, from the job snapshot the event carries; every
-//! attempt signs and sends exactly these bytes. The message is acked (by the consumer)
-//! only after the row is committed, and a redelivered message for a recorded event
-//! inserts nothing.
+//! attempt signs and sends exactly these bytes. The rows of the messages in flight are
+//! inserted together ([`crate::batch`]): one statement and one commit for a whole
+//! prefetch window under load. The message is acked (by the consumer) only after its row
+//! is committed, and a redelivered message for a recorded event inserts nothing.
 
 use std::sync::Arc;
 
@@ -17,13 +18,20 @@ use prost::Message;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
+use crate::batch::Batcher;
 use crate::slots::destination_key;
 use crate::store::{self, deliveries};
+
+/// Insert statements in flight at once: one fills while the other commits.
+const WRITERS: usize = 2;
+/// Deliveries inserted by one statement at most.
+const MAX_BATCH: usize = 256;
 
 /// The consumer side of the dispatcher.
 #[derive(Clone)]
 pub struct Intake {
-    pool: PgPool,
+    /// Inserts the deliveries of the messages in flight together.
+    writer: Batcher<deliveries::NewDelivery, bool>,
     /// Wakes the scheduler's workers when a delivery becomes due.
     wake: Arc<Notify>,
 }
@@ -35,7 +43,11 @@ struct Malformed(String);
 impl Intake {
     /// Intake over `pool`, waking `wake` on new deliveries.
     pub fn new(pool: PgPool, wake: Arc<Notify>) -> Self {
-        Self { pool, wake }
+        let writer = Batcher::spawn(WRITERS, MAX_BATCH, move |batch: Arc<[_]>| {
+            let pool = pool.clone();
+            async move { deliveries::insert_new(&pool, &batch, store::now()).await }
+        });
+        Self { writer, wake }
     }
 
     /// Records the delivery for one event message.
@@ -76,11 +88,14 @@ impl Intake {
             traceparent: plangrep_telemetry::trace::next_hop(),
             destination: destination_key(webhook_url),
         };
-        let inserted = deliveries::insert_if_new(&self.pool, &new, store::now())
+        let (event_id, job_id, sequence) = (event.event_id, job.id.clone(), new.sequence);
+        let inserted = self
+            .writer
+            .submit(new)
             .await
             .map_err(|e| HandleError::Retry(Box::new(e)))?;
         if inserted {
-            tracing::debug!(event_id = %new.event_id, job_id = %new.job_id, sequence = new.sequence, "delivery recorded");
+            tracing::debug!(%event_id, %job_id, sequence, "delivery recorded");
             self.wake.notify_waiters();
         }
         Ok(())

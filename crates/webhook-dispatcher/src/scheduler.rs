@@ -1,6 +1,7 @@
 //! The scheduler: a claim loop that leases due deliveries in short statements and hands
 //! each to an attempt task ([`crate::attempt`]), bounded by the worker count and by the
-//! per-destination cap ([`crate::slots`]).
+//! per-destination cap ([`crate::slots`]) while it talks HTTP; the outcomes of finished
+//! exchanges are then written together ([`crate::batch`]).
 //!
 //! No transaction, row lock or pooled connection is held across an HTTP attempt: a claim
 //! is a lease ([`crate::store::leases`]), the attempt runs outside any transaction, and
@@ -21,10 +22,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::batch::Batcher;
 use crate::metrics::DeliveryMetrics;
 use crate::sender::Sender;
-use crate::slots::DestinationSlots;
-use crate::store::leases::{self, ClaimRequest, Claimed};
+use crate::slots::{DestinationSlot, DestinationSlots};
+use crate::store::leases::{self, ClaimRequest, Claimed, Recording};
 use crate::store::{self};
 use crate::target::TargetClient;
 
@@ -54,7 +56,14 @@ pub struct Scheduler {
     pub destinations: Arc<DestinationSlots>,
     /// NOT_FOUND answers in a row before a job's webhook is stopped.
     pub not_found_attempts: u32,
+    /// Writes attempt outcomes, those of concurrent attempts together ([`Scheduler::recorder`]).
+    pub recorder: Batcher<Recording, bool>,
 }
+
+/// What an attempt holds while it talks HTTP: its destination's slot and (in the claim
+/// loop) a worker permit. Both are given back as soon as the exchange is over, so the
+/// next delivery goes out while this outcome waits to be written with others'.
+pub(crate) type Exchange = (DestinationSlot, Option<OwnedSemaphorePermit>);
 
 /// Why a delivery could not be processed now.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +75,20 @@ pub enum ScheduleError {
 }
 
 impl Scheduler {
+    /// The outcome writer over `pool`: two statements in flight, each writing the
+    /// outcomes that queued up while the other ran (at most one per worker).
+    pub fn recorder(pool: PgPool) -> Batcher<Recording, bool> {
+        Batcher::spawn(2, 256, move |batch: Arc<[Recording]>| {
+            let pool = pool.clone();
+            async move {
+                let mut tx = pool.begin().await?;
+                let recorded = leases::record(&mut tx, &batch).await?;
+                tx.commit().await?;
+                Ok(recorded)
+            }
+        })
+    }
+
     /// Claims due deliveries while worker slots are free and runs each attempt as a task
     /// of `tasks`, until `shutdown`. At most `workers` attempts run at once.
     pub async fn claim_loop(self, workers: usize, tasks: TaskTracker, shutdown: CancellationToken) {
@@ -121,8 +144,11 @@ impl Scheduler {
             let permit = permits.pop().expect("one permit per claimed delivery");
             let scheduler = self.clone();
             tasks.spawn(async move {
-                scheduler.attempt_traced(claimed).await;
-                drop((slot, permit));
+                scheduler
+                    .attempt_traced(claimed, (slot, Some(permit)))
+                    .await;
+                // The outcome is written (the job's next event may be due) and the permit
+                // and slot are free.
                 scheduler.wake.notify_waiters();
             });
             started += 1;
@@ -136,11 +162,11 @@ impl Scheduler {
         let Some(claimed) = self.claim(1).await?.pop() else {
             return Ok(false);
         };
-        let Some(_slot) = self.destinations.try_acquire(&claimed.delivery.destination) else {
+        let Some(slot) = self.destinations.try_acquire(&claimed.delivery.destination) else {
             self.hand_back(&claimed).await?;
             return Ok(false);
         };
-        self.attempt_traced(claimed).await;
+        self.attempt_traced(claimed, (slot, None)).await;
         Ok(true)
     }
 
@@ -180,7 +206,7 @@ impl Scheduler {
 
     /// Runs one attempt inside a span of the trace that caused the event (a child of the
     /// span that recorded the delivery); errors are logged, the lease then expires.
-    async fn attempt_traced(&self, claimed: Claimed) {
+    async fn attempt_traced(&self, claimed: Claimed, held: Exchange) {
         let delivery = &claimed.delivery;
         let span = tracing::info_span!(
             "attempt",
@@ -198,7 +224,7 @@ impl Scheduler {
                 .as_deref()
                 .and_then(TraceContext::parse),
         );
-        if let Err(error) = self.attempt(claimed).instrument(span).await {
+        if let Err(error) = self.attempt(claimed, held).instrument(span).await {
             tracing::warn!(%error, "webhook attempt not recorded; its lease will expire");
         }
     }

@@ -115,6 +115,7 @@ impl App {
             lease: config.lease_duration(),
             destinations: DestinationSlots::new(config.max_per_destination),
             not_found_attempts: config.not_found_attempts,
+            recorder: Scheduler::recorder(pool.clone()),
         };
         Ok(Self {
             config,

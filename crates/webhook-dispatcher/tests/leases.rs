@@ -1,7 +1,8 @@
 //! Leases, claims and retention against a real PostgreSQL: the claim is an index scan
 //! over a large backlog, an expired lease is claimed again while the late outcome of the
 //! lost one is discarded, claims round-robin organizations and skip saturated
-//! destinations, and housekeeping deletes finished deliveries past the retention.
+//! destinations, an event recorded while its predecessor's outcome is written is never
+//! left waiting, and housekeeping deletes finished deliveries past the retention.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,10 +11,12 @@ use chrono::{DateTime, Utc};
 use plangrep_service::Settings;
 use plangrep_service::database;
 use plangrep_test_support::TestDatabase;
+use plangrep_test_support::eventually;
 use plangrep_webhook_dispatcher::housekeeping::Housekeeping;
 use plangrep_webhook_dispatcher::metrics::DeliveryMetrics;
 use plangrep_webhook_dispatcher::store::attempts::AttemptRow;
-use plangrep_webhook_dispatcher::store::leases::{self, CLAIM_SQL, ClaimRequest, Outcome};
+use plangrep_webhook_dispatcher::store::deliveries::{self, NewDelivery};
+use plangrep_webhook_dispatcher::store::leases::{self, CLAIM_SQL, ClaimRequest, Recording};
 use plangrep_webhook_dispatcher::{Config, startup};
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -184,35 +187,40 @@ async fn an_expired_lease_is_claimed_again_and_the_lost_lease_outcome_is_discard
     assert_eq!(second[0].delivery.event_id, first[0].delivery.event_id);
     assert_eq!(second[0].token(), "token-b");
 
-    let outcome = Outcome {
+    let id = &first[0].delivery.id;
+    let recording = |token: &str| Recording {
+        token: token.to_owned(),
         state: "succeeded",
-        attempt_count: 1,
         window_started_at: later,
         next_attempt_at: None,
         now: later,
+        attempt: AttemptRow {
+            delivery_id: id.clone(),
+            number: 1,
+            trigger: "initial".to_owned(),
+            started_at: later,
+            duration_ms: 3,
+            status_code: Some(204),
+            error: None,
+            response_snippet: None,
+            worker: Some(format!("worker-{token}")),
+        },
     };
-    let id = &first[0].delivery.id;
-    let attempt = AttemptRow {
-        delivery_id: id.clone(),
-        number: 1,
-        trigger: "initial".to_owned(),
-        started_at: later,
-        duration_ms: 3,
-        status_code: Some(204),
-        error: None,
-        response_snippet: None,
-        worker: Some("worker-b".to_owned()),
-    };
-    assert!(
-        !leases::record(&pool, id, "token-a", &outcome, &attempt)
+    let mut conn = pool.acquire().await.unwrap();
+    // Both outcomes arrive in one batch: only the lease holder's is written.
+    assert_eq!(
+        leases::record(&mut conn, &[recording("token-a"), recording("token-b")])
             .await
             .unwrap(),
+        [false, true],
         "A's late outcome must be discarded"
     );
-    assert!(
-        leases::record(&pool, id, "token-b", &outcome, &attempt)
+    assert_eq!(
+        leases::record(&mut conn, &[recording("token-b")])
             .await
-            .unwrap()
+            .unwrap(),
+        [false],
+        "a recorded outcome ends the lease"
     );
     let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts WHERE delivery_id = $1")
         .bind(id)
@@ -487,4 +495,145 @@ async fn a_redelivered_waiting_delivery_still_waits_for_its_predecessor() {
             .unwrap(),
         Redelivery::NotFound
     ));
+}
+
+/// The second event of `job`, as intake would record it.
+fn second_event(job: &str) -> NewDelivery {
+    NewDelivery {
+        id: format!("dlv_{job}_2"),
+        event_id: format!("evt_{job}_2"),
+        org_id: "org_a".to_owned(),
+        job_id: job.to_owned(),
+        sequence: 2,
+        job_status: "awaiting_uploads".to_owned(),
+        payload: b"{}".to_vec(),
+        event_occurred_at: Utc::now(),
+        traceparent: None,
+        destination: "https://a.example".to_owned(),
+    }
+}
+
+/// The (succeeded) outcome of `claimed`.
+fn succeeded(claimed: &leases::Claimed) -> Recording {
+    let now = Utc::now();
+    Recording {
+        token: claimed.token().to_owned(),
+        state: "succeeded",
+        window_started_at: now,
+        next_attempt_at: None,
+        now,
+        attempt: AttemptRow {
+            delivery_id: claimed.delivery.id.clone(),
+            number: 1,
+            trigger: "initial".to_owned(),
+            started_at: now,
+            duration_ms: 1,
+            status_code: Some(204),
+            error: None,
+            response_snippet: None,
+            worker: None,
+        },
+    }
+}
+
+/// Waits until a session of this database waits for a row lock.
+async fn until_blocked(pool: &PgPool) {
+    eventually(
+        "a session waiting for a row lock",
+        Duration::from_secs(10),
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            (waiting > 0).then_some(())
+        },
+    )
+    .await;
+}
+
+async fn state_of(pool: &PgPool, id: &str) -> String {
+    sqlx::query_scalar("SELECT state FROM deliveries WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Intake and the outcome writer meet on the predecessor's row. Whichever locks it
+/// first, the second event ends `pending` once the first succeeded: intake sees the
+/// outcome, or the outcome's release sees intake's row. (A release that read the table
+/// as it was before the lock wait would leave the event waiting for the housekeeping
+/// grace.)
+#[tokio::test]
+async fn an_event_recorded_while_its_predecessor_finishes_is_released() {
+    let db = TestDatabase::create().await;
+    let (_, pool) = migrated(&db, &[]).await;
+    let now = Utc::now();
+    // One job per order below: job_i1 and job_o1, each with its first event due.
+    for prefix in ["i", "o"] {
+        seed(
+            &pool,
+            Seed {
+                prefix,
+                org: "org_a",
+                state: "pending",
+                count: 1,
+                next_attempt_at: Some(now - chrono::Duration::seconds(1)),
+                destination: "https://a.example",
+                updated_at: now,
+            },
+        )
+        .await;
+    }
+    let claimed = leases::claim(&pool, &request("t", now, 2, &[]))
+        .await
+        .unwrap();
+    let head = |job: &str| {
+        claimed
+            .iter()
+            .find(|c| c.delivery.job_id == job)
+            .expect("claimed")
+            .clone()
+    };
+
+    // Intake first: it holds the predecessor's share lock while the outcome waits.
+    let mut intake = pool.begin().await.unwrap();
+    let inserted = deliveries::insert_new(&mut *intake, &[second_event("job_i1")], now)
+        .await
+        .unwrap();
+    assert_eq!(inserted, [true]);
+    let outcome = tokio::spawn({
+        let (pool, recording) = (pool.clone(), succeeded(&head("job_i1")));
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            let recorded = leases::record(&mut tx, &[recording]).await.unwrap();
+            tx.commit().await.unwrap();
+            recorded
+        }
+    });
+    until_blocked(&pool).await;
+    intake.commit().await.unwrap();
+    assert_eq!(outcome.await.unwrap(), [true]);
+    assert_eq!(state_of(&pool, "dlv_job_i1_2").await, "pending");
+
+    // The outcome first: intake waits for it, then sees the predecessor finished.
+    let mut tx = pool.begin().await.unwrap();
+    assert_eq!(
+        leases::record(&mut tx, &[succeeded(&head("job_o1"))])
+            .await
+            .unwrap(),
+        [true]
+    );
+    let intake = tokio::spawn({
+        let pool = pool.clone();
+        async move { deliveries::insert_new(&pool, &[second_event("job_o1")], now).await }
+    });
+    until_blocked(&pool).await;
+    tx.commit().await.unwrap();
+    assert_eq!(intake.await.unwrap().unwrap(), [true]);
+    assert_eq!(state_of(&pool, "dlv_job_o1_2").await, "pending");
 }

@@ -1,9 +1,10 @@
 //! Deliveries: one row per event of a job with a webhook.
 //!
 //! Per-job ordering is a row state: only the head of a job (its oldest unfinished event)
-//! is `pending`; later events are `waiting` until it finishes and [`release_successor`]
-//! makes the next one `pending`. Intake takes a share lock on the predecessor row before
-//! inserting, so an event recorded while its predecessor finishes is never left waiting
+//! is `pending`; later events are `waiting` until it finishes and the recording of its
+//! outcome ([`super::leases::record`]) makes the next one `pending`. Intake takes a share
+//! lock on the predecessor row before inserting, so an event recorded while its
+//! predecessor finishes is never left waiting
 //! (either intake sees the predecessor finished, or the finisher sees the new row). A
 //! previous event that never arrived at all (dead-lettered upstream) is given up after a
 //! grace period by [`release_stranded`] (housekeeping), so one lost message cannot hold a
@@ -78,51 +79,82 @@ pub struct NewDelivery {
     pub destination: String,
 }
 
-/// Records a delivery unless its event is already recorded (a redelivered message).
-/// Returns whether a row was inserted. Its initial state says whether it can go now
-/// (`pending`), must wait for its predecessor (`waiting`), or will never be sent because
-/// the receiver said 410 Gone for this job (`stopped`).
-pub async fn insert_if_new(
-    pool: &PgPool,
-    new: &NewDelivery,
+/// Records a delivery per event unless the event is already recorded (a redelivered
+/// message), all in one statement; answers, per delivery in order, whether a row was
+/// inserted. Each row's initial state says whether it can go now (`pending`), must wait
+/// for its predecessor (`waiting`), or will never be sent because the receiver said 410
+/// Gone for this job (`stopped`).
+pub async fn insert_new<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    batch: &[NewDelivery],
     now: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
-    // One statement: `predecessor` share-locks the previous event's row first, which
-    // serialises with its outcome being recorded (an UPDATE of that row); a locking read
-    // that waited returns the row as that UPDATE left it, so whichever commits second
-    // sees the other's write.
-    let inserted = sqlx::query(
-        "WITH predecessor AS ( \
-           SELECT state FROM deliveries WHERE job_id = $4 AND sequence = $5 - 1 FOR SHARE) \
+) -> Result<Vec<bool>, sqlx::Error> {
+    let column = |f: fn(&NewDelivery) -> String| batch.iter().map(f).collect::<Vec<_>>();
+    // `predecessors` share-locks the previous events' rows first (in id order, as the
+    // outcome writer locks them, so the two never deadlock), which serialises with their
+    // outcomes being recorded (an UPDATE of those rows); a locking read that waited
+    // returns the row as that UPDATE left it, so whichever commits second sees the
+    // other's write. An event whose predecessor is in the same batch waits: the
+    // predecessor's outcome releases it. The look-ups are scalar subqueries: a probe per
+    // row, where an `EXISTS` may be planned as a hash of the whole table.
+    let inserted: Vec<(String,)> = sqlx::query_as(
+        "WITH incoming AS ( \
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], \
+             $6::text[], $7::bytea[], $8::timestamptz[], $9::text[], $10::text[]) \
+           AS n(id, event_id, org_id, job_id, sequence, job_status, payload, \
+             event_occurred_at, traceparent, destination)), \
+         predecessors AS ( \
+           SELECT p.job_id, p.sequence, p.state FROM deliveries p \
+           JOIN incoming n ON p.job_id = n.job_id AND p.sequence = n.sequence - 1 \
+           ORDER BY p.id FOR SHARE OF p) \
          INSERT INTO deliveries (id, event_id, org_id, job_id, sequence, job_status, payload, \
            state, next_attempt_at, event_occurred_at, created_at, updated_at, traceparent, \
            destination) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, \
+         SELECT n.id, n.event_id, n.org_id, n.job_id, n.sequence, n.job_status, n.payload, \
            CASE \
-             WHEN EXISTS (SELECT 1 FROM stopped_webhooks s WHERE s.job_id = $4) \
+             WHEN (SELECT true FROM stopped_webhooks s WHERE s.job_id = n.job_id) \
                THEN 'stopped' \
-             WHEN $5 = 1 OR EXISTS (SELECT 1 FROM predecessor \
-               WHERE state IN ('succeeded', 'failed', 'stopped')) \
+             WHEN n.sequence = 1 OR (SELECT p.state IN ('succeeded', 'failed', 'stopped') \
+               FROM predecessors p WHERE p.job_id = n.job_id AND p.sequence = n.sequence - 1) \
                THEN 'pending' \
              ELSE 'waiting' \
            END, \
-           $9, $8, $9, $9, $10, $11 \
-         ON CONFLICT DO NOTHING",
+           $11, n.event_occurred_at, $11, $11, n.traceparent, n.destination \
+         FROM incoming n \
+         ON CONFLICT DO NOTHING \
+         RETURNING event_id",
     )
-    .bind(&new.id)
-    .bind(&new.event_id)
-    .bind(&new.org_id)
-    .bind(&new.job_id)
-    .bind(new.sequence)
-    .bind(&new.job_status)
-    .bind(&new.payload)
-    .bind(new.event_occurred_at)
+    .bind(column(|n| n.id.clone()))
+    .bind(column(|n| n.event_id.clone()))
+    .bind(column(|n| n.org_id.clone()))
+    .bind(column(|n| n.job_id.clone()))
+    .bind(batch.iter().map(|n| n.sequence).collect::<Vec<_>>())
+    .bind(column(|n| n.job_status.clone()))
+    .bind(batch.iter().map(|n| n.payload.clone()).collect::<Vec<_>>())
+    .bind(
+        batch
+            .iter()
+            .map(|n| n.event_occurred_at)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        batch
+            .iter()
+            .map(|n| n.traceparent.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(column(|n| n.destination.clone()))
     .bind(now)
-    .bind(&new.traceparent)
-    .bind(&new.destination)
-    .execute(pool)
+    .fetch_all(executor)
     .await?;
-    Ok(inserted.rows_affected() == 1)
+    let inserted: std::collections::HashSet<String> =
+        inserted.into_iter().map(|(event_id,)| event_id).collect();
+    // A message redelivered within one batch inserts once; only its first copy says so.
+    let mut answered = std::collections::HashSet::new();
+    Ok(batch
+        .iter()
+        .map(|n| inserted.contains(&n.event_id) && answered.insert(n.event_id.as_str()))
+        .collect())
 }
 
 /// After a 410: the job's webhook is stopped, and every not-yet-finished delivery of the
@@ -146,25 +178,6 @@ pub async fn stop_job(
          WHERE job_id = $1 AND state IN ('pending', 'waiting')",
     )
     .bind(job_id)
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Makes the job's next delivery `pending` (claimable) once its predecessor finished.
-pub async fn release_successor(
-    conn: &mut PgConnection,
-    job_id: &str,
-    sequence: i32,
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE deliveries SET state = 'pending', updated_at = $3 \
-         WHERE job_id = $1 AND sequence = $2 + 1 AND state = 'waiting'",
-    )
-    .bind(job_id)
-    .bind(sequence)
     .bind(now)
     .execute(conn)
     .await?;
@@ -256,7 +269,7 @@ pub async fn request_redelivery(
 }
 
 /// Makes `waiting` deliveries claimable whose predecessor finished (a safety net; intake
-/// and [`release_successor`] normally do it) or never arrived although the delivery has
+/// and [`super::leases::record`] normally do it) or never arrived although the delivery has
 /// waited longer than `missing_grace`. Only rows older than the grace are looked at.
 /// Returns how many were released.
 pub async fn release_stranded(

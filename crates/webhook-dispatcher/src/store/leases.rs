@@ -17,7 +17,7 @@
 //! due deliveries deferred together ([`defer_destination`]) instead of failing each.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgExecutor, PgPool};
+use sqlx::{PgConnection, PgPool};
 
 use super::attempts::AttemptRow;
 use super::deliveries::DeliveryRow;
@@ -106,57 +106,134 @@ pub async fn claim(pool: &PgPool, request: &ClaimRequest<'_>) -> Result<Vec<Clai
         .await
 }
 
-/// The outcome of an attempt, written under the lease.
+/// An attempt and the delivery state it leads to, written by [`record`] under the lease.
 #[derive(Debug, Clone)]
-pub struct Outcome<'a> {
-    pub state: &'a str,
-    pub attempt_count: i32,
+pub struct Recording {
+    /// The claim's token: nothing is written unless it still holds the delivery.
+    pub token: String,
+    /// The delivery's next state.
+    pub state: &'static str,
     pub window_started_at: DateTime<Utc>,
-    /// `None` once finished.
+    /// When to try again; `None` once finished.
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub now: DateTime<Utc>,
+    /// The attempt: its `delivery_id` names the delivery and its `number` is the
+    /// delivery's new attempt count.
+    pub attempt: AttemptRow,
 }
 
-/// Writes `outcome`, ends the lease and appends `attempt`, in one statement, if the
-/// lease `token` still holds the delivery. `false` when it does not (it expired and
-/// another worker claimed it, or a manual redelivery or a 410 changed the row): nothing
-/// is written.
-pub async fn record<'c>(
-    executor: impl PgExecutor<'c>,
-    id: &str,
-    token: &str,
-    outcome: &Outcome<'_>,
-    attempt: &AttemptRow,
-) -> Result<bool, sqlx::Error> {
-    let recorded = sqlx::query(
-        "WITH recorded AS ( \
-           UPDATE deliveries SET state = $3, attempt_count = $4, window_started_at = $5, \
-             next_attempt_at = $6, manual_requested = false, updated_at = $7, \
+/// A recording that was written.
+#[derive(sqlx::FromRow)]
+struct Recorded {
+    id: String,
+    token: String,
+    job_id: String,
+    sequence: i32,
+    state: String,
+    updated_at: DateTime<Utc>,
+}
+
+/// Writes each recording, for as many deliveries as given, in two statements on `conn`
+/// (the caller's transaction): the outcome, the end of the lease and the attempt's log
+/// row, if the lease token still holds the delivery; then, for each delivery that
+/// succeeded or failed, the job's next event becomes `pending`. Answers, per recording in
+/// order, whether it was written: `false` when the lease no longer holds (it expired and
+/// another worker claimed it, or a manual redelivery or a 410 changed the row), and then
+/// nothing of it is written.
+///
+/// The rows are locked in id order, as intake share-locks predecessors, so the two do not
+/// deadlock each other. The successors are released by a second statement because its
+/// snapshot is taken after those locks are held: an event that intake inserted while
+/// holding a predecessor's lock is visible to it. A `stopped` outcome releases nothing;
+/// the caller stops the job in the same transaction.
+pub async fn record(
+    conn: &mut PgConnection,
+    batch: &[Recording],
+) -> Result<Vec<bool>, sqlx::Error> {
+    let attempts = || batch.iter().map(|r| &r.attempt);
+    let recorded: Vec<Recorded> = sqlx::query_as(
+        "WITH outcome AS ( \
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[], \
+             $5::timestamptz[], $6::timestamptz[], $7::timestamptz[], $8::text[], \
+             $9::timestamptz[], $10::int4[], $11::int4[], $12::text[], $13::text[], $14::text[]) \
+           AS o(id, token, state, number, window_started_at, next_attempt_at, now, trigger, \
+             started_at, duration_ms, status_code, error, response_snippet, worker)), \
+         leased AS ( \
+           SELECT d.id FROM deliveries d JOIN outcome o ON d.id = o.id \
+           WHERE d.lease_token = o.token AND d.state = 'pending' \
+           ORDER BY d.id FOR UPDATE OF d), \
+         recorded AS ( \
+           UPDATE deliveries d SET state = o.state, attempt_count = o.number, \
+             window_started_at = o.window_started_at, next_attempt_at = o.next_attempt_at, \
+             manual_requested = false, updated_at = o.now, \
              lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
-           WHERE id = $1 AND lease_token = $2 AND state = 'pending' \
-           RETURNING id) \
-         INSERT INTO attempts (delivery_id, number, trigger, started_at, duration_ms, \
-           status_code, error, response_snippet, worker) \
-         SELECT id, $8, $9, $10, $11, $12, $13, $14, $15 FROM recorded",
+           FROM outcome o JOIN leased l ON l.id = o.id \
+           WHERE d.id = o.id AND d.lease_token = o.token AND d.state = 'pending' \
+           RETURNING d.id, o.token, d.job_id, d.sequence, d.state, d.updated_at), \
+         logged AS ( \
+           INSERT INTO attempts (delivery_id, number, trigger, started_at, duration_ms, \
+             status_code, error, response_snippet, worker) \
+           SELECT o.id, o.number, o.trigger, o.started_at, o.duration_ms, o.status_code, \
+             o.error, o.response_snippet, o.worker \
+           FROM outcome o JOIN recorded r ON r.id = o.id AND r.token = o.token) \
+         SELECT * FROM recorded",
     )
-    .bind(id)
-    .bind(token)
-    .bind(outcome.state)
-    .bind(outcome.attempt_count)
-    .bind(outcome.window_started_at)
-    .bind(outcome.next_attempt_at)
-    .bind(outcome.now)
-    .bind(attempt.number)
-    .bind(&attempt.trigger)
-    .bind(attempt.started_at)
-    .bind(attempt.duration_ms)
-    .bind(attempt.status_code)
-    .bind(&attempt.error)
-    .bind(&attempt.response_snippet)
-    .bind(&attempt.worker)
-    .execute(executor)
+    .bind(
+        attempts()
+            .map(|a| a.delivery_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(batch.iter().map(|r| r.token.as_str()).collect::<Vec<_>>())
+    .bind(batch.iter().map(|r| r.state).collect::<Vec<_>>())
+    .bind(attempts().map(|a| a.number).collect::<Vec<_>>())
+    .bind(
+        batch
+            .iter()
+            .map(|r| r.window_started_at)
+            .collect::<Vec<_>>(),
+    )
+    .bind(batch.iter().map(|r| r.next_attempt_at).collect::<Vec<_>>())
+    .bind(batch.iter().map(|r| r.now).collect::<Vec<_>>())
+    .bind(attempts().map(|a| a.trigger.as_str()).collect::<Vec<_>>())
+    .bind(attempts().map(|a| a.started_at).collect::<Vec<_>>())
+    .bind(attempts().map(|a| a.duration_ms).collect::<Vec<_>>())
+    .bind(attempts().map(|a| a.status_code).collect::<Vec<_>>())
+    .bind(attempts().map(|a| a.error.as_deref()).collect::<Vec<_>>())
+    .bind(
+        attempts()
+            .map(|a| a.response_snippet.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(attempts().map(|a| a.worker.as_deref()).collect::<Vec<_>>())
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(recorded.rows_affected() == 1)
+    let finished: Vec<&Recorded> = recorded
+        .iter()
+        .filter(|r| r.state == "succeeded" || r.state == "failed")
+        .collect();
+    if !finished.is_empty() {
+        sqlx::query(
+            "UPDATE deliveries w SET state = 'pending', updated_at = f.at \
+             FROM unnest($1::text[], $2::int4[], $3::timestamptz[]) AS f(job_id, sequence, at) \
+             WHERE w.job_id = f.job_id AND w.sequence = f.sequence + 1 AND w.state = 'waiting'",
+        )
+        .bind(
+            finished
+                .iter()
+                .map(|r| r.job_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(finished.iter().map(|r| r.sequence).collect::<Vec<_>>())
+        .bind(finished.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
+    let recorded: std::collections::HashSet<(String, String)> =
+        recorded.into_iter().map(|r| (r.id, r.token)).collect();
+    Ok(batch
+        .iter()
+        .map(|r| recorded.contains(&(r.attempt.delivery_id.clone(), r.token.clone())))
+        .collect())
 }
 
 /// Defers every due, unleased delivery to `destination` until `until`: it refused the
