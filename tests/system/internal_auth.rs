@@ -1,6 +1,7 @@
 //! Trust boundaries of the internal services (ADR 0010): internal gRPC methods answer only
 //! callers holding the service credential (health and reflection stay open), they refuse
-//! malformed requests, and an event nobody authenticated never becomes a webhook.
+//! malformed requests, the batched webhook-target look-up answers each job on its own, and
+//! an event nobody authenticated never becomes a webhook.
 
 use lapin::BasicProperties;
 use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
@@ -12,9 +13,10 @@ use plangrep_proto::dispatcher::ListDeliveriesRequest;
 use plangrep_proto::dispatcher::webhook_dispatcher_client::WebhookDispatcherClient;
 use plangrep_proto::events::JobStatusChanged;
 use plangrep_proto::orchestrator::job_orchestrator_client::JobOrchestratorClient;
+use plangrep_proto::orchestrator::webhook_target_result::Outcome;
 use plangrep_proto::orchestrator::{
-    GetCreditBalanceRequest, GetJobRequest, GetWebhookTargetRequest, GrantCreditsRequest,
-    RegisterDocumentsRequest, SetCreditRatesRequest, UploadedDocument,
+    GetCreditBalanceRequest, GetJobRequest, GetWebhookTargetRequest, GetWebhookTargetsRequest,
+    GrantCreditsRequest, RegisterDocumentsRequest, SetCreditRatesRequest, UploadedDocument,
 };
 use plangrep_service::internal_auth::InternalToken;
 use plangrep_test_support::eventually;
@@ -88,6 +90,16 @@ async fn internal_methods_answer_only_callers_with_the_service_credential() {
             .await
             .unwrap_err();
         assert_eq!(target.code(), Code::Unauthenticated, "{token:?}");
+        let targets = orchestrator
+            .get_webhook_targets(with_token(
+                GetWebhookTargetsRequest {
+                    job_ids: vec![JobId::generate().to_string()],
+                },
+                token,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(targets.code(), Code::Unauthenticated, "{token:?}");
         let deliveries = dispatcher
             .list_deliveries(with_token(
                 ListDeliveriesRequest {
@@ -219,6 +231,27 @@ async fn internal_methods_refuse_malformed_requests_with_invalid_argument() {
             .await
             .map(drop),
     ));
+    refused.push((
+        "GetWebhookTargets with a project id",
+        orchestrator
+            .get_webhook_targets(GetWebhookTargetsRequest {
+                job_ids: vec![
+                    JobId::generate().to_string(),
+                    "proj_01jg0000000000000000000000".to_owned(),
+                ],
+            })
+            .await
+            .map(drop),
+    ));
+    refused.push((
+        "GetWebhookTargets with 257 job ids",
+        orchestrator
+            .get_webhook_targets(GetWebhookTargetsRequest {
+                job_ids: (0..257).map(|_| JobId::generate().to_string()).collect(),
+            })
+            .await
+            .map(drop),
+    ));
     let mut dispatcher = WebhookDispatcherClient::new(
         InternalToken::new(INTERNAL_TOKEN).attach(channel(app.dispatcher_addr).await),
     );
@@ -245,6 +278,49 @@ async fn internal_methods_refuse_malformed_requests_with_invalid_argument() {
         .expect("a valid grant")
         .into_inner();
     assert_eq!(balance.balance, 25);
+    app.stop().await;
+}
+
+/// The dispatcher's batched look-up answers each job on its own: a job with a webhook
+/// gets its URL and the very secret the customer was given, a job without a webhook and
+/// an unknown job get `not_found`, in the order asked.
+#[tokio::test]
+async fn batched_webhook_targets_answer_each_job_on_its_own() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.create_customer().await;
+    let url = "http://127.0.0.1:9/hooks";
+    let (with_webhook, secret) = app.create_job_with_webhook(&key, url).await;
+    let project = app.create_ready_project(&key, "No webhooks").await;
+    let without = crate::helpers::expect_status(
+        app.post_job(&key, &project, serde_json::json!({})).await,
+        202,
+    )
+    .await["job"]["id"]
+        .as_str()
+        .expect("job id")
+        .to_owned();
+    let unknown = JobId::generate().to_string();
+    let mut orchestrator = JobOrchestratorClient::new(
+        InternalToken::new(INTERNAL_TOKEN).attach(channel(app.orchestrator_addr).await),
+    );
+    let results = orchestrator
+        .get_webhook_targets(GetWebhookTargetsRequest {
+            job_ids: vec![unknown.clone(), with_webhook.clone(), without.clone()],
+        })
+        .await
+        .expect("a valid look-up")
+        .into_inner()
+        .results;
+    let ids: Vec<&str> = results.iter().map(|r| r.job_id.as_str()).collect();
+    assert_eq!(ids, [&unknown, &with_webhook, &without]);
+    assert_eq!(results[0].outcome, Some(Outcome::NotFound(true)));
+    assert_eq!(results[2].outcome, Some(Outcome::NotFound(true)));
+    let Some(Outcome::Target(target)) = &results[1].outcome else {
+        panic!("no target for the job with a webhook: {:?}", results[1]);
+    };
+    assert_eq!(target.url, url);
+    assert_eq!(target.signing_secret, secret);
+    assert_eq!(target.signing_secrets.len(), 1);
     app.stop().await;
 }
 

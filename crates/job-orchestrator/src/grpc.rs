@@ -3,22 +3,25 @@
 //! replayable); errors map to `tonic::Status` in one place ([`crate::error`]). Every
 //! request is checked first ([`crate::request`]): malformed input is INVALID_ARGUMENT.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use plangrep_core::ProjectStatus;
-use plangrep_core::id::{OrgId, ProjectId};
+use plangrep_core::id::{JobId, OrgId, ProjectId};
 use plangrep_core::pagination::Cursor;
 use plangrep_core::validate::{ExternalId, ProjectName};
 use plangrep_proto::orchestrator::job_orchestrator_server::JobOrchestrator;
+use plangrep_proto::orchestrator::webhook_target_result::Outcome;
 use plangrep_proto::orchestrator::{
     CancelJobRequest, CompleteUploadsRequest, CreateJobRequest, CreateJobResponse,
     CreateProjectRequest, CreateProjectResponse, CreditBalance, CreditRates,
     GetCreditBalanceRequest, GetCreditRatesRequest, GetJobRequest, GetJobResultRequest,
-    GetProjectRequest, GetWebhookTargetRequest, GrantCreditsRequest, Job, JobResult,
-    ListJobEventsRequest, ListJobEventsResponse, ListJobsRequest, ListJobsResponse,
-    ListProjectsRequest, ListProjectsResponse, PageInfo, PageRequest, Project,
-    RegisterDocumentsRequest, ResumeJobRequest, RotateWebhookSecretRequest,
-    RotateWebhookSecretResponse, SetCreditRatesRequest, WebhookTarget,
+    GetProjectRequest, GetWebhookTargetRequest, GetWebhookTargetsRequest,
+    GetWebhookTargetsResponse, GrantCreditsRequest, Job, JobResult, ListJobEventsRequest,
+    ListJobEventsResponse, ListJobsRequest, ListJobsResponse, ListProjectsRequest,
+    ListProjectsResponse, PageInfo, PageRequest, Project, RegisterDocumentsRequest,
+    ResumeJobRequest, RotateWebhookSecretRequest, RotateWebhookSecretResponse,
+    SetCreditRatesRequest, WebhookTarget, WebhookTargetResult,
 };
 use plangrep_proto::orchestrator::{
     ListDeadLettersRequest, ListDeadLettersResponse, RedriveDeadLettersRequest,
@@ -84,6 +87,26 @@ impl OrchestratorService {
         self.dead_letters
             .as_ref()
             .ok_or_else(|| Error::BrokerUnavailable("no broker configured".to_owned()))
+    }
+
+    /// The webhook target of a job's row at `now`; `None` when the job has no webhook.
+    fn webhook_target(
+        &self,
+        job_id: JobId,
+        row: &crate::store::webhook_secrets::WebhookSecrets,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<WebhookTarget>, Error> {
+        let (Some(url), Some(sealed)) = (&row.webhook_url, &row.webhook_secret_sealed) else {
+            return Ok(None);
+        };
+        let signing_secrets =
+            crate::rotation::signing_secrets(&self.secrets_key, job_id, row, sealed, now)?;
+        Ok(Some(WebhookTarget {
+            job_id: row.id.clone(),
+            url: url.clone(),
+            signing_secret: signing_secrets[0].secret.clone(),
+            signing_secrets,
+        }))
     }
 }
 
@@ -384,22 +407,45 @@ impl JobOrchestrator for OrchestratorService {
         let row = crate::store::webhook_secrets::get_any(&mut conn, &request.job_id)
             .await?
             .ok_or(Error::NotFound("job"))?;
-        let (Some(url), Some(sealed)) = (&row.webhook_url, &row.webhook_secret_sealed) else {
-            return Err(Error::NotFound("webhook target").into());
-        };
-        let signing_secrets = crate::rotation::signing_secrets(
-            &self.secrets_key,
-            job_id,
-            &row,
-            sealed,
-            crate::store::now(),
-        )?;
-        Ok(Response::new(WebhookTarget {
-            job_id: row.id.clone(),
-            url: url.clone(),
-            signing_secret: signing_secrets[0].secret.clone(),
-            signing_secrets,
-        }))
+        let target = self
+            .webhook_target(job_id, &row, crate::store::now())?
+            .ok_or(Error::NotFound("webhook target"))?;
+        Ok(Response::new(target))
+    }
+
+    async fn get_webhook_targets(
+        &self,
+        request: Request<GetWebhookTargetsRequest>,
+    ) -> Result<Response<GetWebhookTargetsResponse>, Status> {
+        let request = request.into_inner();
+        let job_ids = request::job_ids(&request.job_ids)?;
+        let rows = crate::store::webhook_secrets::get_many(&self.pool, &request.job_ids).await?;
+        let rows: HashMap<&str, _> = rows.iter().map(|row| (row.id.as_str(), row)).collect();
+        let now = crate::store::now();
+        let results = request
+            .job_ids
+            .iter()
+            .zip(job_ids)
+            .map(|(raw, job_id)| {
+                let target = match rows.get(raw.as_str()) {
+                    Some(row) => self.webhook_target(job_id, row, now),
+                    None => Ok(None),
+                };
+                let outcome = match target {
+                    Ok(Some(target)) => Outcome::Target(target),
+                    Ok(None) => Outcome::NotFound(true),
+                    Err(error) => {
+                        tracing::error!(%error, %job_id, "webhook target unusable");
+                        Outcome::Broken(error.to_string())
+                    }
+                };
+                WebhookTargetResult {
+                    job_id: raw.clone(),
+                    outcome: Some(outcome),
+                }
+            })
+            .collect();
+        Ok(Response::new(GetWebhookTargetsResponse { results }))
     }
 
     async fn rotate_webhook_secret(

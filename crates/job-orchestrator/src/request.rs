@@ -12,6 +12,8 @@ use crate::error::Error;
 
 /// The longest `Idempotency-Key` (SPEC §2) and route name accepted.
 const MAX_KEY_LEN: usize = 256;
+/// Job ids of one `GetWebhookTargets` call at most.
+pub const MAX_JOB_IDS: usize = 256;
 
 /// The length of an idempotency fingerprint (SHA-256).
 const FINGERPRINT_LEN: usize = 32;
@@ -36,6 +38,17 @@ pub fn project_id(raw: &str) -> Result<ProjectId, Error> {
 pub fn job_id(raw: &str) -> Result<JobId, Error> {
     raw.parse()
         .map_err(|_| invalid("job_id", "must be a job_ id"))
+}
+
+/// Job ids of a batched look-up: at most [`MAX_JOB_IDS`], each a job id.
+pub fn job_ids(raw: &[String]) -> Result<Vec<JobId>, Error> {
+    if raw.len() > MAX_JOB_IDS {
+        return Err(invalid(
+            "job_ids",
+            format!("at most {MAX_JOB_IDS} job ids per call"),
+        ));
+    }
+    raw.iter().map(|id| job_id(id)).collect()
 }
 
 /// The organization and job of a job-scoped RPC.

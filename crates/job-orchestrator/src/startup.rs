@@ -17,7 +17,6 @@ use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
-use tonic::transport::server::TcpIncoming;
 
 use crate::config::Config;
 use crate::dead_letters::DeadLetters;
@@ -281,7 +280,10 @@ impl App {
                     .internal_token
                     .require(JobOrchestratorServer::new(service)),
             )
-            .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener), shutdown.cancelled())
+            .serve_with_incoming_shutdown(
+                plangrep_service::grpc_incoming(grpc_listener),
+                shutdown.cancelled(),
+            )
             .await;
 
         shutdown.cancel();

@@ -25,3 +25,10 @@ pub mod settings;
 pub mod shutdown;
 
 pub use settings::{SettingError, Settings};
+
+/// The connections a gRPC server accepts on `listener`, with `TCP_NODELAY`: a response
+/// goes out in several writes (headers, data, trailers), and with Nagle's algorithm the
+/// later ones wait for the peer's delayed ACK of the first (40 ms on Linux).
+pub fn grpc_incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}

@@ -1,5 +1,5 @@
-//! One attempt of a leased delivery: check the job's webhook is not stopped, fetch its
-//! target, send, judge, and record the attempt and the delivery's next state under the
+//! One attempt of a leased delivery: check the job's webhook is not stopped, take its
+//! target (fetched for the claim, [`crate::target`]), send, judge, and record the attempt and the delivery's next state under the
 //! lease, in one short statement after the HTTP exchange (shared with the outcomes of
 //! concurrent attempts).
 //!
@@ -30,7 +30,7 @@ use crate::store::attempts::{self, AttemptRow};
 use crate::store::deliveries::{self, DeliveryRow, state};
 use crate::store::leases::{self, Claimed, Recording};
 use crate::store::{self};
-use crate::target::TargetError;
+use crate::target::{Target, TargetError};
 
 /// The attempt error of a job whose target is unusable.
 pub const TARGET_UNUSABLE: &str = "webhook_target_unusable";
@@ -52,6 +52,7 @@ impl Scheduler {
     pub(crate) async fn attempt(
         &self,
         claimed: Claimed,
+        target: Result<Target, TargetError>,
         exchange: Exchange,
     ) -> Result<(), ScheduleError> {
         let token = claimed.token().to_owned();
@@ -71,7 +72,7 @@ impl Scheduler {
             (false, 0) => "initial",
             (false, _) => "retry",
         };
-        let report = match self.targets.get(&delivery.job_id).await {
+        let report = match target {
             Ok(target) => {
                 self.sender
                     .send(

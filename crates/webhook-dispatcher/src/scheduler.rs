@@ -28,7 +28,7 @@ use crate::sender::Sender;
 use crate::slots::{DestinationSlot, DestinationSlots};
 use crate::store::leases::{self, ClaimRequest, Claimed, Recording};
 use crate::store::{self};
-use crate::target::TargetClient;
+use crate::target::{Target, TargetClient, TargetError};
 
 /// How many due rows a claim looks at per delivery it may take: the window in which it
 /// round-robins organizations.
@@ -134,7 +134,7 @@ impl Scheduler {
         tasks: &TaskTracker,
     ) -> Result<usize, ScheduleError> {
         let claimed = self.claim(permits.len()).await?;
-        let mut started = 0;
+        let mut ready = Vec::with_capacity(claimed.len());
         for claimed in claimed {
             let Some(slot) = self.destinations.try_acquire(&claimed.delivery.destination) else {
                 // Two of the batch went to one destination beyond its cap: hand it back.
@@ -142,18 +142,36 @@ impl Scheduler {
                 continue;
             };
             let permit = permits.pop().expect("one permit per claimed delivery");
-            let scheduler = self.clone();
-            tasks.spawn(async move {
-                scheduler
-                    .attempt_traced(claimed, (slot, Some(permit)))
-                    .await;
-                // The outcome is written (the job's next event may be due) and the permit
-                // and slot are free.
-                scheduler.wake.notify_waiters();
-            });
-            started += 1;
+            ready.push((claimed, (slot, Some(permit))));
         }
+        let started = ready.len();
+        // The targets are fetched (one call for the batch) while the loop claims again.
+        let scheduler = self.clone();
+        let attempts = tasks.clone();
+        tasks.spawn(async move {
+            let targets = scheduler
+                .targets_of(ready.iter().map(|(claimed, _)| claimed))
+                .await;
+            for ((claimed, exchange), target) in ready.into_iter().zip(targets) {
+                let scheduler = scheduler.clone();
+                attempts.spawn(async move {
+                    scheduler.attempt_traced(claimed, target, exchange).await;
+                    // The outcome is written (the job's next event may be due) and the
+                    // permit and slot are free.
+                    scheduler.wake.notify_waiters();
+                });
+            }
+        });
         Ok(started)
+    }
+
+    /// The webhook targets of claimed deliveries, in one call, just before they are sent.
+    async fn targets_of(
+        &self,
+        claimed: impl Iterator<Item = &Claimed>,
+    ) -> Vec<Result<Target, TargetError>> {
+        let job_ids: Vec<String> = claimed.map(|c| c.delivery.job_id.clone()).collect();
+        self.targets.get_many(&job_ids).await
     }
 
     /// One step, for tests and tools: claims at most one due delivery and attempts it
@@ -166,7 +184,9 @@ impl Scheduler {
             self.hand_back(&claimed).await?;
             return Ok(false);
         };
-        self.attempt_traced(claimed, (slot, None)).await;
+        let target = self.targets_of(std::iter::once(&claimed)).await.pop();
+        let target = target.expect("one target for one delivery");
+        self.attempt_traced(claimed, target, (slot, None)).await;
         Ok(true)
     }
 
@@ -206,7 +226,12 @@ impl Scheduler {
 
     /// Runs one attempt inside a span of the trace that caused the event (a child of the
     /// span that recorded the delivery); errors are logged, the lease then expires.
-    async fn attempt_traced(&self, claimed: Claimed, held: Exchange) {
+    async fn attempt_traced(
+        &self,
+        claimed: Claimed,
+        target: Result<Target, TargetError>,
+        held: Exchange,
+    ) {
         let delivery = &claimed.delivery;
         let span = tracing::info_span!(
             "attempt",
@@ -224,7 +249,7 @@ impl Scheduler {
                 .as_deref()
                 .and_then(TraceContext::parse),
         );
-        if let Err(error) = self.attempt(claimed, held).instrument(span).await {
+        if let Err(error) = self.attempt(claimed, target, held).instrument(span).await {
             tracing::warn!(%error, "webhook attempt not recorded; its lease will expire");
         }
     }

@@ -21,7 +21,6 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::server::NamedService;
-use tonic::transport::server::TcpIncoming;
 
 use crate::config::Config;
 use crate::grpc::DispatcherService;
@@ -227,7 +226,10 @@ impl App {
                     .internal_token
                     .require(WebhookDispatcherServer::new(service)),
             )
-            .serve_with_incoming_shutdown(TcpIncoming::from(grpc_listener), shutdown.cancelled())
+            .serve_with_incoming_shutdown(
+                plangrep_service::grpc_incoming(grpc_listener),
+                shutdown.cancelled(),
+            )
             .await;
 
         shutdown.cancel();

@@ -1,17 +1,20 @@
-//! Webhook targets (URL + signing secrets) fetched from the orchestrator over gRPC at
-//! every attempt (one primary-key lookup), not cached: a secret rotation must sign the
+//! Webhook targets (URL + signing secrets) fetched from the orchestrator over gRPC for
+//! every attempt, just before it is sent (one call and one look-up for all the
+//! deliveries of a claim), not cached: a secret rotation must sign the
 //! very next attempt with the new secret, and a cached answer (even one kept only for
 //! orchestrator outages) would sign with the old secret alone. Each secret carries its
 //! expiry, re-checked at send time ([`Target::signing_secrets`]), so a rotated-out secret
 //! never signs after its overlap. (ADR 0011.)
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use plangrep_core::error_code::ErrorCode;
 use plangrep_core::webhook::WebhookSecret;
-use plangrep_proto::orchestrator::GetWebhookTargetRequest;
 use plangrep_proto::orchestrator::job_orchestrator_client::JobOrchestratorClient;
+use plangrep_proto::orchestrator::webhook_target_result::Outcome;
+use plangrep_proto::orchestrator::{GetWebhookTargetRequest, GetWebhookTargetsRequest};
 use plangrep_proto::status::public_code;
 use plangrep_proto::trace::{TracedChannel, traced};
 use plangrep_service::internal_auth::{Authorized, InternalToken};
@@ -65,7 +68,7 @@ fn target_of(response: plangrep_proto::orchestrator::WebhookTarget) -> Result<Ta
 }
 
 /// Why a target could not be had.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum TargetError {
     /// The job has no webhook (or no longer exists): nothing can ever be sent.
     #[error("the job has no webhook target")]
@@ -79,7 +82,7 @@ pub enum TargetError {
     Broken(String),
 }
 
-/// A client of `GetWebhookTarget` (no cache: see the module docs).
+/// A client of `GetWebhookTargets` (no cache: see the module docs).
 pub struct TargetClient {
     client: JobOrchestratorClient<Authorized<TracedChannel>>,
 }
@@ -105,18 +108,67 @@ impl TargetClient {
                 job_id: job_id.to_owned(),
             })
             .await;
-        let target = match response {
-            Ok(response) => target_of(response.into_inner())?,
-            Err(status) if status.code() == tonic::Code::NotFound => {
-                return Err(TargetError::Missing);
+        match response {
+            Ok(response) => target_of(response.into_inner()),
+            Err(status) => Err(error_of(&status)),
+        }
+    }
+
+    /// The targets of `job_ids` in one call: one result per id, in order. An orchestrator
+    /// without `GetWebhookTargets` (an older version during a rolling upgrade) is asked
+    /// job by job.
+    pub async fn get_many(&self, job_ids: &[String]) -> Vec<Result<Target, TargetError>> {
+        if job_ids.is_empty() {
+            return Vec::new();
+        }
+        let response = self
+            .client
+            .clone()
+            .get_webhook_targets(GetWebhookTargetsRequest {
+                job_ids: job_ids.to_vec(),
+            })
+            .await;
+        let results = match response {
+            Ok(response) => response.into_inner().results,
+            Err(status) if status.code() == tonic::Code::Unimplemented => {
+                let mut targets = Vec::with_capacity(job_ids.len());
+                for job_id in job_ids {
+                    targets.push(self.get(job_id).await);
+                }
+                return targets;
             }
-            // Includes a connection that broke mid-call (the orchestrator died).
-            Err(status) if public_code(&status) == ErrorCode::Unavailable => {
-                return Err(TargetError::Unavailable(status.message().to_owned()));
+            Err(status) => {
+                let error = error_of(&status);
+                return job_ids.iter().map(|_| Err(error.clone())).collect();
             }
-            Err(status) => return Err(TargetError::Broken(status.message().to_owned())),
         };
-        Ok(target)
+        let outcomes: HashMap<&str, &Outcome> = results
+            .iter()
+            .filter_map(|result| Some((result.job_id.as_str(), result.outcome.as_ref()?)))
+            .collect();
+        job_ids
+            .iter()
+            .map(|job_id| match outcomes.get(job_id.as_str()) {
+                Some(Outcome::Target(target)) => target_of(target.clone()),
+                Some(Outcome::NotFound(_)) => Err(TargetError::Missing),
+                Some(Outcome::Broken(reason)) => Err(TargetError::Broken(reason.clone())),
+                None => Err(TargetError::Broken(
+                    "the orchestrator did not answer for the job".into(),
+                )),
+            })
+            .collect()
+    }
+}
+
+/// What a failed call means for the jobs it asked about.
+fn error_of(status: &tonic::Status) -> TargetError {
+    match status.code() {
+        tonic::Code::NotFound => TargetError::Missing,
+        // Includes a connection that broke mid-call (the orchestrator died).
+        _ if public_code(status) == ErrorCode::Unavailable => {
+            TargetError::Unavailable(status.message().to_owned())
+        }
+        _ => TargetError::Broken(status.message().to_owned()),
     }
 }
 

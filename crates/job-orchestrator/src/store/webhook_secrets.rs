@@ -30,6 +30,19 @@ pub async fn get_any(conn: &mut PgConnection, id: &str) -> Result<Option<Webhook
     .await?)
 }
 
+/// The webhook columns of those of `ids` that exist (the dispatcher's batched lookup).
+pub async fn get_many<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    ids: &[String],
+) -> Result<Vec<WebhookSecrets>, Error> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM jobs WHERE id = ANY($1)"
+    )))
+    .bind(ids)
+    .fetch_all(executor)
+    .await?)
+}
+
 /// Locks a job of `org_id` for the rest of the transaction (or `NotFound`).
 pub async fn lock(
     conn: &mut PgConnection,
