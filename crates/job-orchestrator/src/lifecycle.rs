@@ -114,19 +114,6 @@ async fn record_job_event(
 ) -> Result<(), Error> {
     let event_id = EventId::generate().to_string();
     let occurred_at = row.updated_at;
-    sqlx::query(
-        "INSERT INTO job_events (id, job_id, sequence, status, previous_status, occurred_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(&event_id)
-    .bind(&row.id)
-    .bind(row.last_sequence)
-    .bind(row.status.as_str())
-    .bind(previous.map(JobStatus::as_str))
-    .bind(occurred_at)
-    .execute(&mut *conn)
-    .await?;
-
     let message = JobStatusChanged {
         event_id: event_id.clone(),
         sequence: u32::try_from(row.last_sequence).unwrap_or_default(),
@@ -135,8 +122,16 @@ async fn record_job_event(
         occurred_at: Some(to_timestamp(occurred_at)),
         job: Some(job_store::view(conn, row).await?),
     };
+    let event = outbox::JobEvent {
+        id: &event_id,
+        job_id: &row.id,
+        sequence: row.last_sequence,
+        status: row.status.as_str(),
+        previous_status: previous.map(JobStatus::as_str),
+        occurred_at,
+    };
     let routing_key = StatusEvent::Job(row.status).routing_key();
-    outbox::append(conn, &event_id, &routing_key, &message.encode_to_vec()).await?;
+    outbox::append_job_event(conn, &event, &routing_key, &message.encode_to_vec()).await?;
     Ok(())
 }
 
