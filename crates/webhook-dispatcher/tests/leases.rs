@@ -68,6 +68,23 @@ async fn seed(pool: &PgPool, seed: Seed<'_>) {
     .unwrap();
 }
 
+/// One pending delivery, due a second before `now`: `dlv_<prefix>1` of job `job_<prefix>1`.
+async fn seed_one_due(pool: &PgPool, prefix: &str, now: DateTime<Utc>) {
+    seed(
+        pool,
+        Seed {
+            prefix,
+            org: "org_a",
+            state: "pending",
+            count: 1,
+            next_attempt_at: Some(now - chrono::Duration::seconds(1)),
+            destination: "https://a.example",
+            updated_at: now,
+        },
+    )
+    .await;
+}
+
 fn request<'a>(
     token: &'a str,
     now: DateTime<Utc>,
@@ -152,19 +169,7 @@ async fn an_expired_lease_is_claimed_again_and_the_lost_lease_outcome_is_discard
     let db = TestDatabase::create().await;
     let (_, pool) = migrated(&db, &[]).await;
     let now = Utc::now();
-    seed(
-        &pool,
-        Seed {
-            prefix: "x",
-            org: "org_a",
-            state: "pending",
-            count: 1,
-            next_attempt_at: Some(now - chrono::Duration::seconds(1)),
-            destination: "https://a.example",
-            updated_at: now,
-        },
-    )
-    .await;
+    seed_one_due(&pool, "x", now).await;
 
     // Worker A claims, then "crashes" (never records).
     let first = leases::claim(&pool, &request("token-a", now, 1, &[]))
@@ -575,19 +580,7 @@ async fn an_event_recorded_while_its_predecessor_finishes_is_released() {
     let now = Utc::now();
     // One job per order below: job_i1 and job_o1, each with its first event due.
     for prefix in ["i", "o"] {
-        seed(
-            &pool,
-            Seed {
-                prefix,
-                org: "org_a",
-                state: "pending",
-                count: 1,
-                next_attempt_at: Some(now - chrono::Duration::seconds(1)),
-                destination: "https://a.example",
-                updated_at: now,
-            },
-        )
-        .await;
+        seed_one_due(&pool, prefix, now).await;
     }
     let claimed = leases::claim(&pool, &request("t", now, 2, &[]))
         .await
