@@ -7,12 +7,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use base64::Engine;
 use plangrep_messaging::Topology;
 use plangrep_messaging::topology::ALL_QUEUES;
-use plangrep_test_support::process::{ServiceProcess, run};
+use plangrep_test_support::process::ServiceProcess;
 pub use plangrep_test_support::services::Service;
-use plangrep_test_support::services::reserve_ports;
+use plangrep_test_support::services::{StackAddrs, StackResources, migrate_all, stack_env};
 use plangrep_test_support::{BrokerCleanup, TestDatabase, amqp_url, random_token, unique_prefix};
 use serde_json::{Value, json};
 
@@ -85,58 +84,32 @@ impl Stack {
         let database = TestDatabase::create().await;
         let prefix = unique_prefix();
         let storage = std::env::temp_dir().join(format!("plangrep-bench-{}", random_token()));
-        let [
-            gateway,
-            gateway_ops,
-            orchestrator,
-            orchestrator_ops,
-            dispatcher,
-            dispatcher_ops,
-        ] = reserve_ports::<6>().await;
-        let mut env = vec![
-            ("DATABASE_URL", plain_url(database.url())),
-            ("AMQP_URL", amqp_url()),
-            ("PLANGREP_AMQP_PREFIX", prefix.clone()),
-            (
-                "PLANGREP_SECRETS_KEY",
-                base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
-            ),
-            (
-                "PLANGREP_INTERNAL_TOKEN",
-                format!("bench-{}-{}", random_token(), random_token()),
-            ),
-            (
-                "PLANGREP_STORAGE_URL",
-                format!("file://{}", storage.display()),
-            ),
-            ("PLANGREP_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
-            // Receivers are on loopback.
-            ("PLANGREP_WEBHOOK_ALLOW_INSECURE", "true".to_owned()),
-            // The load comes from one client: the per-key limit would measure itself.
+        let addrs = StackAddrs::reserve().await;
+        let mut env = stack_env(StackResources {
+            database_url: plain_url(database.url()),
+            amqp_url: amqp_url(),
+            amqp_prefix: prefix.clone(),
+            storage: &storage,
+            admin_token: ADMIN_TOKEN,
+            addrs: &addrs,
+        });
+        // The load comes from one client: the per-key limit would measure itself.
+        env.extend([
             ("PLANGREP_RATE_LIMIT_PER_SECOND", "1000000".to_owned()),
             ("PLANGREP_RATE_LIMIT_BURST", "1000000".to_owned()),
-            ("PLANGREP_GATEWAY_ADDR", gateway.to_string()),
-            ("PLANGREP_GATEWAY_OPS_ADDR", gateway_ops.to_string()),
-            ("PLANGREP_ORCHESTRATOR_ADDR", orchestrator.to_string()),
-            (
-                "PLANGREP_ORCHESTRATOR_HTTP_ADDR",
-                orchestrator_ops.to_string(),
-            ),
-            ("PLANGREP_DISPATCHER_ADDR", dispatcher.to_string()),
-            ("PLANGREP_DISPATCHER_HTTP_ADDR", dispatcher_ops.to_string()),
-        ];
+        ]);
         env.extend(settings.iter().cloned());
-        for service in Service::ALL {
-            let binary = sibling_binary(service.binary());
-            let (code, stderr) = run(&binary.display().to_string(), &["migrate"], &env).await;
-            assert_eq!(code, 0, "{} migrate: {stderr}", service.binary());
-        }
+        migrate_all(
+            |service| sibling_binary(service.binary()).display().to_string(),
+            &env,
+        )
+        .await;
         let mut stack = Self {
             processes: [None, None, None],
-            gateway_url: format!("http://{gateway}"),
+            gateway_url: format!("http://{}", addrs.gateway),
             database,
             env,
-            ops_addrs: [gateway_ops, orchestrator_ops, dispatcher_ops],
+            ops_addrs: addrs.ops,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()

@@ -7,11 +7,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use base64::Engine;
-use plangrep_test_support::process::{ServiceProcess, run};
+use plangrep_test_support::process::ServiceProcess;
 use plangrep_test_support::proxy::TcpProxy;
 pub use plangrep_test_support::services::Service;
-use plangrep_test_support::services::reserve_ports;
+use plangrep_test_support::services::{StackAddrs, StackResources, migrate_all, stack_env};
 use plangrep_test_support::{TestDatabase, eventually, random_token, unique_prefix};
 
 use super::outages::TestVhost;
@@ -48,57 +47,26 @@ impl Stack {
         let (database_proxy, database_url) = TcpProxy::in_front_of(database.url()).await;
         let (broker_proxy, amqp_url) = TcpProxy::in_front_of(&vhost.amqp_url()).await;
         let storage = std::env::temp_dir().join(format!("plangrep-fault-{}", random_token()));
-        let [
-            gateway,
-            gateway_ops,
-            orchestrator,
-            orchestrator_ops,
-            dispatcher,
-            dispatcher_ops,
-        ] = reserve_ports::<6>().await;
-        let mut env = vec![
-            ("DATABASE_URL", database_url),
-            ("AMQP_URL", amqp_url),
-            ("PLANGREP_AMQP_PREFIX", unique_prefix()),
-            (
-                "PLANGREP_SECRETS_KEY",
-                base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
-            ),
-            // The internal gRPC credential, shared by the three services.
-            (
-                "PLANGREP_INTERNAL_TOKEN",
-                format!("fault-{}-{}", random_token(), random_token()),
-            ),
-            (
-                "PLANGREP_STORAGE_URL",
-                format!("file://{}", storage.display()),
-            ),
-            ("PLANGREP_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
-            ("PLANGREP_WEBHOOK_ALLOW_INSECURE", "true".to_owned()),
-            ("PLANGREP_GATEWAY_ADDR", gateway.to_string()),
-            ("PLANGREP_GATEWAY_OPS_ADDR", gateway_ops.to_string()),
-            ("PLANGREP_ORCHESTRATOR_ADDR", orchestrator.to_string()),
-            (
-                "PLANGREP_ORCHESTRATOR_HTTP_ADDR",
-                orchestrator_ops.to_string(),
-            ),
-            ("PLANGREP_DISPATCHER_ADDR", dispatcher.to_string()),
-            ("PLANGREP_DISPATCHER_HTTP_ADDR", dispatcher_ops.to_string()),
-            ("RUST_LOG", "warn".to_owned()),
-        ];
+        let addrs = StackAddrs::reserve().await;
+        let mut env = stack_env(StackResources {
+            database_url,
+            amqp_url,
+            amqp_prefix: unique_prefix(),
+            storage: &storage,
+            admin_token: ADMIN_TOKEN,
+            addrs: &addrs,
+        });
+        env.push(("RUST_LOG", "warn".to_owned()));
         env.extend(settings.iter().cloned());
-        for service in Service::ALL {
-            let (code, stderr) = run(&workspace_binary(service.binary()), &["migrate"], &env).await;
-            assert_eq!(code, 0, "{} migrate: {stderr}", service.binary());
-        }
+        migrate_all(|service| workspace_binary(service.binary()), &env).await;
         let mut stack = Self {
-            gateway_url: format!("http://{gateway}"),
+            gateway_url: format!("http://{}", addrs.gateway),
             database,
             vhost,
             database_proxy,
             broker_proxy,
             env,
-            ops_addrs: [gateway_ops, orchestrator_ops, dispatcher_ops],
+            ops_addrs: addrs.ops,
             processes: [None, None, None],
             readiness: reqwest::Client::builder()
                 // A readiness check that hangs counts as not ready.

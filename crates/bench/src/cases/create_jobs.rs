@@ -17,6 +17,7 @@ use plangrep_job_orchestrator::jobs::{self, NewJob};
 use plangrep_job_orchestrator::store::projects::{self, ProjectRow};
 use plangrep_proto::orchestrator::Idempotency;
 use plangrep_test_support::TestDatabase;
+use plangrep_test_support::services::STACK_SECRETS_KEY;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
@@ -81,7 +82,7 @@ impl SqlBaseline {
         drop(conn);
         Self {
             pool,
-            keyring: Arc::new(Keyring::single_from_base64(&base64_key()).expect("a key")),
+            keyring: Arc::new(Keyring::single_from_base64(STACK_SECRETS_KEY).expect("a key")),
             org_id,
             project_id,
             _database: database,
@@ -113,11 +114,6 @@ impl SqlBaseline {
         .map(drop)
         .map_err(|status| status.to_string())
     }
-}
-
-fn base64_key() -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode([7u8; 32])
 }
 
 /// Closed-loop creates against the platform, with the given webhook URLs (none: jobs
