@@ -12,6 +12,11 @@ use std::sync::Arc;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+/// Writer tasks of the dispatcher's batchers: one statement fills while the other commits.
+pub const WRITERS: usize = 2;
+/// Items written by one statement at most.
+pub const MAX_BATCH: usize = 256;
+
 type Reply<R> = oneshot::Sender<Result<R, sqlx::Error>>;
 type Queue<T, R> = mpsc::UnboundedReceiver<(T, Reply<R>)>;
 

@@ -18,14 +18,9 @@ use prost::Message;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
-use crate::batch::Batcher;
+use crate::batch::{Batcher, MAX_BATCH, WRITERS};
 use crate::slots::destination_key;
 use crate::store::{self, deliveries};
-
-/// Insert statements in flight at once: one fills while the other commits.
-const WRITERS: usize = 2;
-/// Deliveries inserted by one statement at most.
-const MAX_BATCH: usize = 256;
 
 /// The consumer side of the dispatcher.
 #[derive(Clone)]

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::batch::Batcher;
+use crate::batch::{Batcher, MAX_BATCH, WRITERS};
 use crate::metrics::DeliveryMetrics;
 use crate::sender::Sender;
 use crate::slots::{DestinationSlot, DestinationSlots};
@@ -75,10 +75,10 @@ pub enum ScheduleError {
 }
 
 impl Scheduler {
-    /// The outcome writer over `pool`: two statements in flight, each writing the
-    /// outcomes that queued up while the other ran (at most one per worker).
+    /// The outcome writer over `pool`: [`WRITERS`] statements in flight, each writing the
+    /// outcomes that queued up while the other ran.
     pub fn recorder(pool: PgPool) -> Batcher<Recording, bool> {
-        Batcher::spawn(2, 256, move |batch: Arc<[Recording]>| {
+        Batcher::spawn(WRITERS, MAX_BATCH, move |batch: Arc<[Recording]>| {
             let pool = pool.clone();
             async move {
                 let mut tx = pool.begin().await?;
