@@ -169,8 +169,11 @@ impl Relay {
         outcome
     }
 
-    /// Publishes batches until the outbox is empty, each in a transaction on the leader
-    /// session `lock` that first proves the session still holds the relay lock.
+    /// Publishes batches until one comes back short, each in a transaction on the leader
+    /// session `lock` whose claim first proves the session still holds the relay lock. A
+    /// short batch means the outbox was empty at its snapshot: a row committed after it
+    /// has notified the listener, which starts the next pass, so no empty pass is needed
+    /// to find out.
     async fn publish_pending(
         &self,
         lock: &mut PgConnection,
@@ -178,10 +181,9 @@ impl Relay {
     ) -> Result<(), RelayError> {
         loop {
             let mut tx = lock.begin().await?;
-            if !holds_relay_lock(&mut tx).await? {
-                return Err(RelayError::LostLeadership);
-            }
-            let batch = outbox::claim_batch(&mut tx, BATCH_SIZE).await?;
+            let batch = outbox::claim_batch_fenced(&mut tx, RELAY_LOCK_KEY, BATCH_SIZE)
+                .await?
+                .ok_or(RelayError::LostLeadership)?;
             if batch.is_empty() {
                 tx.commit().await?;
                 return Ok(());
@@ -201,6 +203,9 @@ impl Relay {
                 self.metrics.record_transition(&row.routing_key);
             }
             tracing::debug!(count = ids.len(), "outbox batch published");
+            if (ids.len() as i64) < BATCH_SIZE {
+                return Ok(());
+            }
         }
     }
 }
@@ -240,18 +245,4 @@ async fn publish_batch(
         message.confirmed().await?;
     }
     Ok(())
-}
-
-/// Whether the current session holds the relay's session advisory lock. A bigint key
-/// shows in `pg_locks` as its high half in `classid`, its low half in `objid` and
-/// `objsubid = 1`.
-async fn holds_relay_lock(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
-           AND pid = pg_backend_pid() AND granted AND objsubid = 1 \
-           AND classid = ($1::bigint >> 32)::oid AND objid = ($1::bigint & 4294967295)::oid)",
-    )
-    .bind(RELAY_LOCK_KEY)
-    .fetch_one(conn)
-    .await
 }

@@ -5,6 +5,12 @@
 //! inserted together ([`crate::batch`]): one statement and one commit for a whole
 //! prefetch window under load. The message is acked (by the consumer) only after its row
 //! is committed, and a redelivered message for a recorded event inserts nothing.
+//!
+//! A delivery that is due at once and finds a free worker and destination slot is
+//! leased by the same statement and its attempt started from here (ADR 0017): no claim
+//! round trip and no wake-up stand between an event and its webhook while the
+//! dispatcher has room. Under contention the claim loop decides, fairly across
+//! organizations.
 
 use std::sync::Arc;
 
@@ -17,18 +23,41 @@ use plangrep_proto::views::job_view;
 use prost::Message;
 use sqlx::PgPool;
 use tokio::sync::Notify;
+use tokio_util::task::TaskTracker;
 
 use crate::batch::{Batcher, MAX_BATCH, WRITERS};
+use crate::scheduler::Scheduler;
 use crate::slots::destination_key;
-use crate::store::{self, deliveries};
+use crate::store::deliveries::{self, IntakeLease, NewDelivery, Recorded};
+use crate::store::leases::Claimed;
+use crate::store::{self};
 
 /// The consumer side of the dispatcher.
 #[derive(Clone)]
 pub struct Intake {
     /// Inserts the deliveries of the messages in flight together.
-    writer: Batcher<deliveries::NewDelivery, bool>,
+    writer: Batcher<NewDelivery, Intaken>,
     /// Wakes the scheduler's workers when a delivery becomes due.
     wake: Arc<Notify>,
+}
+
+/// What intake did with one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Intaken {
+    /// Recorded before: nothing to do.
+    Already,
+    /// Recorded, for the claim loop.
+    Stored,
+    /// Recorded, and its attempt started.
+    Started,
+}
+
+/// Where intake hands deliveries it leased: the scheduler's workers, and the tasks that
+/// shutdown waits for.
+#[derive(Clone)]
+pub struct Handoff {
+    pub scheduler: Scheduler,
+    pub tasks: TaskTracker,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,11 +65,13 @@ pub struct Intake {
 struct Malformed(String);
 
 impl Intake {
-    /// Intake over `pool`, waking `wake` on new deliveries.
-    pub fn new(pool: PgPool, wake: Arc<Notify>) -> Self {
-        let writer = Batcher::spawn(WRITERS, MAX_BATCH, move |batch: Arc<[_]>| {
+    /// Intake over `pool`, waking `wake` on new deliveries; with a `handoff`, a delivery
+    /// due at once goes straight to a free worker.
+    pub fn new(pool: PgPool, wake: Arc<Notify>, handoff: Option<Handoff>) -> Self {
+        let writer = Batcher::spawn(WRITERS, MAX_BATCH, move |batch: Arc<[NewDelivery]>| {
             let pool = pool.clone();
-            async move { deliveries::insert_new(&pool, &batch, store::now()).await }
+            let handoff = handoff.clone();
+            async move { record(&pool, &batch, handoff.as_ref()).await }
         });
         Self { writer, wake }
     }
@@ -71,7 +102,7 @@ impl Intake {
                 sequence: event.sequence,
             },
         };
-        let new = deliveries::NewDelivery {
+        let new = NewDelivery {
             id: DeliveryId::generate().to_string(),
             event_id: event.event_id.clone(),
             org_id: job.org_id.clone(),
@@ -84,15 +115,65 @@ impl Intake {
             destination: destination_key(webhook_url),
         };
         let (event_id, job_id, sequence) = (event.event_id, job.id.clone(), new.sequence);
-        let inserted = self
+        let intaken = self
             .writer
             .submit(new)
             .await
             .map_err(|e| HandleError::Retry(Box::new(e)))?;
-        if inserted {
+        if intaken != Intaken::Already {
             tracing::debug!(%event_id, %job_id, sequence, "delivery recorded");
+        }
+        if intaken == Intaken::Stored {
             self.wake.notify_waiters();
         }
         Ok(())
     }
+}
+
+/// Records `batch` with one statement. With a `handoff`, each delivery that has a free
+/// worker and destination slot is offered a lease; those the statement leased (due now)
+/// start their attempts, and the reservations of the rest are given back.
+async fn record(
+    pool: &PgPool,
+    batch: &[NewDelivery],
+    handoff: Option<&Handoff>,
+) -> Result<Vec<Intaken>, sqlx::Error> {
+    let now = store::now();
+    let mut reserved: Vec<_> = batch
+        .iter()
+        .map(|new| handoff.and_then(|h| h.scheduler.reserve(&new.destination)))
+        .collect();
+    let tokens: Vec<Option<String>> = reserved
+        .iter()
+        .map(|r| r.as_ref().map(|_| ulid::Ulid::generate().to_string()))
+        .collect();
+    let lease = handoff.map(|h| IntakeLease {
+        owner: h.scheduler.owner.clone(),
+        expires_at: now
+            + chrono::Duration::from_std(h.scheduler.lease).unwrap_or(chrono::Duration::MAX),
+    });
+    let recorded = deliveries::insert_new(pool, batch, &tokens, lease.as_ref(), now).await?;
+    let mut ready = Vec::new();
+    let intaken = recorded
+        .into_iter()
+        .zip(&mut reserved)
+        .map(|(recorded, reserved)| match (recorded, reserved.take()) {
+            (Recorded::Already, _) => Intaken::Already,
+            (Recorded::Leased(delivery), Some(exchange)) => {
+                let claimed = Claimed {
+                    delivery,
+                    due_at: now,
+                    job_stopped: false,
+                };
+                ready.push((claimed, exchange));
+                Intaken::Started
+            }
+            // Not due now (or offered no lease): its reservation, if any, is dropped here.
+            (Recorded::Stored | Recorded::Leased(_), _) => Intaken::Stored,
+        })
+        .collect();
+    if let Some(handoff) = handoff {
+        handoff.scheduler.start(ready, &handoff.tasks);
+    }
+    Ok(intaken)
 }

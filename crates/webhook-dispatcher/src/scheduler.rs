@@ -1,7 +1,8 @@
 //! The scheduler: a claim loop that leases due deliveries in short statements and hands
 //! each to an attempt task ([`crate::attempt`]), bounded by the worker count and by the
 //! per-destination cap ([`crate::slots`]) while it talks HTTP; the outcomes of finished
-//! exchanges are then written together ([`crate::batch`]).
+//! exchanges are then written together ([`crate::batch`]). Intake leases a delivery due
+//! at once itself when a worker and a slot are free ([`Scheduler::reserve`], ADR 0017).
 //!
 //! No transaction, row lock or pooled connection is held across an HTTP attempt: a claim
 //! is a lease ([`crate::store::leases`]), the attempt runs outside any transaction, and
@@ -58,6 +59,9 @@ pub struct Scheduler {
     pub not_found_attempts: u32,
     /// Writes attempt outcomes, those of concurrent attempts together ([`Scheduler::recorder`]).
     pub recorder: Batcher<Recording, bool>,
+    /// Worker permits: at most this many attempts talk HTTP at once, whether the claim
+    /// loop or intake ([`Scheduler::reserve`]) started them.
+    pub workers: Arc<Semaphore>,
 }
 
 /// What an attempt holds while it talks HTTP: its destination's slot and (in the claim
@@ -89,10 +93,10 @@ impl Scheduler {
         })
     }
 
-    /// Claims due deliveries while worker slots are free and runs each attempt as a task
-    /// of `tasks`, until `shutdown`. At most `workers` attempts run at once.
-    pub async fn claim_loop(self, workers: usize, tasks: TaskTracker, shutdown: CancellationToken) {
-        let free = Arc::new(Semaphore::new(workers.max(1)));
+    /// Claims due deliveries while worker permits are free and runs each attempt as a
+    /// task of `tasks`, until `shutdown`.
+    pub async fn claim_loop(self, tasks: TaskTracker, shutdown: CancellationToken) {
+        let free = self.workers.clone();
         let mut backoff = self.poll_interval;
         while !shutdown.is_cancelled() {
             let notified = self.wake.notified();
@@ -106,12 +110,15 @@ impl Scheduler {
             while let Ok(permit) = free.clone().try_acquire_owned() {
                 permits.push(permit);
             }
+            let requested = permits.len();
             match self.claim_and_start(&mut permits, &tasks).await {
-                Ok(0) => backoff = self.poll_interval,
-                Ok(_) => {
+                // A full claim may have left due deliveries behind: claim again at once.
+                Ok(claimed) if claimed == requested => {
                     backoff = self.poll_interval;
                     continue;
                 }
+                // A short one saw none left; what becomes due later wakes the loop.
+                Ok(_) => backoff = self.poll_interval,
                 Err(error) => {
                     tracing::warn!(%error, retry_in = ?backoff, "claiming deliveries failed");
                     backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -127,14 +134,15 @@ impl Scheduler {
     }
 
     /// Claims up to one delivery per permit and spawns an attempt for each that gets a
-    /// destination slot (taking its permit along). Returns how many attempts started.
+    /// destination slot (taking its permit along). Returns how many it claimed.
     async fn claim_and_start(
         &self,
         permits: &mut Vec<OwnedSemaphorePermit>,
         tasks: &TaskTracker,
     ) -> Result<usize, ScheduleError> {
         let claimed = self.claim(permits.len()).await?;
-        let mut ready = Vec::with_capacity(claimed.len());
+        let count = claimed.len();
+        let mut ready = Vec::with_capacity(count);
         for claimed in claimed {
             let Some(slot) = self.destinations.try_acquire(&claimed.delivery.destination) else {
                 // Two of the batch went to one destination beyond its cap: hand it back.
@@ -144,8 +152,25 @@ impl Scheduler {
             let permit = permits.pop().expect("one permit per claimed delivery");
             ready.push((claimed, (slot, Some(permit))));
         }
-        let started = ready.len();
-        // The targets are fetched (one call for the batch) while the loop claims again.
+        self.start(ready, tasks);
+        Ok(count)
+    }
+
+    /// A free worker permit and a slot at `destination`, if both are to be had now: what
+    /// an attempt of a delivery leased outside the claim loop needs ([`crate::intake`]).
+    pub(crate) fn reserve(&self, destination: &str) -> Option<Exchange> {
+        let permit = self.workers.clone().try_acquire_owned().ok()?;
+        let slot = self.destinations.try_acquire(destination)?;
+        Some((slot, Some(permit)))
+    }
+
+    /// Runs an attempt for each leased delivery, holding what was reserved for it. The
+    /// targets are fetched with one call for all of them, in a task of its own, so the
+    /// caller goes on at once.
+    pub(crate) fn start(&self, ready: Vec<(Claimed, Exchange)>, tasks: &TaskTracker) {
+        if ready.is_empty() {
+            return;
+        }
         let scheduler = self.clone();
         let attempts = tasks.clone();
         tasks.spawn(async move {
@@ -162,7 +187,6 @@ impl Scheduler {
                 });
             }
         });
-        Ok(started)
     }
 
     /// The webhook targets of claimed deliveries, in one call, just before they are sent.

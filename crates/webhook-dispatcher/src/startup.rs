@@ -17,7 +17,7 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::server::NamedService;
@@ -25,7 +25,7 @@ use tonic::server::NamedService;
 use crate::config::Config;
 use crate::grpc::DispatcherService;
 use crate::housekeeping::Housekeeping;
-use crate::intake::Intake;
+use crate::intake::{Handoff, Intake};
 use crate::metrics::DeliveryMetrics;
 use crate::scheduler::Scheduler;
 use crate::sender::Sender;
@@ -115,6 +115,7 @@ impl App {
             destinations: DestinationSlots::new(config.max_per_destination),
             not_found_attempts: config.not_found_attempts,
             recorder: Scheduler::recorder(pool.clone()),
+            workers: Arc::new(Semaphore::new(config.workers.max(1))),
         };
         Ok(Self {
             config,
@@ -152,7 +153,7 @@ impl App {
         tasks.spawn(
             scheduler
                 .clone()
-                .claim_loop(config.workers, tasks.clone(), shutdown.clone()),
+                .claim_loop(tasks.clone(), shutdown.clone()),
         );
         tasks.spawn(
             Housekeeping {
@@ -166,7 +167,11 @@ impl App {
             .housekeeping_loop(shutdown.clone()),
         );
 
-        let intake = Intake::new(pool.clone(), scheduler.wake.clone());
+        let handoff = Handoff {
+            scheduler: scheduler.clone(),
+            tasks: tasks.clone(),
+        };
+        let intake = Intake::new(pool.clone(), scheduler.wake.clone(), Some(handoff));
         let consumer = ConsumerConfig {
             amqp_url: config.amqp_url.clone(),
             topology: Topology::new(config.amqp_prefix.clone()),

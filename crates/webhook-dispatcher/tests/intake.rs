@@ -24,7 +24,10 @@ async fn intake_on(db: &TestDatabase) -> (Intake, sqlx::PgPool) {
     .expect("config");
     startup::migrate(&config).await.expect("migrations apply");
     let pool = database::lazy_pool(startup::connect_options(&config).unwrap(), 4);
-    (Intake::new(pool.clone(), Arc::new(Notify::new())), pool)
+    (
+        Intake::new(pool.clone(), Arc::new(Notify::new()), None),
+        pool,
+    )
 }
 
 fn event(job_id: &str, sequence: u32, webhook: Option<&str>) -> Incoming {

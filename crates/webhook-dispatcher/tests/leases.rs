@@ -15,7 +15,7 @@ use plangrep_test_support::eventually;
 use plangrep_webhook_dispatcher::housekeeping::Housekeeping;
 use plangrep_webhook_dispatcher::metrics::DeliveryMetrics;
 use plangrep_webhook_dispatcher::store::attempts::AttemptRow;
-use plangrep_webhook_dispatcher::store::deliveries::{self, NewDelivery};
+use plangrep_webhook_dispatcher::store::deliveries::{self, IntakeLease, NewDelivery, Recorded};
 use plangrep_webhook_dispatcher::store::leases::{self, CLAIM_SQL, ClaimRequest, Recording};
 use plangrep_webhook_dispatcher::{Config, startup};
 use sqlx::PgPool;
@@ -595,10 +595,10 @@ async fn an_event_recorded_while_its_predecessor_finishes_is_released() {
 
     // Intake first: it holds the predecessor's share lock while the outcome waits.
     let mut intake = pool.begin().await.unwrap();
-    let inserted = deliveries::insert_new(&mut *intake, &[second_event("job_i1")], now)
+    let inserted = deliveries::insert_new(&mut *intake, &[second_event("job_i1")], &[], None, now)
         .await
         .unwrap();
-    assert_eq!(inserted, [true]);
+    assert!(matches!(inserted[..], [Recorded::Stored]));
     let outcome = tokio::spawn({
         let (pool, recording) = (pool.clone(), succeeded(&head("job_i1")));
         async move {
@@ -623,10 +623,77 @@ async fn an_event_recorded_while_its_predecessor_finishes_is_released() {
     );
     let intake = tokio::spawn({
         let pool = pool.clone();
-        async move { deliveries::insert_new(&pool, &[second_event("job_o1")], now).await }
+        async move { deliveries::insert_new(&pool, &[second_event("job_o1")], &[], None, now).await }
     });
     until_blocked(&pool).await;
     tx.commit().await.unwrap();
-    assert_eq!(intake.await.unwrap().unwrap(), [true]);
+    let inserted = intake.await.unwrap().unwrap();
+    assert!(matches!(inserted[..], [Recorded::Stored]));
     assert_eq!(state_of(&pool, "dlv_job_o1_2").await, "pending");
+}
+
+/// Intake leases a delivery it was offered a lease for only when the delivery is due at
+/// once: a job's first event is leased (and hidden from claims until the lease runs
+/// out), a later event whose predecessor is unfinished waits unleased, and a redelivered
+/// event writes nothing.
+#[tokio::test]
+async fn intake_leases_only_the_deliveries_due_at_once() {
+    let db = TestDatabase::create().await;
+    let (_, pool) = migrated(&db, &[]).await;
+    let now = plangrep_webhook_dispatcher::store::now();
+    let first = NewDelivery {
+        id: "dlv_job_n1_1".to_owned(),
+        event_id: "evt_job_n1_1".to_owned(),
+        sequence: 1,
+        job_status: "provisioning".to_owned(),
+        ..second_event("job_n1")
+    };
+    let lease = IntakeLease {
+        owner: "intake-replica".to_owned(),
+        expires_at: now + chrono::Duration::minutes(5),
+    };
+    let batch = [first.clone(), second_event("job_n1")];
+    let tokens = [Some("tok_1".to_owned()), Some("tok_2".to_owned())];
+    let recorded = deliveries::insert_new(&pool, &batch, &tokens, Some(&lease), now)
+        .await
+        .unwrap();
+    let [Recorded::Leased(leased), Recorded::Stored] = &recorded[..] else {
+        panic!("the first event leased, the second stored: {recorded:?}");
+    };
+    assert_eq!(leased.id, "dlv_job_n1_1");
+    assert_eq!(leased.state, "pending");
+    assert_eq!(leased.lease_owner.as_deref(), Some("intake-replica"));
+    assert_eq!(leased.lease_token.as_deref(), Some("tok_1"));
+    assert_eq!(leased.next_attempt_at, Some(lease.expires_at));
+    assert_eq!(state_of(&pool, "dlv_job_n1_2").await, "waiting");
+    let unleased: Option<String> =
+        sqlx::query_scalar("SELECT lease_token FROM deliveries WHERE id = 'dlv_job_n1_2'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(unleased, None);
+
+    // A claim does not take the leased delivery while its lease holds.
+    let claimed = leases::claim(&pool, &request("t", now, 10, &[]))
+        .await
+        .unwrap();
+    assert!(claimed.is_empty(), "claimed {claimed:?}");
+
+    // The same message again: nothing is written, the lease stays.
+    let again = deliveries::insert_new(
+        &pool,
+        &[first],
+        &[Some("tok_3".to_owned())],
+        Some(&lease),
+        now,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(again[..], [Recorded::Already]), "{again:?}");
+    let token: Option<String> =
+        sqlx::query_scalar("SELECT lease_token FROM deliveries WHERE id = 'dlv_job_n1_1'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(token.as_deref(), Some("tok_1"));
 }

@@ -77,19 +77,62 @@ pub async fn append_job_event(
     Ok(())
 }
 
-/// Claims up to `limit` unpublished rows in commit order, skipping rows another relay
-/// holds.
-pub async fn claim_batch(
+/// Claims up to `limit` unpublished rows in id order, skipping rows another relay holds,
+/// in the same statement that proves the session still holds the session advisory lock
+/// `lock_key` (the relay's fence, ADR 0013). `None` when it does not: nothing is claimed.
+/// A bigint key shows in `pg_locks` as its high half in `classid`, its low half in `objid`
+/// and `objsubid = 1`.
+pub async fn claim_batch_fenced(
     tx: &mut Transaction<'_, Postgres>,
+    lock_key: i64,
     limit: i64,
-) -> Result<Vec<PendingMessage>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, event_id, routing_key, payload, traceparent FROM outbox \
-         WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+) -> Result<Option<Vec<PendingMessage>>, sqlx::Error> {
+    let rows: Vec<FencedRow> = sqlx::query_as(
+        "WITH fence AS ( \
+           SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
+             AND pid = pg_backend_pid() AND granted AND objsubid = 1 \
+             AND classid = ($1::bigint >> 32)::oid \
+             AND objid = ($1::bigint & 4294967295)::oid) AS held) \
+         SELECT fence.held, o.id, o.event_id, o.routing_key, o.payload, o.traceparent \
+         FROM fence LEFT JOIN LATERAL ( \
+           SELECT id, event_id, routing_key, payload, traceparent FROM outbox \
+           WHERE published_at IS NULL AND fence.held \
+           ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) o ON true \
+         ORDER BY o.id",
     )
+    .bind(lock_key)
     .bind(limit)
     .fetch_all(&mut **tx)
-    .await
+    .await?;
+    if !rows.first().is_some_and(|row| row.held) {
+        return Ok(None);
+    }
+    Ok(Some(
+        rows.into_iter().filter_map(FencedRow::message).collect(),
+    ))
+}
+
+/// A row of [`claim_batch_fenced`]: the fence, and a message unless none is pending.
+#[derive(sqlx::FromRow)]
+struct FencedRow {
+    held: bool,
+    id: Option<i64>,
+    event_id: Option<String>,
+    routing_key: Option<String>,
+    payload: Option<Vec<u8>>,
+    traceparent: Option<String>,
+}
+
+impl FencedRow {
+    fn message(self) -> Option<PendingMessage> {
+        Some(PendingMessage {
+            id: self.id?,
+            event_id: self.event_id?,
+            routing_key: self.routing_key?,
+            payload: self.payload?,
+            traceparent: self.traceparent,
+        })
+    }
 }
 
 /// Marks rows as published.

@@ -79,17 +79,44 @@ pub struct NewDelivery {
     pub destination: String,
 }
 
+/// A lease granted at intake: the delivery is handed to a worker of this replica the
+/// moment it is recorded, instead of being claimed later ([`super::leases`]).
+#[derive(Debug, Clone)]
+pub struct IntakeLease {
+    /// The replica taking the deliveries.
+    pub owner: String,
+    /// When the leases run out (the deliveries are then claimable again).
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What recording one event did.
+#[derive(Debug)]
+pub enum Recorded {
+    /// The event was recorded before (a redelivered message): nothing was written.
+    Already,
+    /// A new delivery, left for the claim loop (waiting, stopped, or not offered a lease).
+    Stored,
+    /// A new delivery, due now and leased at once under this token.
+    Leased(DeliveryRow),
+}
+
 /// Records a delivery per event unless the event is already recorded (a redelivered
-/// message), all in one statement; answers, per delivery in order, whether a row was
-/// inserted. Each row's initial state says whether it can go now (`pending`), must wait
-/// for its predecessor (`waiting`), or will never be sent because the receiver said 410
-/// Gone for this job (`stopped`).
+/// message), all in one statement; answers, per delivery in order, what it did. Each
+/// row's initial state says whether it can go now (`pending`), must wait for its
+/// predecessor (`waiting`), or will never be sent because the receiver said 410 Gone for
+/// this job (`stopped`). A `pending` row whose `tokens` entry is set is leased under that
+/// token and `lease` at once, as a claim would lease it.
 pub async fn insert_new<'c>(
     executor: impl sqlx::PgExecutor<'c>,
     batch: &[NewDelivery],
+    tokens: &[Option<String>],
+    lease: Option<&IntakeLease>,
     now: DateTime<Utc>,
-) -> Result<Vec<bool>, sqlx::Error> {
+) -> Result<Vec<Recorded>, sqlx::Error> {
     let column = |f: fn(&NewDelivery) -> String| batch.iter().map(f).collect::<Vec<_>>();
+    let tokens: Vec<Option<String>> = (0..batch.len())
+        .map(|i| tokens.get(i).cloned().flatten().filter(|_| lease.is_some()))
+        .collect();
     // `predecessors` share-locks the previous events' rows first (in id order, as the
     // outcome writer locks them, so the two never deadlock), which serialises with their
     // outcomes being recorded (an UPDATE of those rows); a locking read that waited
@@ -97,32 +124,39 @@ pub async fn insert_new<'c>(
     // other's write. An event whose predecessor is in the same batch waits: the
     // predecessor's outcome releases it. The look-ups are scalar subqueries: a probe per
     // row, where an `EXISTS` may be planned as a hash of the whole table.
-    let inserted: Vec<(String,)> = sqlx::query_as(
+    let inserted: Vec<DeliveryRow> = sqlx::query_as(
         "WITH incoming AS ( \
            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], \
-             $6::text[], $7::bytea[], $8::timestamptz[], $9::text[], $10::text[]) \
+             $6::text[], $7::bytea[], $8::timestamptz[], $9::text[], $10::text[], $11::text[]) \
            AS n(id, event_id, org_id, job_id, sequence, job_status, payload, \
-             event_occurred_at, traceparent, destination)), \
+             event_occurred_at, traceparent, destination, token)), \
          predecessors AS ( \
            SELECT p.job_id, p.sequence, p.state FROM deliveries p \
            JOIN incoming n ON p.job_id = n.job_id AND p.sequence = n.sequence - 1 \
-           ORDER BY p.id FOR SHARE OF p) \
-         INSERT INTO deliveries (id, event_id, org_id, job_id, sequence, job_status, payload, \
-           state, next_attempt_at, event_occurred_at, created_at, updated_at, traceparent, \
-           destination) \
-         SELECT n.id, n.event_id, n.org_id, n.job_id, n.sequence, n.job_status, n.payload, \
-           CASE \
+           ORDER BY p.id FOR SHARE OF p), \
+         decided AS ( \
+           SELECT n.*, CASE \
              WHEN (SELECT true FROM stopped_webhooks s WHERE s.job_id = n.job_id) \
                THEN 'stopped' \
              WHEN n.sequence = 1 OR (SELECT p.state IN ('succeeded', 'failed', 'stopped') \
                FROM predecessors p WHERE p.job_id = n.job_id AND p.sequence = n.sequence - 1) \
                THEN 'pending' \
              ELSE 'waiting' \
-           END, \
-           $11, n.event_occurred_at, $11, $11, n.traceparent, n.destination \
-         FROM incoming n \
+           END AS state FROM incoming n), \
+         leased AS ( \
+           SELECT d.*, CASE WHEN d.state = 'pending' THEN d.token END AS lease_token \
+           FROM decided d) \
+         INSERT INTO deliveries (id, event_id, org_id, job_id, sequence, job_status, payload, \
+           state, next_attempt_at, event_occurred_at, created_at, updated_at, traceparent, \
+           destination, lease_owner, lease_token, lease_expires_at) \
+         SELECT n.id, n.event_id, n.org_id, n.job_id, n.sequence, n.job_status, n.payload, \
+           n.state, CASE WHEN n.lease_token IS NULL THEN $12 ELSE $14 END, \
+           n.event_occurred_at, $12, $12, n.traceparent, n.destination, \
+           CASE WHEN n.lease_token IS NOT NULL THEN $13 END, n.lease_token, \
+           CASE WHEN n.lease_token IS NOT NULL THEN $14::timestamptz END \
+         FROM leased n \
          ON CONFLICT DO NOTHING \
-         RETURNING event_id",
+         RETURNING *",
     )
     .bind(column(|n| n.id.clone()))
     .bind(column(|n| n.event_id.clone()))
@@ -144,16 +178,24 @@ pub async fn insert_new<'c>(
             .collect::<Vec<_>>(),
     )
     .bind(column(|n| n.destination.clone()))
+    .bind(tokens)
     .bind(now)
+    .bind(lease.map(|l| l.owner.as_str()))
+    .bind(lease.map(|l| l.expires_at))
     .fetch_all(executor)
     .await?;
-    let inserted: std::collections::HashSet<String> =
-        inserted.into_iter().map(|(event_id,)| event_id).collect();
+    let mut inserted: std::collections::HashMap<String, DeliveryRow> = inserted
+        .into_iter()
+        .map(|row| (row.event_id.clone(), row))
+        .collect();
     // A message redelivered within one batch inserts once; only its first copy says so.
-    let mut answered = std::collections::HashSet::new();
     Ok(batch
         .iter()
-        .map(|n| inserted.contains(&n.event_id) && answered.insert(n.event_id.as_str()))
+        .map(|n| match inserted.remove(&n.event_id) {
+            None => Recorded::Already,
+            Some(row) if row.lease_token.is_some() => Recorded::Leased(row),
+            Some(_) => Recorded::Stored,
+        })
         .collect())
 }
 
