@@ -161,7 +161,7 @@ async fn record(
             (Recorded::Already, _) => Intaken::Already,
             (Recorded::Leased(delivery), Some(exchange)) => {
                 let claimed = Claimed {
-                    delivery,
+                    delivery: *delivery,
                     due_at: now,
                     job_stopped: false,
                 };

@@ -82,12 +82,16 @@ pub async fn measure(
     }
 }
 
+/// p50 and p99 of: commit → recorded, recorded → sent for first and for later events,
+/// the attempt.
+type Percentiles = (f64, f64, f64, f64, f64, f64, f64, f64);
+
 /// Where the time of the deliveries since `since` went, from the dispatcher's own rows
 /// (millisecond timestamps): commit → recorded by intake, recorded → first attempt
 /// started (apart for a job's first event and its later ones, which wait for the earlier
 /// one), and the attempt itself; p50 / p99 of each.
 pub async fn breakdown(pool: &PgPool, since: DateTime<Utc>) -> String {
-    let row: Option<(f64, f64, f64, f64, f64, f64, f64, f64)> = sqlx::query_as(
+    let row: Option<Percentiles> = sqlx::query_as(
         "SELECT \
            percentile_cont(0.5) WITHIN GROUP (ORDER BY intake), \
            percentile_cont(0.99) WITHIN GROUP (ORDER BY intake), \

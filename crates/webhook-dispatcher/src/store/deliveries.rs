@@ -97,7 +97,7 @@ pub enum Recorded {
     /// A new delivery, left for the claim loop (waiting, stopped, or not offered a lease).
     Stored,
     /// A new delivery, due now and leased at once under this token.
-    Leased(DeliveryRow),
+    Leased(Box<DeliveryRow>),
 }
 
 /// Records a delivery per event unless the event is already recorded (a redelivered
@@ -193,7 +193,7 @@ pub async fn insert_new<'c>(
         .iter()
         .map(|n| match inserted.remove(&n.event_id) {
             None => Recorded::Already,
-            Some(row) if row.lease_token.is_some() => Recorded::Leased(row),
+            Some(row) if row.lease_token.is_some() => Recorded::Leased(Box::new(row)),
             Some(_) => Recorded::Stored,
         })
         .collect())
