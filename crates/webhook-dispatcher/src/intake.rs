@@ -28,9 +28,9 @@ use tokio_util::task::TaskTracker;
 use crate::batch::{Batcher, MAX_BATCH, WRITERS};
 use crate::scheduler::Scheduler;
 use crate::slots::destination_key;
+use crate::store;
 use crate::store::deliveries::{self, IntakeLease, NewDelivery, Recorded};
 use crate::store::leases::Claimed;
-use crate::store::{self};
 
 /// The consumer side of the dispatcher.
 #[derive(Clone)]
