@@ -75,6 +75,27 @@ async fn a_failing_receiver_gets_the_event_after_retries_spaced_by_the_backoff_s
     app.stop().await;
 }
 
+/// A retry due before the dispatcher's next poll wakes the claim loop itself: with the
+/// poll an hour away and nothing else happening, a receiver that failed once still gets
+/// the event again when its retry comes due.
+#[tokio::test]
+async fn a_retry_due_before_the_next_poll_is_sent_when_due() {
+    let options = Options::default().with("PLANGREP_DISPATCHER_POLL_INTERVAL", "1h");
+    let app = TestApp::spawn_with(options).await;
+    let mut receiver = Receiver::start().await;
+    receiver.script([Reply::Status(500)]);
+    let (_org, key) = app.create_customer().await;
+    app.create_job_with_webhook(&key, &receiver.url()).await;
+
+    let failed = receiver.next(PATIENCE).await;
+    let retried = receiver.next(PATIENCE).await;
+    assert_eq!(sequence(&failed), 1);
+    assert_eq!(sequence(&retried), 1, "the retry comes before event 2");
+    assert_eq!(retried.header("webhook-id"), failed.header("webhook-id"));
+    assert_eq!(sequence(&receiver.next(PATIENCE).await), 2);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn event_three_is_held_until_event_two_lands() {
     let app = TestApp::spawn().await;

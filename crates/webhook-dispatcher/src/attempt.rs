@@ -212,6 +212,9 @@ impl Scheduler {
         }
 
         self.metrics.record_attempt(next_state);
+        if let (state::PENDING, Some(due)) = (next_state, next_attempt_at) {
+            self.wake_when_due(due, finished_at);
+        }
         if next_state == state::SUCCEEDED && trigger != "manual" {
             let latency = (finished_at - delivery.event_occurred_at)
                 .to_std()
@@ -235,6 +238,22 @@ impl Scheduler {
             "webhook attempt recorded"
         );
         Ok(())
+    }
+
+    /// Wakes the claim loop when a retry due before its next poll comes due (nothing
+    /// else may happen meanwhile); a later one is found by the poll.
+    fn wake_when_due(&self, due: DateTime<Utc>, now: DateTime<Utc>) {
+        let Ok(wait) = (due - now).to_std() else {
+            return; // Due already: the attempt's end wakes the loop.
+        };
+        if wait >= self.poll_interval {
+            return;
+        }
+        let wake = self.wake.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            wake.notify_waiters();
+        });
     }
 
     /// The delivery's state after attempt `number` with `verdict`.

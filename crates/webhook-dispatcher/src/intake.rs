@@ -131,8 +131,9 @@ impl Intake {
 }
 
 /// Records `batch` with one statement. With a `handoff`, each delivery that has a free
-/// worker and destination slot is offered a lease; those the statement leased (due now)
-/// start their attempts, and the reservations of the rest are given back.
+/// worker and destination slot is offered a lease, and its target is fetched meanwhile;
+/// those the statement leased (due now) start their attempts, and the reservations of
+/// the rest are given back.
 async fn record(
     pool: &PgPool,
     batch: &[NewDelivery],
@@ -147,6 +148,16 @@ async fn record(
         .iter()
         .map(|r| r.as_ref().map(|_| ulid::Ulid::generate().to_string()))
         .collect();
+    // The targets of the deliveries that may be leased are fetched meanwhile.
+    let ahead = handoff.and_then(|h| {
+        let job_ids: Vec<String> = batch
+            .iter()
+            .zip(&reserved)
+            .filter(|(_, reserved)| reserved.is_some())
+            .map(|(new, _)| new.job_id.clone())
+            .collect();
+        (!job_ids.is_empty()).then(|| h.scheduler.fetch_ahead(job_ids))
+    });
     let lease = handoff.map(|h| IntakeLease {
         owner: h.scheduler.owner.clone(),
         expires_at: now
@@ -173,7 +184,7 @@ async fn record(
         })
         .collect();
     if let Some(handoff) = handoff {
-        handoff.scheduler.start(ready, &handoff.tasks);
+        handoff.scheduler.start(ready, ahead, &handoff.tasks);
     }
     Ok(intaken)
 }

@@ -12,6 +12,7 @@
 //! destinations, so one tenant's slow receiver cannot take every worker. Shutdown stops
 //! claiming; attempts in flight finish.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use plangrep_core::retry::RetryPolicy;
 use plangrep_telemetry::trace::TraceContext;
 use sqlx::PgPool;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -63,6 +65,9 @@ pub struct Scheduler {
     /// loop or intake ([`Scheduler::reserve`]) started them.
     pub workers: Arc<Semaphore>,
 }
+
+/// Webhook targets being fetched ahead of the attempts that need them, by job id.
+pub(crate) type TargetsAhead = JoinHandle<HashMap<String, Result<Target, TargetError>>>;
 
 /// What an attempt holds while it talks HTTP: its destination's slot and (in the claim
 /// loop) a worker permit. Both are given back as soon as the exchange is over, so the
@@ -152,7 +157,7 @@ impl Scheduler {
             let permit = permits.pop().expect("one permit per claimed delivery");
             ready.push((claimed, (slot, Some(permit))));
         }
-        self.start(ready, tasks);
+        self.start(ready, None, tasks);
         Ok(count)
     }
 
@@ -165,18 +170,21 @@ impl Scheduler {
     }
 
     /// Runs an attempt for each leased delivery, holding what was reserved for it. The
-    /// targets are fetched with one call for all of them, in a task of its own, so the
-    /// caller goes on at once.
-    pub(crate) fn start(&self, ready: Vec<(Claimed, Exchange)>, tasks: &TaskTracker) {
+    /// targets come from `ahead` when it has them all, else from one call for the batch;
+    /// either way in a task of its own, so the caller goes on at once.
+    pub(crate) fn start(
+        &self,
+        ready: Vec<(Claimed, Exchange)>,
+        ahead: Option<TargetsAhead>,
+        tasks: &TaskTracker,
+    ) {
         if ready.is_empty() {
             return;
         }
         let scheduler = self.clone();
         let attempts = tasks.clone();
         tasks.spawn(async move {
-            let targets = scheduler
-                .targets_of(ready.iter().map(|(claimed, _)| claimed))
-                .await;
+            let targets = scheduler.targets_for(&ready, ahead).await;
             for ((claimed, exchange), target) in ready.into_iter().zip(targets) {
                 let scheduler = scheduler.clone();
                 attempts.spawn(async move {
@@ -187,6 +195,43 @@ impl Scheduler {
                 });
             }
         });
+    }
+
+    /// Starts fetching the webhook targets of `job_ids` (one call) while the caller
+    /// leases their deliveries.
+    pub(crate) fn fetch_ahead(&self, mut job_ids: Vec<String>) -> TargetsAhead {
+        job_ids.sort_unstable();
+        job_ids.dedup();
+        let targets = self.targets.clone();
+        tokio::spawn(async move {
+            let fetched = targets.get_many(&job_ids).await;
+            job_ids.into_iter().zip(fetched).collect()
+        })
+    }
+
+    /// The targets of `ready`, in order: from `ahead` if it holds every job, else fetched.
+    async fn targets_for(
+        &self,
+        ready: &[(Claimed, Exchange)],
+        ahead: Option<TargetsAhead>,
+    ) -> Vec<Result<Target, TargetError>> {
+        let fetched = match ahead {
+            Some(task) => task.await.ok(),
+            None => None,
+        };
+        let from_ahead = fetched.and_then(|fetched| {
+            ready
+                .iter()
+                .map(|(claimed, _)| fetched.get(&claimed.delivery.job_id).cloned())
+                .collect::<Option<Vec<_>>>()
+        });
+        match from_ahead {
+            Some(targets) => targets,
+            None => {
+                self.targets_of(ready.iter().map(|(claimed, _)| claimed))
+                    .await
+            }
+        }
     }
 
     /// The webhook targets of claimed deliveries, in one call, just before they are sent.

@@ -634,8 +634,8 @@ async fn an_event_recorded_while_its_predecessor_finishes_is_released() {
 
 /// Intake leases a delivery it was offered a lease for only when the delivery is due at
 /// once: a job's first event is leased (and hidden from claims until the lease runs
-/// out), a later event whose predecessor is unfinished waits unleased, and a redelivered
-/// event writes nothing.
+/// out), a later event whose predecessor is unfinished waits unleased, a redelivered
+/// event writes nothing, and an event after a stopped one is left to a claim.
 #[tokio::test]
 async fn intake_leases_only_the_deliveries_due_at_once() {
     let db = TestDatabase::create().await;
@@ -696,4 +696,32 @@ async fn intake_leases_only_the_deliveries_due_at_once() {
             .await
             .unwrap();
     assert_eq!(token.as_deref(), Some("tok_1"));
+
+    // After a stopped predecessor the event is due, but left to a claim: the stop may
+    // be newer than what this statement saw.
+    seed(
+        &pool,
+        Seed {
+            prefix: "s",
+            org: "org_a",
+            state: "stopped",
+            count: 1,
+            next_attempt_at: None,
+            destination: "https://a.example",
+            updated_at: now,
+        },
+    )
+    .await;
+    let after_stop = [second_event("job_s1")];
+    let recorded = deliveries::insert_new(
+        &pool,
+        &after_stop,
+        &[Some("tok_4".to_owned())],
+        Some(&lease),
+        now,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(recorded[..], [Recorded::Stored]), "{recorded:?}");
+    assert_eq!(state_of(&pool, "dlv_job_s1_2").await, "pending");
 }

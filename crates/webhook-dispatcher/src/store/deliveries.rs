@@ -105,7 +105,10 @@ pub enum Recorded {
 /// row's initial state says whether it can go now (`pending`), must wait for its
 /// predecessor (`waiting`), or will never be sent because the receiver said 410 Gone for
 /// this job (`stopped`). A `pending` row whose `tokens` entry is set is leased under that
-/// token and `lease` at once, as a claim would lease it.
+/// token and `lease` at once, as a claim would lease it, unless its predecessor ended
+/// `stopped`: the 410 that stopped it may have committed while this statement waited for
+/// the predecessor's lock, after the snapshot its stop look-up reads, so such a row is
+/// left to a claim, which checks the job's stop afresh.
 pub async fn insert_new<'c>(
     executor: impl sqlx::PgExecutor<'c>,
     batch: &[NewDelivery],
@@ -134,17 +137,22 @@ pub async fn insert_new<'c>(
            SELECT p.job_id, p.sequence, p.state FROM deliveries p \
            JOIN incoming n ON p.job_id = n.job_id AND p.sequence = n.sequence - 1 \
            ORDER BY p.id FOR SHARE OF p), \
+         looked_up AS ( \
+           SELECT n.*, \
+             (SELECT true FROM stopped_webhooks s WHERE s.job_id = n.job_id) AS job_stopped, \
+             (SELECT p.state FROM predecessors p \
+               WHERE p.job_id = n.job_id AND p.sequence = n.sequence - 1) AS predecessor \
+           FROM incoming n), \
          decided AS ( \
-           SELECT n.*, CASE \
-             WHEN (SELECT true FROM stopped_webhooks s WHERE s.job_id = n.job_id) \
-               THEN 'stopped' \
-             WHEN n.sequence = 1 OR (SELECT p.state IN ('succeeded', 'failed', 'stopped') \
-               FROM predecessors p WHERE p.job_id = n.job_id AND p.sequence = n.sequence - 1) \
+           SELECT l.*, CASE \
+             WHEN l.job_stopped THEN 'stopped' \
+             WHEN l.sequence = 1 OR l.predecessor IN ('succeeded', 'failed', 'stopped') \
                THEN 'pending' \
              ELSE 'waiting' \
-           END AS state FROM incoming n), \
+           END AS state FROM looked_up l), \
          leased AS ( \
-           SELECT d.*, CASE WHEN d.state = 'pending' THEN d.token END AS lease_token \
+           SELECT d.*, CASE WHEN d.state = 'pending' \
+             AND d.predecessor IS DISTINCT FROM 'stopped' THEN d.token END AS lease_token \
            FROM decided d) \
          INSERT INTO deliveries (id, event_id, org_id, job_id, sequence, job_status, payload, \
            state, next_attempt_at, event_occurred_at, created_at, updated_at, traceparent, \
