@@ -144,10 +144,6 @@ async fn record(
         .iter()
         .map(|new| handoff.and_then(|h| h.scheduler.reserve(&new.destination)))
         .collect();
-    let tokens: Vec<Option<String>> = reserved
-        .iter()
-        .map(|r| r.as_ref().map(|_| ulid::Ulid::generate().to_string()))
-        .collect();
     // The targets of the deliveries that may be leased are fetched meanwhile.
     let ahead = handoff.and_then(|h| {
         let job_ids: Vec<String> = batch
@@ -162,8 +158,12 @@ async fn record(
         owner: h.scheduler.owner.clone(),
         expires_at: now
             + chrono::Duration::from_std(h.scheduler.lease).unwrap_or(chrono::Duration::MAX),
+        tokens: reserved
+            .iter()
+            .map(|r| r.as_ref().map(|_| ulid::Ulid::generate().to_string()))
+            .collect(),
     });
-    let recorded = deliveries::insert_new(pool, batch, &tokens, lease.as_ref(), now).await?;
+    let recorded = deliveries::insert_new(pool, batch, lease.as_ref(), now).await?;
     let mut ready = Vec::new();
     let intaken = recorded
         .into_iter()

@@ -1,10 +1,11 @@
 //! Webhook targets (URL + signing secrets) fetched from the orchestrator over gRPC for
 //! every attempt, just before it is sent (one call and one look-up for all the
-//! deliveries of a claim), not cached: a secret rotation must sign the
-//! very next attempt with the new secret, and a cached answer (even one kept only for
-//! orchestrator outages) would sign with the old secret alone. Each secret carries its
-//! expiry, re-checked at send time ([`Target::signing_secrets`]), so a rotated-out secret
-//! never signs after its overlap. (ADR 0011.)
+//! deliveries of a claim, or of an intake batch while its rows commit), not cached: a
+//! secret rotation must sign the very next attempt with the new secret, and a cached
+//! answer (even one kept only for orchestrator outages) would sign with the old secret
+//! alone. Each secret carries its expiry, re-checked at send time
+//! ([`Target::signing_secrets`]), so a rotated-out secret never signs after its overlap.
+//! (ADR 0011.)
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -99,8 +100,9 @@ impl TargetClient {
         })
     }
 
-    /// The target of `job_id`.
-    pub async fn get(&self, job_id: &str) -> Result<Target, TargetError> {
+    /// The target of `job_id` (`GetWebhookTarget`, for an orchestrator without the
+    /// batched method).
+    async fn get(&self, job_id: &str) -> Result<Target, TargetError> {
         let response = self
             .client
             .clone()

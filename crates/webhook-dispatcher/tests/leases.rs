@@ -595,7 +595,7 @@ async fn an_event_recorded_while_its_predecessor_finishes_is_released() {
 
     // Intake first: it holds the predecessor's share lock while the outcome waits.
     let mut intake = pool.begin().await.unwrap();
-    let inserted = deliveries::insert_new(&mut *intake, &[second_event("job_i1")], &[], None, now)
+    let inserted = deliveries::insert_new(&mut *intake, &[second_event("job_i1")], None, now)
         .await
         .unwrap();
     assert!(matches!(inserted[..], [Recorded::Stored]));
@@ -623,7 +623,7 @@ async fn an_event_recorded_while_its_predecessor_finishes_is_released() {
     );
     let intake = tokio::spawn({
         let pool = pool.clone();
-        async move { deliveries::insert_new(&pool, &[second_event("job_o1")], &[], None, now).await }
+        async move { deliveries::insert_new(&pool, &[second_event("job_o1")], None, now).await }
     });
     until_blocked(&pool).await;
     tx.commit().await.unwrap();
@@ -648,13 +648,14 @@ async fn intake_leases_only_the_deliveries_due_at_once() {
         job_status: "provisioning".to_owned(),
         ..second_event("job_n1")
     };
-    let lease = IntakeLease {
+    let expires_at = now + chrono::Duration::minutes(5);
+    let lease = |tokens: &[&str]| IntakeLease {
         owner: "intake-replica".to_owned(),
-        expires_at: now + chrono::Duration::minutes(5),
+        expires_at,
+        tokens: tokens.iter().map(|t| Some((*t).to_owned())).collect(),
     };
     let batch = [first.clone(), second_event("job_n1")];
-    let tokens = [Some("tok_1".to_owned()), Some("tok_2".to_owned())];
-    let recorded = deliveries::insert_new(&pool, &batch, &tokens, Some(&lease), now)
+    let recorded = deliveries::insert_new(&pool, &batch, Some(&lease(&["tok_1", "tok_2"])), now)
         .await
         .unwrap();
     let [Recorded::Leased(leased), Recorded::Stored] = &recorded[..] else {
@@ -664,7 +665,7 @@ async fn intake_leases_only_the_deliveries_due_at_once() {
     assert_eq!(leased.state, "pending");
     assert_eq!(leased.lease_owner.as_deref(), Some("intake-replica"));
     assert_eq!(leased.lease_token.as_deref(), Some("tok_1"));
-    assert_eq!(leased.next_attempt_at, Some(lease.expires_at));
+    assert_eq!(leased.next_attempt_at, Some(expires_at));
     assert_eq!(state_of(&pool, "dlv_job_n1_2").await, "waiting");
     let unleased: Option<String> =
         sqlx::query_scalar("SELECT lease_token FROM deliveries WHERE id = 'dlv_job_n1_2'")
@@ -680,15 +681,9 @@ async fn intake_leases_only_the_deliveries_due_at_once() {
     assert!(claimed.is_empty(), "claimed {claimed:?}");
 
     // The same message again: nothing is written, the lease stays.
-    let again = deliveries::insert_new(
-        &pool,
-        &[first],
-        &[Some("tok_3".to_owned())],
-        Some(&lease),
-        now,
-    )
-    .await
-    .unwrap();
+    let again = deliveries::insert_new(&pool, &[first], Some(&lease(&["tok_3"])), now)
+        .await
+        .unwrap();
     assert!(matches!(again[..], [Recorded::Already]), "{again:?}");
     let token: Option<String> =
         sqlx::query_scalar("SELECT lease_token FROM deliveries WHERE id = 'dlv_job_n1_1'")
@@ -713,15 +708,9 @@ async fn intake_leases_only_the_deliveries_due_at_once() {
     )
     .await;
     let after_stop = [second_event("job_s1")];
-    let recorded = deliveries::insert_new(
-        &pool,
-        &after_stop,
-        &[Some("tok_4".to_owned())],
-        Some(&lease),
-        now,
-    )
-    .await
-    .unwrap();
+    let recorded = deliveries::insert_new(&pool, &after_stop, Some(&lease(&["tok_4"])), now)
+        .await
+        .unwrap();
     assert!(matches!(recorded[..], [Recorded::Stored]), "{recorded:?}");
     assert_eq!(state_of(&pool, "dlv_job_s1_2").await, "pending");
 }

@@ -79,14 +79,16 @@ pub struct NewDelivery {
     pub destination: String,
 }
 
-/// A lease granted at intake: the delivery is handed to a worker of this replica the
-/// moment it is recorded, instead of being claimed later ([`super::leases`]).
+/// Leases offered at intake: a delivery is handed to a worker of this replica the moment
+/// it is recorded, instead of being claimed later ([`super::leases`]).
 #[derive(Debug, Clone)]
 pub struct IntakeLease {
     /// The replica taking the deliveries.
     pub owner: String,
     /// When the leases run out (the deliveries are then claimable again).
     pub expires_at: DateTime<Utc>,
+    /// A token per delivery of the batch, in order; `None` where no lease is offered.
+    pub tokens: Vec<Option<String>>,
 }
 
 /// What recording one event did.
@@ -104,21 +106,20 @@ pub enum Recorded {
 /// message), all in one statement; answers, per delivery in order, what it did. Each
 /// row's initial state says whether it can go now (`pending`), must wait for its
 /// predecessor (`waiting`), or will never be sent because the receiver said 410 Gone for
-/// this job (`stopped`). A `pending` row whose `tokens` entry is set is leased under that
-/// token and `lease` at once, as a claim would lease it, unless its predecessor ended
+/// this job (`stopped`). A `pending` row offered a `lease` is leased under its token at
+/// once, as a claim would lease it, unless its predecessor ended
 /// `stopped`: the 410 that stopped it may have committed while this statement waited for
 /// the predecessor's lock, after the snapshot its stop look-up reads, so such a row is
 /// left to a claim, which checks the job's stop afresh.
 pub async fn insert_new<'c>(
     executor: impl sqlx::PgExecutor<'c>,
     batch: &[NewDelivery],
-    tokens: &[Option<String>],
     lease: Option<&IntakeLease>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Recorded>, sqlx::Error> {
     let column = |f: fn(&NewDelivery) -> String| batch.iter().map(f).collect::<Vec<_>>();
     let tokens: Vec<Option<String>> = (0..batch.len())
-        .map(|i| tokens.get(i).cloned().flatten().filter(|_| lease.is_some()))
+        .map(|i| lease.and_then(|l| l.tokens.get(i).cloned().flatten()))
         .collect();
     // `predecessors` share-locks the previous events' rows first (in id order, as the
     // outcome writer locks them, so the two never deadlock), which serialises with their
