@@ -107,7 +107,7 @@ impl Config {
                 wall_clock: settings.duration("PLANGREP_PDF_TIMEOUT", Duration::from_secs(60))?,
             },
             database_pool_size: settings.database_pool_size(20)?,
-            provision_concurrency: settings.parse::<u16>("PLANGREP_PROVISION_CONCURRENCY", 8)?,
+            provision_concurrency: settings.parse::<u16>("PLANGREP_PROVISION_CONCURRENCY", 32)?,
             preflight_concurrency: settings.parse::<u16>("PLANGREP_PREFLIGHT_CONCURRENCY", 2)?,
             process_concurrency: settings.parse::<u16>("PLANGREP_PROCESS_CONCURRENCY", 2)?,
             expiry_interval: settings

@@ -71,6 +71,12 @@ impl Error {
     }
 }
 
+impl From<plangrep_service::batch::Closed> for Error {
+    fn from(closed: plangrep_service::batch::Closed) -> Self {
+        sqlx::Error::from(closed).into()
+    }
+}
+
 impl From<sqlx::Error> for Error {
     fn from(error: sqlx::Error) -> Self {
         if plangrep_service::database::is_unavailable(&error) {

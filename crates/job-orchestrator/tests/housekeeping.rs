@@ -3,19 +3,13 @@
 
 use std::time::Duration;
 
+mod common;
+
+use common::migrated_pool;
+use plangrep_job_orchestrator::idempotency;
 use plangrep_job_orchestrator::store::outbox;
-use plangrep_job_orchestrator::{Config, idempotency, startup};
-use plangrep_service::{Settings, database};
 use plangrep_test_support::TestDatabase;
 use sqlx::PgPool;
-
-async fn migrated_pool(db: &TestDatabase) -> PgPool {
-    let settings =
-        Settings::from_pairs([("DATABASE_URL", db.url()), ("PLANGREP_DEV_MODE", "true")]);
-    let config = Config::from_settings(&settings).unwrap();
-    startup::migrate(&config).await.unwrap();
-    database::lazy_pool(startup::connect_options(&config).unwrap(), 2)
-}
 
 async fn insert(pool: &PgPool, sql: String) {
     sqlx::query(sqlx::AssertSqlSafe(sql))

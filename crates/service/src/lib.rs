@@ -4,6 +4,7 @@
 //! - [`settings`]: layered settings (defaults, optional TOML file, environment) with
 //!   one-line errors that name the variable;
 //! - [`database`]: a PostgreSQL pool confined to the service's own schema, migrations;
+//! - [`batch`]: group writes, many callers' items in one statement and one commit;
 //! - [`shutdown`]: one cancellation token fed by SIGTERM and ctrl-c;
 //! - [`ops`]: `/healthz`, `/readyz` and (where a service has metrics) `/metrics`;
 //! - [`grpc_metrics`]: calls by method and code, as a tower layer around tonic;
@@ -14,6 +15,7 @@
 //!   every binary's `main` (settings, telemetry, one-line errors);
 //! - [`healthcheck`]: the probe behind the `healthcheck` subcommand.
 
+pub mod batch;
 pub mod cli;
 pub mod database;
 pub mod grpc_health;

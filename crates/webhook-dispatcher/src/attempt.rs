@@ -2,7 +2,7 @@
 //! target (fetched for its claim or at intake, [`crate::target`]), send, judge, and
 //! record the attempt and the delivery's next state under the lease, in one short
 //! transaction after the HTTP exchange, shared with the outcomes of concurrent attempts
-//! ([`crate::batch`]).
+//! ([`plangrep_service::batch`]).
 //!
 //! A receiver that refuses the connection or does not answer in time defers its
 //! destination's other due deliveries, by the first retry interval and then longer after

@@ -2,8 +2,8 @@
 //!
 //! The body is rendered here, once, from the job snapshot the event carries; every
 //! attempt signs and sends exactly these bytes. The rows of the messages in flight are
-//! inserted together ([`crate::batch`]): one statement and one commit for a whole
-//! prefetch window under load. The message is acked (by the consumer) only after its row
+//! inserted together ([`plangrep_service::batch`]): one statement and one commit for a
+//! whole prefetch window under load. The message is acked (by the consumer) only after its row
 //! is committed, and a redelivered message for a recorded event inserts nothing.
 //!
 //! A delivery that is due at once and finds a free worker and destination slot is
@@ -25,12 +25,12 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 
-use crate::batch::{Batcher, MAX_BATCH, WRITERS};
 use crate::scheduler::Scheduler;
 use crate::slots::destination_key;
 use crate::store;
 use crate::store::deliveries::{self, IntakeLease, NewDelivery, Recorded};
 use crate::store::leases::Claimed;
+use plangrep_service::batch::{Batcher, MAX_BATCH, WRITERS};
 
 /// The consumer side of the dispatcher.
 #[derive(Clone)]

@@ -13,7 +13,6 @@
 #![forbid(unsafe_code)]
 
 pub mod attempt;
-pub mod batch;
 pub mod config;
 pub mod destination;
 pub mod grpc;

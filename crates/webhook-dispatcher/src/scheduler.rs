@@ -1,8 +1,9 @@
 //! The scheduler: a claim loop that leases due deliveries in short statements and hands
 //! each to an attempt task ([`crate::attempt`]), bounded by the worker count and by the
 //! per-destination cap ([`crate::slots`]) while it talks HTTP; the outcomes of finished
-//! exchanges are then written together ([`crate::batch`]). Intake leases a delivery due
-//! at once itself when a worker and a slot are free ([`Scheduler::reserve`], ADR 0017).
+//! exchanges are then written together ([`plangrep_service::batch`]). Intake leases a
+//! delivery due at once itself when a worker and a slot are free ([`Scheduler::reserve`],
+//! ADR 0017).
 //!
 //! No transaction, row lock or pooled connection is held across an HTTP attempt: a claim
 //! is a lease ([`crate::store::leases`]), the attempt runs outside any transaction, and
@@ -25,13 +26,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::batch::{Batcher, MAX_BATCH, WRITERS};
 use crate::metrics::DeliveryMetrics;
 use crate::sender::Sender;
 use crate::slots::{DestinationSlot, DestinationSlots};
 use crate::store::leases::{self, ClaimRequest, Claimed, Recording};
 use crate::store::{self};
 use crate::target::{Target, TargetClient, TargetError};
+use plangrep_service::batch::{Batcher, MAX_BATCH, WRITERS};
 
 /// How many due rows a claim looks at per delivery it may take: the window in which it
 /// round-robins organizations.

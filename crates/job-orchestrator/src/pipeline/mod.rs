@@ -75,6 +75,8 @@ pub struct Pipeline {
     inspector: Inspector,
     /// How often provisioning tries to allocate storage before the project fails.
     allocation_attempts: u32,
+    /// Records jobs whose storage is allocated.
+    allocated_jobs: provision::AllocatedJobs,
 }
 
 /// An event this stage does not act on (never bound, or a foreign message).
@@ -86,7 +88,8 @@ struct NotThisStage {
 }
 
 impl Pipeline {
-    /// Stages over `pool`, storing in `storage`, parsing PDFs with `inspector`.
+    /// Stages over `pool`, storing in `storage`, parsing PDFs with `inspector`. Starts
+    /// provisioning's writer tasks, so it runs inside the runtime.
     pub fn new(
         pool: PgPool,
         storage: Storage,
@@ -94,6 +97,7 @@ impl Pipeline {
         allocation_attempts: u32,
     ) -> Self {
         Self {
+            allocated_jobs: provision::allocated_jobs(pool.clone()),
             pool,
             storage,
             inspector,

@@ -1,17 +1,45 @@
 //! Provisioning: a new project or job gets its storage, then becomes usable.
 //!
 //! Allocation writes a marker object under the resource's prefix, which proves the
-//! store accepts writes there. A project whose storage cannot be allocated after a few
+//! store accepts writes there. The jobs whose storage was allocated meanwhile move on
+//! together: one transaction records all their `→ awaiting_uploads` changes (ADR 0018). A project whose storage cannot be allocated after a few
 //! attempts ends `failed` (and says so) instead of retrying forever; a job keeps its
 //! message retrying (bounded by the queue's delivery limit) and is expired by its TTL.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use plangrep_core::{JobEvent, JobStatus, ProjectStatus};
+use plangrep_service::batch::{Batcher, MAX_BATCH, WRITERS};
+use sqlx::PgPool;
+use tracing::Instrument;
 
 use super::{Pipeline, allocation_backoff};
 use crate::error::Error;
 use crate::grpc::storage_error;
-use crate::lifecycle;
+use crate::lifecycle::{self, Advanced, Step};
+
+/// Records jobs whose storage is allocated, many in one transaction under load.
+pub(super) type AllocatedJobs = Batcher<Step, Advanced, Error>;
+
+/// The writer of [`AllocatedJobs`] over `pool`.
+pub(super) fn allocated_jobs(pool: PgPool) -> AllocatedJobs {
+    Batcher::spawn(WRITERS, MAX_BATCH, move |steps: Arc<[Step]>| {
+        let pool = pool.clone();
+        async move {
+            let mut tx = pool.begin().await?;
+            let advanced = lifecycle::advance_jobs(
+                &mut tx,
+                &steps,
+                JobStatus::Provisioning,
+                JobEvent::StorageAllocated,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(advanced)
+        }
+    })
+}
 
 /// Allocates a job's storage: `provisioning → awaiting_uploads`.
 #[tracing::instrument(skip_all, fields(job_id = %job_id))]
@@ -21,17 +49,20 @@ pub async fn job(pipeline: &Pipeline, job_id: &str) -> Result<(), Error> {
         .put(&format!("jobs/{job_id}/.allocated"), Bytes::new())
         .await
         .map_err(storage_error)?;
-    let mut tx = pipeline.pool.begin().await?;
-    let moved = lifecycle::apply_job_event(
-        &mut tx,
-        job_id,
-        Some(JobStatus::Provisioning),
-        JobEvent::StorageAllocated,
-    )
+    // The event's trace continues from this span, as a single change's would.
+    let advanced = async {
+        let step = Step {
+            job_id: job_id.to_owned(),
+            traceparent: plangrep_telemetry::trace::next_hop(),
+        };
+        pipeline.allocated_jobs.submit(step).await
+    }
+    .instrument(tracing::info_span!("outbox append", %job_id))
     .await?;
-    tx.commit().await?;
-    if moved.is_some() {
-        tracing::info!("job storage allocated");
+    match advanced {
+        Advanced::Moved => tracing::info!("job storage allocated"),
+        Advanced::Elsewhere => {}
+        Advanced::Missing => return Err(Error::NotFound("job")),
     }
     Ok(())
 }

@@ -35,43 +35,63 @@ pub async fn append(
     Ok(())
 }
 
-/// A job's status change in its history (`job_events`).
+/// A job's status change: its history row (`job_events`) and its outbox message.
 #[derive(Debug)]
 pub struct JobEvent<'a> {
-    pub id: &'a str,
+    pub id: String,
     pub job_id: &'a str,
     pub sequence: i32,
     pub status: &'a str,
     pub previous_status: Option<&'a str>,
     pub occurred_at: chrono::DateTime<chrono::Utc>,
+    pub routing_key: String,
+    pub payload: Vec<u8>,
+    /// The trace the relay's publish continues: the span that recorded the change.
+    pub traceparent: Option<String>,
 }
 
-/// Appends a job's status change to its history and its message to the outbox with one
-/// statement, inside the caller's transaction (the hottest write path: two per job
-/// created). The trace continues as in [`append`].
-#[tracing::instrument(name = "outbox append", skip_all, fields(event_id = %event.id, %routing_key))]
-pub async fn append_job_event(
+/// Appends jobs' status changes to their history and their messages to the outbox with
+/// one statement, inside the caller's transaction (the hottest write path: two per job
+/// created). The outbox ids follow the order of `events`.
+pub async fn append_job_events(
     tx: &mut PgConnection,
-    event: &JobEvent<'_>,
-    routing_key: &str,
-    payload: &[u8],
+    events: &[JobEvent<'_>],
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "WITH history AS ( \
            INSERT INTO job_events (id, job_id, sequence, status, previous_status, occurred_at) \
-           VALUES ($1, $2, $3, $4, $5, $6)) \
+           SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], \
+             $6::timestamptz[])) \
          INSERT INTO outbox (event_id, routing_key, payload, traceparent) \
-         VALUES ($1, $7, $8, $9)",
+         SELECT event_id, routing_key, payload, traceparent \
+         FROM unnest($1::text[], $7::text[], $8::bytea[], $9::text[]) \
+           WITH ORDINALITY AS e(event_id, routing_key, payload, traceparent, n) \
+         ORDER BY n",
     )
-    .bind(event.id)
-    .bind(event.job_id)
-    .bind(event.sequence)
-    .bind(event.status)
-    .bind(event.previous_status)
-    .bind(event.occurred_at)
-    .bind(routing_key)
-    .bind(payload)
-    .bind(plangrep_telemetry::trace::next_hop())
+    .bind(events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.job_id).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.sequence).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.status).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.previous_status).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
+    .bind(
+        events
+            .iter()
+            .map(|e| e.routing_key.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        events
+            .iter()
+            .map(|e| e.payload.as_slice())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        events
+            .iter()
+            .map(|e| e.traceparent.as_deref())
+            .collect::<Vec<_>>(),
+    )
     .execute(tx)
     .await?;
     Ok(())

@@ -1,7 +1,7 @@
 //! Group writes: each caller hands one item to a [`Batcher`] and awaits its own answer;
 //! the batcher's writer tasks take whatever has queued up meanwhile (up to a maximum) and
-//! write it with one statement. Under load many events or attempt outcomes share one
-//! round trip and one commit; an item that arrives alone is written at once (there is no
+//! write it with one statement. Under load many events, attempt outcomes or job
+//! transitions share one round trip and one commit; an item that arrives alone is written at once (there is no
 //! timer, so no added latency).
 //!
 //! If a batch fails (a deadlock victim, one row the database refuses), its items are
@@ -12,20 +12,31 @@ use std::sync::Arc;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-/// Writer tasks of the dispatcher's batchers: one statement fills while the other commits.
+/// Writer tasks of a batcher: one statement fills while the other commits.
 pub const WRITERS: usize = 2;
 /// Items written by one statement at most.
 pub const MAX_BATCH: usize = 256;
 
-type Reply<R> = oneshot::Sender<Result<R, sqlx::Error>>;
-type Queue<T, R> = mpsc::UnboundedReceiver<(T, Reply<R>)>;
+type Reply<R, E> = oneshot::Sender<Result<R, E>>;
+type Queue<T, R, E> = mpsc::UnboundedReceiver<(T, Reply<R, E>)>;
 
-/// A queue of items written in batches by a few writer tasks.
-pub struct Batcher<T, R> {
-    queue: mpsc::UnboundedSender<(T, Reply<R>)>,
+/// The batcher's writer tasks are gone (the runtime is shutting down).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the batch writers have stopped")]
+pub struct Closed;
+
+impl From<Closed> for sqlx::Error {
+    fn from(_: Closed) -> Self {
+        sqlx::Error::PoolClosed
+    }
 }
 
-impl<T, R> Clone for Batcher<T, R> {
+/// A queue of items written in batches by a few writer tasks; a write fails with `E`.
+pub struct Batcher<T, R, E = sqlx::Error> {
+    queue: mpsc::UnboundedSender<(T, Reply<R, E>)>,
+}
+
+impl<T, R, E> Clone for Batcher<T, R, E> {
     fn clone(&self) -> Self {
         Self {
             queue: self.queue.clone(),
@@ -33,10 +44,11 @@ impl<T, R> Clone for Batcher<T, R> {
     }
 }
 
-impl<T, R> Batcher<T, R>
+impl<T, R, E> Batcher<T, R, E>
 where
     T: Clone + Send + Sync + 'static,
     R: Send + 'static,
+    E: From<Closed> + std::fmt::Display + Send + 'static,
 {
     /// Starts `writers` tasks that each take up to `max` queued items and pass them to
     /// `write`, which answers one result per item, in order. The tasks end when every
@@ -44,7 +56,7 @@ where
     pub fn spawn<W, Fut>(writers: usize, max: usize, write: W) -> Self
     where
         W: Fn(Arc<[T]>) -> Fut + Clone + Send + Sync + 'static,
-        Fut: Future<Output = Result<Vec<R>, sqlx::Error>> + Send,
+        Fut: Future<Output = Result<Vec<R>, E>> + Send,
     {
         let (queue, receiver) = mpsc::unbounded_channel();
         let receiver = Arc::new(Mutex::new(receiver));
@@ -61,25 +73,24 @@ where
     }
 
     /// Writes `item` with whatever else is queued, and answers its own result.
-    pub async fn submit(&self, item: T) -> Result<R, sqlx::Error> {
-        self.enqueue(item)?
-            .await
-            .map_err(|_| sqlx::Error::PoolClosed)?
+    pub async fn submit(&self, item: T) -> Result<R, E> {
+        self.enqueue(item)?.await.map_err(|_| Closed)?
     }
 
     /// Queues `item`; the receiver gets its result.
-    fn enqueue(&self, item: T) -> Result<oneshot::Receiver<Result<R, sqlx::Error>>, sqlx::Error> {
+    fn enqueue(&self, item: T) -> Result<oneshot::Receiver<Result<R, E>>, Closed> {
         let (reply, answer) = oneshot::channel();
-        self.queue
-            .send((item, reply))
-            .map_err(|_| sqlx::Error::PoolClosed)?;
+        self.queue.send((item, reply)).map_err(|_| Closed)?;
         Ok(answer)
     }
 }
 
 /// The next batch: waits for one item, then takes what is already queued, up to `max`.
 /// `None` once every sender is gone.
-async fn next_batch<T, R>(receiver: &Mutex<Queue<T, R>>, max: usize) -> Option<Vec<(T, Reply<R>)>> {
+async fn next_batch<T, R, E>(
+    receiver: &Mutex<Queue<T, R, E>>,
+    max: usize,
+) -> Option<Vec<(T, Reply<R, E>)>> {
     let mut receiver = receiver.lock().await;
     let first = receiver.recv().await?;
     let mut batch = vec![first];
@@ -93,13 +104,14 @@ async fn next_batch<T, R>(receiver: &Mutex<Queue<T, R>>, max: usize) -> Option<V
 }
 
 /// Writes one batch and answers each caller; on failure, each item again on its own.
-async fn write_batch<T, R, W, Fut>(write: &W, batch: Vec<(T, Reply<R>)>)
+async fn write_batch<T, R, E, W, Fut>(write: &W, batch: Vec<(T, Reply<R, E>)>)
 where
     T: Clone,
+    E: std::fmt::Display,
     W: Fn(Arc<[T]>) -> Fut,
-    Fut: Future<Output = Result<Vec<R>, sqlx::Error>>,
+    Fut: Future<Output = Result<Vec<R>, E>>,
 {
-    let (items, replies): (Vec<T>, Vec<Reply<R>>) = batch.into_iter().unzip();
+    let (items, replies): (Vec<T>, Vec<Reply<R, E>>) = batch.into_iter().unzip();
     let items: Arc<[T]> = items.into();
     let single = items.len() == 1;
     match write(items.clone()).await {
