@@ -25,11 +25,11 @@ use plangrep_core::retry::NextAttempt;
 use plangrep_telemetry::trace::TraceContext;
 
 use crate::outcome::Verdict;
-use crate::scheduler::{Exchange, Leased, ScheduleError, Scheduler};
+use crate::scheduler::{Exchange, ScheduleError, Scheduler};
 use crate::sender::AttemptReport;
 use crate::store::attempts::{self, AttemptRow};
 use crate::store::deliveries::{self, DeliveryRow, state};
-use crate::store::leases::{self, Claimed, Recording, SuccessorLease, Written};
+use crate::store::leases::{self, Claimed, Recording};
 use crate::store::{self};
 use crate::target::{Target, TargetError};
 
@@ -48,29 +48,15 @@ fn not_sent(verdict: Verdict, error: &str) -> AttemptReport {
     }
 }
 
-/// One attempt of a delivery, as it is recorded.
-struct Attempt<'a> {
-    /// The lease's token.
-    token: &'a str,
-    /// The delivery's attempt count after this one.
-    number: i32,
-    trigger: &'a str,
-    started_at: DateTime<Utc>,
-    report: &'a AttemptReport,
-}
-
 impl Scheduler {
-    /// Attempts the claimed delivery and records the outcome under its lease. Returns
-    /// the job's next event when the outcome's write leased it for this worker (its
-    /// target is this one's: same job).
+    /// Attempts the claimed delivery and records the outcome under its lease.
     pub(crate) async fn attempt(
         &self,
         claimed: Claimed,
         target: Result<Target, TargetError>,
         exchange: Exchange,
-    ) -> Result<Option<Leased>, ScheduleError> {
+    ) -> Result<(), ScheduleError> {
         let token = claimed.token().to_owned();
-        let usable_target = target.as_ref().ok().cloned();
         let delivery = &claimed.delivery;
         let started_at = store::now();
         if !delivery.manual_requested && claimed.job_stopped {
@@ -79,7 +65,7 @@ impl Scheduler {
             let mut tx = self.pool.begin().await?;
             deliveries::stop_job(&mut tx, &delivery.job_id, started_at).await?;
             tx.commit().await?;
-            return Ok(None);
+            return Ok(());
         }
         let number = delivery.attempt_count + 1;
         let trigger = match (delivery.manual_requested, delivery.attempt_count) {
@@ -138,15 +124,7 @@ impl Scheduler {
         }
         // (An unreachable destination's slot is held until its deliveries are deferred
         // below, so no other attempt to it starts meanwhile.)
-        let attempt = Attempt {
-            token: &token,
-            number,
-            trigger,
-            started_at,
-            report: &report,
-        };
-        let next = self
-            .record(delivery, attempt, usable_target.is_some())
+        self.record(delivery, &token, number, trigger, started_at, &report)
             .await?;
         let destination = &delivery.destination;
         if report.status_code.is_some() {
@@ -168,28 +146,19 @@ impl Scheduler {
                 tracing::info!(%destination, deferred, %until, "unreachable destination: its due deliveries wait");
             }
         }
-        Ok(next
-            .zip(usable_target)
-            .map(|((claimed, exchange), target)| (claimed, Ok(target), exchange)))
+        Ok(())
     }
 
-    /// Records the attempt and the delivery's next state, if the lease still holds. With
-    /// `offer_successor`, a worker and a slot free now are offered to the job's next
-    /// event: if the outcome releases it, the same write leases it (ADR 0018) and it is
-    /// returned with them, for this worker to attempt next.
+    /// Records attempt `number` and the delivery's next state, if the lease still holds.
     async fn record(
         &self,
         delivery: &DeliveryRow,
-        attempt: Attempt<'_>,
-        offer_successor: bool,
-    ) -> Result<Option<(Claimed, Exchange)>, ScheduleError> {
-        let Attempt {
-            token,
-            number,
-            trigger,
-            started_at,
-            report,
-        } = attempt;
+        token: &str,
+        number: i32,
+        trigger: &str,
+        started_at: DateTime<Utc>,
+        report: &AttemptReport,
+    ) -> Result<(), ScheduleError> {
         let window_started_at = delivery.window_started_at.unwrap_or(started_at);
         let finished_at = store::now();
         let (next_state, next_attempt_at) = self.next_state(
@@ -199,17 +168,7 @@ impl Scheduler {
             finished_at,
             report.verdict,
         );
-        let releases_successor = matches!(next_state, state::SUCCEEDED | state::FAILED);
-        let mut reserved = (offer_successor && releases_successor)
-            .then(|| self.reserve(&delivery.destination))
-            .flatten();
         let recording = Recording {
-            successor_lease: reserved.as_ref().map(|_| SuccessorLease {
-                owner: self.owner.clone(),
-                token: ulid::Ulid::generate().to_string(),
-                expires_at: finished_at
-                    + chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::MAX),
-            }),
             token: token.to_owned(),
             state: next_state,
             window_started_at,
@@ -227,30 +186,22 @@ impl Scheduler {
                 worker: Some(self.owner.clone()),
             },
         };
-        let written = if next_state == state::STOPPED {
+        let recorded = if next_state == state::STOPPED {
             // A 410: the outcome and the stop of the job's webhook in one transaction.
             let mut tx = self.pool.begin().await?;
-            let written = leases::record(&mut tx, std::slice::from_ref(&recording))
+            let recorded = leases::record(&mut tx, std::slice::from_ref(&recording))
                 .await?
-                .pop()
-                .unwrap_or(Written::Lost);
-            if !matches!(written, Written::Lost) {
+                .contains(&true);
+            if recorded {
                 deliveries::stop_job(&mut tx, &delivery.job_id, finished_at).await?;
             }
             tx.commit().await?;
-            written
+            recorded
         } else {
             // Written together with the outcomes of concurrent attempts.
             self.recorder.submit(recording).await?
         };
-        let successor = match written {
-            Written::Lost => None,
-            Written::Recorded => Some(None),
-            Written::SuccessorLeased(claimed) => Some(reserved.take().map(|held| (*claimed, held))),
-        };
-        // (An unused reservation is given back here.)
-        drop(reserved);
-        let Some(successor) = successor else {
+        if !recorded {
             tracing::warn!(
                 delivery_id = %delivery.id,
                 attempt = number,
@@ -258,8 +209,8 @@ impl Scheduler {
                 "lease lost during the attempt (expired and re-claimed, or the delivery was \
                  redelivered or stopped meanwhile): its outcome is discarded"
             );
-            return Ok(None);
-        };
+            return Ok(());
+        }
 
         self.metrics.record_attempt(next_state);
         if let (state::PENDING, Some(due)) = (next_state, next_attempt_at) {
@@ -287,7 +238,7 @@ impl Scheduler {
             state = next_state,
             "webhook attempt recorded"
         );
-        Ok(successor)
+        Ok(())
     }
 
     /// Wakes the claim loop when a retry due before its next poll comes due (nothing

@@ -29,7 +29,7 @@ use tracing::Instrument;
 use crate::metrics::DeliveryMetrics;
 use crate::sender::Sender;
 use crate::slots::{DestinationSlot, DestinationSlots};
-use crate::store::leases::{self, ClaimRequest, Claimed, Recording, Written};
+use crate::store::leases::{self, ClaimRequest, Claimed, Recording};
 use crate::store::{self};
 use crate::target::{Target, TargetClient, TargetError};
 use plangrep_service::batch::{Batcher, MAX_BATCH, WRITERS};
@@ -61,7 +61,7 @@ pub struct Scheduler {
     /// NOT_FOUND answers in a row before a job's webhook is stopped.
     pub not_found_attempts: u32,
     /// Writes attempt outcomes, those of concurrent attempts together ([`Scheduler::recorder`]).
-    pub recorder: Batcher<Recording, Written>,
+    pub recorder: Batcher<Recording, bool>,
     /// Worker permits: at most this many attempts talk HTTP at once, whether the claim
     /// loop or intake ([`Scheduler::reserve`]) started them.
     pub workers: Arc<Semaphore>,
@@ -75,9 +75,6 @@ pub(crate) type TargetsAhead = JoinHandle<HashMap<String, Result<Target, TargetE
 /// next delivery goes out while this outcome waits to be written with others'.
 pub(crate) type Exchange = (DestinationSlot, Option<OwnedSemaphorePermit>);
 
-/// A delivery leased for an attempt, with its target and what it holds.
-pub(crate) type Leased = (Claimed, Result<Target, TargetError>, Exchange);
-
 /// Why a delivery could not be processed now.
 #[derive(Debug, thiserror::Error)]
 pub enum ScheduleError {
@@ -90,7 +87,7 @@ pub enum ScheduleError {
 impl Scheduler {
     /// The outcome writer over `pool`: [`WRITERS`] statements in flight, each writing the
     /// outcomes that queued up while the other ran.
-    pub fn recorder(pool: PgPool) -> Batcher<Recording, Written> {
+    pub fn recorder(pool: PgPool) -> Batcher<Recording, bool> {
         Batcher::spawn(WRITERS, MAX_BATCH, move |batch: Arc<[Recording]>| {
             let pool = pool.clone();
             async move {
@@ -192,14 +189,10 @@ impl Scheduler {
             for ((claimed, exchange), target) in ready.into_iter().zip(targets) {
                 let scheduler = scheduler.clone();
                 attempts.spawn(async move {
-                    let mut next = Some((claimed, target, exchange));
-                    // The job's next event, if this outcome leased it, follows on this task.
-                    while let Some(leased) = next {
-                        next = scheduler.attempt_traced(leased).await;
-                        // The outcome is written (the job's next event may be due) and
-                        // the permit and slot are free.
-                        scheduler.wake.notify_waiters();
-                    }
+                    scheduler.attempt_traced(claimed, target, exchange).await;
+                    // The outcome is written (the job's next event may be due) and the
+                    // permit and slot are free.
+                    scheduler.wake.notify_waiters();
                 });
             }
         });
@@ -263,10 +256,7 @@ impl Scheduler {
         };
         let target = self.targets_of(std::iter::once(&claimed)).await.pop();
         let target = target.expect("one target for one delivery");
-        if let Some((next, _, _)) = self.attempt_traced((claimed, target, (slot, None))).await {
-            // One step only: the job's next event, leased by this outcome, goes back.
-            self.hand_back(&next).await?;
-        }
+        self.attempt_traced(claimed, target, (slot, None)).await;
         Ok(true)
     }
 
@@ -306,8 +296,12 @@ impl Scheduler {
 
     /// Runs one attempt inside a span of the trace that caused the event (a child of the
     /// span that recorded the delivery); errors are logged, the lease then expires.
-    /// Returns the job's next event when the outcome's write leased it.
-    async fn attempt_traced(&self, (claimed, target, held): Leased) -> Option<Leased> {
+    async fn attempt_traced(
+        &self,
+        claimed: Claimed,
+        target: Result<Target, TargetError>,
+        held: Exchange,
+    ) {
         let delivery = &claimed.delivery;
         let span = tracing::info_span!(
             "attempt",
@@ -325,12 +319,8 @@ impl Scheduler {
                 .as_deref()
                 .and_then(TraceContext::parse),
         );
-        match self.attempt(claimed, target, held).instrument(span).await {
-            Ok(next) => next,
-            Err(error) => {
-                tracing::warn!(%error, "webhook attempt not recorded; its lease will expire");
-                None
-            }
+        if let Err(error) = self.attempt(claimed, target, held).instrument(span).await {
+            tracing::warn!(%error, "webhook attempt not recorded; its lease will expire");
         }
     }
 }

@@ -2,8 +2,7 @@
 //! over a large backlog, an expired lease is claimed again while the late outcome of the
 //! lost one is discarded, claims round-robin organizations and skip saturated
 //! destinations, an event recorded while its predecessor's outcome is written is never
-//! left waiting, an outcome leases the job's next event when offered a lease, and
-//! housekeeping deletes finished deliveries past the retention.
+//! left waiting, and housekeeping deletes finished deliveries past the retention.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,9 +16,7 @@ use plangrep_webhook_dispatcher::housekeeping::Housekeeping;
 use plangrep_webhook_dispatcher::metrics::DeliveryMetrics;
 use plangrep_webhook_dispatcher::store::attempts::AttemptRow;
 use plangrep_webhook_dispatcher::store::deliveries::{self, IntakeLease, NewDelivery, Recorded};
-use plangrep_webhook_dispatcher::store::leases::{
-    self, CLAIM_SQL, ClaimRequest, Recording, SuccessorLease, Written,
-};
+use plangrep_webhook_dispatcher::store::leases::{self, CLAIM_SQL, ClaimRequest, Recording};
 use plangrep_webhook_dispatcher::{Config, startup};
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -213,25 +210,20 @@ async fn an_expired_lease_is_claimed_again_and_the_lost_lease_outcome_is_discard
             response_snippet: None,
             worker: Some(format!("worker-{token}")),
         },
-        successor_lease: None,
     };
     let mut conn = pool.acquire().await.unwrap();
     // Both outcomes arrive in one batch: only the lease holder's is written.
     assert_eq!(
-        written(
-            leases::record(&mut conn, &[recording("token-a"), recording("token-b")])
-                .await
-                .unwrap()
-        ),
+        leases::record(&mut conn, &[recording("token-a"), recording("token-b")])
+            .await
+            .unwrap(),
         [false, true],
         "A's late outcome must be discarded"
     );
     assert_eq!(
-        written(
-            leases::record(&mut conn, &[recording("token-b")])
-                .await
-                .unwrap()
-        ),
+        leases::record(&mut conn, &[recording("token-b")])
+            .await
+            .unwrap(),
         [false],
         "a recorded outcome ends the lease"
     );
@@ -546,16 +538,7 @@ fn succeeded(claimed: &leases::Claimed) -> Recording {
             response_snippet: None,
             worker: None,
         },
-        successor_lease: None,
     }
-}
-
-/// Whether each recording was written.
-fn written(written: Vec<Written>) -> Vec<bool> {
-    written
-        .into_iter()
-        .map(|w| !matches!(w, Written::Lost))
-        .collect()
 }
 
 /// Waits until a session of this database waits for a row lock.
@@ -620,7 +603,7 @@ async fn an_event_recorded_while_its_predecessor_finishes_is_released() {
         let (pool, recording) = (pool.clone(), succeeded(&head("job_i1")));
         async move {
             let mut tx = pool.begin().await.unwrap();
-            let recorded = written(leases::record(&mut tx, &[recording]).await.unwrap());
+            let recorded = leases::record(&mut tx, &[recording]).await.unwrap();
             tx.commit().await.unwrap();
             recorded
         }
@@ -633,11 +616,9 @@ async fn an_event_recorded_while_its_predecessor_finishes_is_released() {
     // The outcome first: intake waits for it, then sees the predecessor finished.
     let mut tx = pool.begin().await.unwrap();
     assert_eq!(
-        written(
-            leases::record(&mut tx, &[succeeded(&head("job_o1"))])
-                .await
-                .unwrap()
-        ),
+        leases::record(&mut tx, &[succeeded(&head("job_o1"))])
+            .await
+            .unwrap(),
         [true]
     );
     let intake = tokio::spawn({
@@ -732,83 +713,4 @@ async fn intake_leases_only_the_deliveries_due_at_once() {
         .unwrap();
     assert!(matches!(recorded[..], [Recorded::Stored]), "{recorded:?}");
     assert_eq!(state_of(&pool, "dlv_job_s1_2").await, "pending");
-}
-
-/// An outcome offered a [`SuccessorLease`] leases the job's next event in the same write
-/// when it releases it (the worker goes on with it, no claim in between); an outcome
-/// that does not release it (a retry) leases nothing, and without an offer the next
-/// event is released for a claim as before.
-#[tokio::test]
-async fn an_outcome_offered_a_lease_leases_the_next_event_it_releases() {
-    let db = TestDatabase::create().await;
-    let (_, pool) = migrated(&db, &[]).await;
-    let now = plangrep_webhook_dispatcher::store::now();
-    for prefix in ["l", "r", "u"] {
-        seed_one_due(&pool, prefix, now).await;
-    }
-    let claimed = leases::claim(&pool, &request("t", now, 3, &[]))
-        .await
-        .unwrap();
-    let head = |job: &str| {
-        claimed
-            .iter()
-            .find(|c| c.delivery.job_id == job)
-            .expect("claimed")
-            .clone()
-    };
-    for job in ["job_l1", "job_r1", "job_u1"] {
-        let stored = deliveries::insert_new(&pool, &[second_event(job)], None, now)
-            .await
-            .unwrap();
-        assert!(matches!(stored[..], [Recorded::Stored]), "{stored:?}");
-        assert_eq!(state_of(&pool, &format!("dlv_{job}_2")).await, "waiting");
-    }
-    let expires_at = now + chrono::Duration::minutes(5);
-    let offer = |token: &str| {
-        Some(SuccessorLease {
-            owner: "worker-replica".to_owned(),
-            token: token.to_owned(),
-            expires_at,
-        })
-    };
-    let retried = Recording {
-        state: "pending",
-        next_attempt_at: Some(now + chrono::Duration::seconds(5)),
-        successor_lease: offer("tok_r"),
-        ..succeeded(&head("job_r1"))
-    };
-    let batch = [
-        Recording {
-            successor_lease: offer("tok_l"),
-            ..succeeded(&head("job_l1"))
-        },
-        retried,
-        succeeded(&head("job_u1")),
-    ];
-    let mut tx = pool.begin().await.unwrap();
-    let written = leases::record(&mut tx, &batch).await.unwrap();
-    tx.commit().await.unwrap();
-
-    let [
-        Written::SuccessorLeased(next),
-        Written::Recorded,
-        Written::Recorded,
-    ] = &written[..]
-    else {
-        panic!("the first outcome leases its next event, the others do not: {written:?}");
-    };
-    assert_eq!(next.delivery.id, "dlv_job_l1_2");
-    assert_eq!(next.delivery.state, "pending");
-    assert_eq!(next.token(), "tok_l");
-    assert_eq!(next.delivery.lease_owner.as_deref(), Some("worker-replica"));
-    assert_eq!(next.delivery.next_attempt_at, Some(expires_at));
-    assert!(!next.job_stopped);
-    // A retry releases nothing; without an offer the next event is released unleased.
-    assert_eq!(state_of(&pool, "dlv_job_r1_2").await, "waiting");
-    assert_eq!(state_of(&pool, "dlv_job_u1_2").await, "pending");
-    let claimed = leases::claim(&pool, &request("t2", now, 10, &[]))
-        .await
-        .unwrap();
-    let ids: Vec<&str> = claimed.iter().map(|c| c.delivery.id.as_str()).collect();
-    assert_eq!(ids, ["dlv_job_u1_2"], "a claim takes only the unleased one");
 }

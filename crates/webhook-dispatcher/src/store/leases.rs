@@ -120,30 +120,6 @@ pub struct Recording {
     /// The attempt: its `delivery_id` names the delivery and its `number` is the
     /// delivery's new attempt count.
     pub attempt: AttemptRow,
-    /// Offered when a worker is free for the job's next event: if this outcome releases
-    /// it and it is due, it is leased under this lease by the same write.
-    pub successor_lease: Option<SuccessorLease>,
-}
-
-/// A lease on a job's next event, taken by the write of the outcome that releases it
-/// (ADR 0018), as a claim would take it: the worker that finished one event goes on
-/// with the next without a claim.
-#[derive(Debug, Clone)]
-pub struct SuccessorLease {
-    pub owner: String,
-    pub token: String,
-    pub expires_at: DateTime<Utc>,
-}
-
-/// What [`record`] did with one recording.
-#[derive(Debug)]
-pub enum Written {
-    /// The lease no longer held: nothing of it was written.
-    Lost,
-    /// Written.
-    Recorded,
-    /// Written, and the job's next event released and leased under the offered lease.
-    SuccessorLeased(Box<Claimed>),
 }
 
 /// A recording that was written.
@@ -160,11 +136,10 @@ struct Recorded {
 /// Writes each recording, for as many deliveries as given, in two statements on `conn`
 /// (the caller's transaction): the outcome, the end of the lease and the attempt's log
 /// row, if the lease token still holds the delivery; then, for each delivery that
-/// succeeded or failed, the job's next event becomes `pending`, leased at once if the
-/// recording offered a [`SuccessorLease`] and the event is due. Answers, per recording
-/// in order, what was written: [`Written::Lost`] when the lease no longer holds (it
-/// expired and another worker claimed it, or a manual redelivery or a 410 changed the
-/// row), and then nothing of it is written.
+/// succeeded or failed, the job's next event becomes `pending`. Answers, per recording in
+/// order, whether it was written: `false` when the lease no longer holds (it expired and
+/// another worker claimed it, or a manual redelivery or a 410 changed the row), and then
+/// nothing of it is written.
 ///
 /// The rows are locked in id order, as intake share-locks predecessors, so the two do not
 /// deadlock each other. The successors are released by a second statement because its
@@ -174,7 +149,7 @@ struct Recorded {
 pub async fn record(
     conn: &mut PgConnection,
     batch: &[Recording],
-) -> Result<Vec<Written>, sqlx::Error> {
+) -> Result<Vec<bool>, sqlx::Error> {
     let attempts = || batch.iter().map(|r| &r.attempt);
     let recorded: Vec<Recorded> = sqlx::query_as(
         "WITH outcome AS ( \
@@ -232,92 +207,32 @@ pub async fn record(
     .bind(attempts().map(|a| a.worker.as_deref()).collect::<Vec<_>>())
     .fetch_all(&mut *conn)
     .await?;
-    let offered = |r: &Recorded| {
-        batch
-            .iter()
-            .find(|b| b.attempt.delivery_id == r.id && b.token == r.token)
-            .and_then(|b| b.successor_lease.as_ref())
-    };
-    let finished: Vec<(&Recorded, Option<&SuccessorLease>)> = recorded
+    let finished: Vec<&Recorded> = recorded
         .iter()
         .filter(|r| r.state == "succeeded" || r.state == "failed")
-        .map(|r| (r, offered(r)))
         .collect();
-    let released: Vec<Claimed> = if finished.is_empty() {
-        Vec::new()
-    } else {
-        let lease = |field: fn(&SuccessorLease) -> String| {
-            finished
-                .iter()
-                .map(|(_, lease)| lease.map(field))
-                .collect::<Vec<_>>()
-        };
-        sqlx::query_as(
-            "WITH f AS ( \
-               SELECT *, token IS NOT NULL AS offered FROM unnest($1::text[], $2::int4[], \
-                 $3::timestamptz[], $4::text[], $5::text[], $6::timestamptz[]) \
-               AS f(job_id, sequence, at, owner, token, expires_at)) \
-             UPDATE deliveries w SET state = 'pending', updated_at = f.at, \
-               lease_owner = CASE WHEN f.offered AND w.next_attempt_at <= f.at \
-                 THEN f.owner END, \
-               lease_token = CASE WHEN f.offered AND w.next_attempt_at <= f.at \
-                 THEN f.token END, \
-               lease_expires_at = CASE WHEN f.offered AND w.next_attempt_at <= f.at \
-                 THEN f.expires_at END, \
-               next_attempt_at = CASE WHEN f.offered AND w.next_attempt_at <= f.at \
-                 THEN f.expires_at ELSE w.next_attempt_at END \
-             FROM f \
-             WHERE w.job_id = f.job_id AND w.sequence = f.sequence + 1 AND w.state = 'waiting' \
-             RETURNING w.*, f.at AS due_at, coalesce((SELECT true FROM stopped_webhooks s \
-               WHERE s.job_id = w.job_id), false) AS job_stopped",
+    if !finished.is_empty() {
+        sqlx::query(
+            "UPDATE deliveries w SET state = 'pending', updated_at = f.at \
+             FROM unnest($1::text[], $2::int4[], $3::timestamptz[]) AS f(job_id, sequence, at) \
+             WHERE w.job_id = f.job_id AND w.sequence = f.sequence + 1 AND w.state = 'waiting'",
         )
         .bind(
             finished
                 .iter()
-                .map(|(r, _)| r.job_id.as_str())
+                .map(|r| r.job_id.as_str())
                 .collect::<Vec<_>>(),
         )
-        .bind(finished.iter().map(|(r, _)| r.sequence).collect::<Vec<_>>())
-        .bind(
-            finished
-                .iter()
-                .map(|(r, _)| r.updated_at)
-                .collect::<Vec<_>>(),
-        )
-        .bind(lease(|l| l.owner.clone()))
-        .bind(lease(|l| l.token.clone()))
-        .bind(
-            finished
-                .iter()
-                .map(|(_, lease)| lease.map(|l| l.expires_at))
-                .collect::<Vec<_>>(),
-        )
-        .fetch_all(&mut *conn)
-        .await?
-    };
-    let mut leased: Vec<Claimed> = released
-        .into_iter()
-        .filter(|c| c.delivery.lease_token.is_some())
-        .collect();
+        .bind(finished.iter().map(|r| r.sequence).collect::<Vec<_>>())
+        .bind(finished.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
     let recorded: std::collections::HashSet<(String, String)> =
         recorded.into_iter().map(|r| (r.id, r.token)).collect();
     Ok(batch
         .iter()
-        .map(|r| {
-            if !recorded.contains(&(r.attempt.delivery_id.clone(), r.token.clone())) {
-                return Written::Lost;
-            }
-            let successor = r.successor_lease.as_ref().and_then(|lease| {
-                let at = leased.iter().position(|c| {
-                    c.delivery.lease_token.as_deref() == Some(lease.token.as_str())
-                })?;
-                Some(leased.swap_remove(at))
-            });
-            match successor {
-                Some(claimed) => Written::SuccessorLeased(Box::new(claimed)),
-                None => Written::Recorded,
-            }
-        })
+        .map(|r| recorded.contains(&(r.attempt.delivery_id.clone(), r.token.clone())))
         .collect())
 }
 
