@@ -2,9 +2,10 @@
 //!
 //! Allocation writes a marker object under the resource's prefix, which proves the
 //! store accepts writes there. The jobs whose storage was allocated meanwhile move on
-//! together: one transaction records all their `→ awaiting_uploads` changes (ADR 0018). A project whose storage cannot be allocated after a few
-//! attempts ends `failed` (and says so) instead of retrying forever; a job keeps its
-//! message retrying (bounded by the queue's delivery limit) and is expired by its TTL.
+//! together: one transaction records all their `→ awaiting_uploads` changes (ADR 0018).
+//! A project whose storage cannot be allocated after a few attempts ends `failed` (and
+//! says so) instead of retrying forever; a job keeps its message retrying (bounded by the
+//! queue's delivery limit) and is expired by its TTL.
 
 use std::sync::Arc;
 
