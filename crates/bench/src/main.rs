@@ -129,6 +129,7 @@ async fn main() {
                     "ms",
                 )
                 .at_most(goal)
+                .unmet_unless(clean_latency.complete())
                 .detail(detail.clone()),
             );
         }

@@ -91,6 +91,15 @@ impl Row {
         self
     }
 
+    /// The goal is unmet, whatever the value, unless the sample was `complete` (a
+    /// latency over the webhooks that arrived says nothing of one that never did).
+    pub fn unmet_unless(mut self, complete: bool) -> Self {
+        if !complete {
+            self.met = Some(false);
+        }
+        self
+    }
+
     /// A goal judged by the case itself.
     pub fn goal(mut self, goal: impl Into<String>, met: bool) -> Self {
         self.goal = goal.into();
@@ -225,6 +234,10 @@ mod tests {
             .ratio_at_least(0.6);
         assert_eq!(row.ratio, Some(0.6));
         assert_eq!(row.met, Some(true));
+        let complete = Row::new("latency", "p50", 5.0, "ms").at_most(8.0);
+        assert_eq!(complete.unmet_unless(true).met, Some(true));
+        let incomplete = Row::new("latency", "p50", 5.0, "ms").at_most(8.0);
+        assert_eq!(incomplete.unmet_unless(false).met, Some(false));
         let row = Row::new("latency", "p99", 30.0, "ms").at_most(25.0);
         assert_eq!(row.met, Some(false));
         let rendered = table(&[row]);

@@ -165,6 +165,7 @@ async fn record(
     });
     let recorded = deliveries::insert_new(pool, batch, lease.as_ref(), now).await?;
     let mut ready = Vec::new();
+    let mut unseen_predecessors = Vec::new();
     let intaken = recorded
         .into_iter()
         .zip(&mut reserved)
@@ -179,12 +180,28 @@ async fn record(
                 ready.push((claimed, exchange));
                 Intaken::Started
             }
+            (Recorded::WaitingForUnseen(id), _) => {
+                unseen_predecessors.push(id);
+                Intaken::Stored
+            }
             // Not due now (or offered no lease): its reservation, if any, is dropped here.
             (Recorded::Stored | Recorded::Leased(_), _) => Intaken::Stored,
         })
         .collect();
     if let Some(handoff) = handoff {
         handoff.scheduler.start(ready, ahead, &handoff.tasks);
+    }
+    if !unseen_predecessors.is_empty() {
+        // The rows are committed: failing them now would not help (a retried message
+        // finds its row and writes nothing); housekeeping's sweep is the fallback.
+        if let Err(error) =
+            deliveries::release_after_unseen_predecessors(pool, &unseen_predecessors, now).await
+        {
+            tracing::warn!(
+                %error,
+                "waiting deliveries not rechecked: housekeeping releases them after the order grace"
+            );
+        }
     }
     Ok(intaken)
 }

@@ -1,8 +1,8 @@
 //! Leases, claims and retention against a real PostgreSQL: the claim is an index scan
 //! over a large backlog, an expired lease is claimed again while the late outcome of the
 //! lost one is discarded, claims round-robin organizations and skip saturated
-//! destinations, an event recorded while its predecessor's outcome is written is never
-//! left waiting, and housekeeping deletes finished deliveries past the retention.
+//! destinations, an event recorded while its predecessor's outcome is written (or before
+//! its predecessor's row commits) is never left waiting, and housekeeping deletes finished deliveries past the retention.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -630,6 +630,113 @@ async fn an_event_recorded_while_its_predecessor_finishes_is_released() {
     let inserted = intake.await.unwrap().unwrap();
     assert!(matches!(inserted[..], [Recorded::Stored]));
     assert_eq!(state_of(&pool, "dlv_job_o1_2").await, "pending");
+}
+
+/// The first event of `job`, as intake would record it.
+fn first_event(job: &str) -> NewDelivery {
+    NewDelivery {
+        id: format!("dlv_{job}_1"),
+        event_id: format!("evt_{job}_1"),
+        sequence: 1,
+        job_status: "provisioning".to_owned(),
+        ..second_event(job)
+    }
+}
+
+/// Two intake batches in flight at once: the second event's statement cannot see the
+/// first event's row (not committed yet), so there is no lock to meet on, and the first
+/// event's outcome, written before the second row commits, releases nothing. Intake is
+/// told (`WaitingForUnseen`) and looks again once its row has committed: that releases
+/// the row whether the outcome committed before, or is still being written (the recheck
+/// waits for it). A predecessor in the same batch needs no recheck: its outcome comes
+/// after both rows commit.
+#[tokio::test]
+async fn an_event_recorded_before_its_predecessors_row_commits_is_released_on_recheck() {
+    let db = TestDatabase::create().await;
+    let (_, pool) = migrated(&db, &[]).await;
+    let now = Utc::now();
+    let (mut first_u1, mut first_u2) = (pool.begin().await.unwrap(), pool.begin().await.unwrap());
+    for (tx, job) in [(&mut first_u1, "job_u1"), (&mut first_u2, "job_u2")] {
+        let recorded = deliveries::insert_new(&mut **tx, &[first_event(job)], None, now)
+            .await
+            .unwrap();
+        assert!(matches!(recorded[..], [Recorded::Stored]), "{recorded:?}");
+    }
+    let (mut second_u1, mut second_u2) = (pool.begin().await.unwrap(), pool.begin().await.unwrap());
+    for (tx, job) in [(&mut second_u1, "job_u1"), (&mut second_u2, "job_u2")] {
+        let recorded = deliveries::insert_new(&mut **tx, &[second_event(job)], None, now)
+            .await
+            .unwrap();
+        let [Recorded::WaitingForUnseen(id)] = &recorded[..] else {
+            panic!("{recorded:?}");
+        };
+        assert_eq!(id, &format!("dlv_{job}_2"));
+    }
+    first_u1.commit().await.unwrap();
+    first_u2.commit().await.unwrap();
+    let claimed = leases::claim(&pool, &request("t", Utc::now(), 2, &[]))
+        .await
+        .unwrap();
+    let head = |job: &str| {
+        claimed
+            .iter()
+            .find(|c| c.delivery.job_id == job)
+            .expect("the first event is due")
+            .clone()
+    };
+
+    // job_u1: the outcome commits before the second row does, and misses it.
+    let mut outcome = pool.begin().await.unwrap();
+    let recording = succeeded(&head("job_u1"));
+    assert_eq!(
+        leases::record(&mut outcome, &[recording]).await.unwrap(),
+        [true]
+    );
+    outcome.commit().await.unwrap();
+    second_u1.commit().await.unwrap();
+    assert_eq!(state_of(&pool, "dlv_job_u1_2").await, "waiting");
+    let released =
+        deliveries::release_after_unseen_predecessors(&pool, &["dlv_job_u1_2".to_owned()], now)
+            .await
+            .unwrap();
+    assert_eq!(released, 1);
+    assert_eq!(state_of(&pool, "dlv_job_u1_2").await, "pending");
+
+    // job_u2: the outcome, blind to the second row, is still being written when the
+    // recheck runs: the recheck waits for it and reads the predecessor as it leaves it.
+    let mut outcome = pool.begin().await.unwrap();
+    let recording = succeeded(&head("job_u2"));
+    assert_eq!(
+        leases::record(&mut outcome, &[recording]).await.unwrap(),
+        [true]
+    );
+    second_u2.commit().await.unwrap();
+    let recheck = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            deliveries::release_after_unseen_predecessors(&pool, &["dlv_job_u2_2".to_owned()], now)
+                .await
+        }
+    });
+    until_blocked(&pool).await;
+    outcome.commit().await.unwrap();
+    assert_eq!(recheck.await.unwrap().unwrap(), 1);
+    assert_eq!(state_of(&pool, "dlv_job_u2_2").await, "pending");
+
+    // A predecessor in the same batch: no recheck.
+    let recorded = deliveries::insert_new(
+        &pool,
+        &[first_event("job_u3"), second_event("job_u3")],
+        None,
+        now,
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(recorded[..], [Recorded::Stored, Recorded::Stored]),
+        "{recorded:?}"
+    );
+    assert_eq!(state_of(&pool, "dlv_job_u3_2").await, "waiting");
 }
 
 /// Intake leases a delivery it was offered a lease for only when the delivery is due at

@@ -102,6 +102,7 @@ async fn measure(
                 "the same case, clean database",
             )
             .ratio_at_most(1.2)
+            .unmet_unless(latency.complete())
             .detail(latency.detail()),
         );
     }

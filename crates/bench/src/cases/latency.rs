@@ -31,6 +31,11 @@ pub struct Latency {
 }
 
 impl Latency {
+    /// Whether every status change's webhook arrived.
+    pub fn complete(&self) -> bool {
+        self.event.len() >= self.expected
+    }
+
     /// `n/m webhooks, creates p50 … p99 …`.
     pub fn detail(&mut self) -> String {
         format!(

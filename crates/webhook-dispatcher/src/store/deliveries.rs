@@ -4,8 +4,10 @@
 //! is `pending`; later events are `waiting` until it finishes and the recording of its
 //! outcome ([`super::leases::record`]) makes the next one `pending`. Intake takes a share
 //! lock on the predecessor row before inserting, so an event recorded while its
-//! predecessor finishes is never left waiting
-//! (either intake sees the predecessor finished, or the finisher sees the new row). A
+//! predecessor finishes is never left waiting (either intake sees the predecessor
+//! finished, or the finisher sees the new row). A predecessor whose row is not committed
+//! yet (another intake batch in flight) offers no lock to meet on: intake looks again
+//! once its own row has committed ([`release_after_unseen_predecessors`], ADR 0019). A
 //! previous event that never arrived at all (dead-lettered upstream) is given up after a
 //! grace period by [`release_stranded`] (housekeeping), so one lost message cannot hold a
 //! job's later webhooks forever. The claim itself ([`super::leases`]) is then a plain
@@ -98,6 +100,11 @@ pub enum Recorded {
     Already,
     /// A new delivery, left for the claim loop (waiting, stopped, or not offered a lease).
     Stored,
+    /// A new delivery `waiting` for a predecessor the statement could not see (its row
+    /// not committed yet, or never arrived). That predecessor's outcome may be recorded
+    /// before this row commits, and release nothing: once this row has committed,
+    /// [`release_after_unseen_predecessors`] looks again. Its id.
+    WaitingForUnseen(String),
     /// A new delivery, due now and leased at once under this token.
     Leased(Box<DeliveryRow>),
 }
@@ -126,9 +133,11 @@ pub async fn insert_new<'c>(
     // outcomes being recorded (an UPDATE of those rows); a locking read that waited
     // returns the row as that UPDATE left it, so whichever commits second sees the
     // other's write. An event whose predecessor is in the same batch waits: the
-    // predecessor's outcome releases it. The look-ups are scalar subqueries: a probe per
-    // row, where an `EXISTS` may be planned as a hash of the whole table.
-    let inserted: Vec<DeliveryRow> = sqlx::query_as(
+    // predecessor's outcome releases it. A predecessor neither in the table nor in the
+    // batch has no lock to meet on: such a row is reported (`recheck`). The look-ups are
+    // scalar subqueries: a probe per row, where an `EXISTS` may be planned as a hash of
+    // the whole table.
+    let inserted: Vec<Inserted> = sqlx::query_as(
         "WITH incoming AS ( \
            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], \
              $6::text[], $7::bytea[], $8::timestamptz[], $9::text[], $10::text[], $11::text[]) \
@@ -153,8 +162,12 @@ pub async fn insert_new<'c>(
            END AS state FROM looked_up l), \
          leased AS ( \
            SELECT d.*, CASE WHEN d.state = 'pending' \
-             AND d.predecessor IS DISTINCT FROM 'stopped' THEN d.token END AS lease_token \
-           FROM decided d) \
+             AND d.predecessor IS DISTINCT FROM 'stopped' THEN d.token END AS lease_token, \
+             d.state = 'waiting' AND d.predecessor IS NULL AND NOT EXISTS ( \
+               SELECT 1 FROM incoming i \
+               WHERE i.job_id = d.job_id AND i.sequence = d.sequence - 1) AS recheck \
+           FROM decided d), \
+         inserted AS ( \
          INSERT INTO deliveries (id, event_id, org_id, job_id, sequence, job_status, payload, \
            state, next_attempt_at, event_occurred_at, created_at, updated_at, traceparent, \
            destination, lease_owner, lease_token, lease_expires_at) \
@@ -165,7 +178,8 @@ pub async fn insert_new<'c>(
            CASE WHEN n.lease_token IS NOT NULL THEN $14::timestamptz END \
          FROM leased n \
          ON CONFLICT DO NOTHING \
-         RETURNING *",
+         RETURNING *) \
+         SELECT i.*, l.recheck FROM inserted i JOIN leased l ON l.id = i.id",
     )
     .bind(column(|n| n.id.clone()))
     .bind(column(|n| n.event_id.clone()))
@@ -193,19 +207,58 @@ pub async fn insert_new<'c>(
     .bind(lease.map(|l| l.expires_at))
     .fetch_all(executor)
     .await?;
-    let mut inserted: std::collections::HashMap<String, DeliveryRow> = inserted
+    let mut inserted: std::collections::HashMap<String, Inserted> = inserted
         .into_iter()
-        .map(|row| (row.event_id.clone(), row))
+        .map(|inserted| (inserted.row.event_id.clone(), inserted))
         .collect();
     // A message redelivered within one batch inserts once; only its first copy says so.
     Ok(batch
         .iter()
         .map(|n| match inserted.remove(&n.event_id) {
             None => Recorded::Already,
-            Some(row) if row.lease_token.is_some() => Recorded::Leased(Box::new(row)),
+            Some(Inserted { row, .. }) if row.lease_token.is_some() => {
+                Recorded::Leased(Box::new(row))
+            }
+            Some(Inserted { row, recheck: true }) => Recorded::WaitingForUnseen(row.id),
             Some(_) => Recorded::Stored,
         })
         .collect())
+}
+
+/// A row [`insert_new`] wrote, and whether its predecessor must be looked at again.
+#[derive(sqlx::FromRow)]
+struct Inserted {
+    #[sqlx(flatten)]
+    row: DeliveryRow,
+    recheck: bool,
+}
+
+/// Makes the `waiting` deliveries `ids` (already committed) `pending` where their
+/// predecessor has finished, for [`Recorded::WaitingForUnseen`]. The predecessors are
+/// share-locked (in id order) first: one whose outcome is being written is read as that
+/// write leaves it, and an outcome written later releases the rows itself. Returns how
+/// many were released.
+pub async fn release_after_unseen_predecessors(
+    pool: &PgPool,
+    ids: &[String],
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let released = sqlx::query(
+        "WITH predecessors AS ( \
+           SELECT w.id AS waiting_id, p.state FROM deliveries w \
+           JOIN deliveries p ON p.job_id = w.job_id AND p.sequence = w.sequence - 1 \
+           WHERE w.id = ANY($1) AND w.state = 'waiting' \
+           ORDER BY p.id FOR SHARE OF p) \
+         UPDATE deliveries w SET state = 'pending', updated_at = $2 \
+         FROM predecessors p \
+         WHERE w.id = p.waiting_id AND w.state = 'waiting' \
+           AND p.state IN ('succeeded', 'failed', 'stopped')",
+    )
+    .bind(ids)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(released.rows_affected())
 }
 
 /// After a 410: the job's webhook is stopped, and every not-yet-finished delivery of the
