@@ -95,7 +95,7 @@ impl Config {
                 "must be positive",
             ));
         }
-        let workers: usize = settings.parse("PLANGREP_DISPATCHER_WORKERS", 16)?;
+        let workers: usize = settings.parse("PLANGREP_DISPATCHER_WORKERS", 32)?;
         if workers == 0 {
             return Err(SettingError::new(
                 "PLANGREP_DISPATCHER_WORKERS",
@@ -105,7 +105,7 @@ impl Config {
         let internal_token = InternalToken::from_settings(settings)?;
         let events_key = internal_token.events_key(settings)?;
         let prefetch: u16 = settings.parse("PLANGREP_DISPATCHER_PREFETCH", 16)?;
-        let max_per_destination: usize = settings.parse("PLANGREP_WEBHOOK_MAX_PER_HOST", 4)?;
+        let max_per_destination: usize = settings.parse("PLANGREP_WEBHOOK_MAX_PER_HOST", 8)?;
         let not_found_attempts: u32 = settings.parse("PLANGREP_WEBHOOK_NOT_FOUND_ATTEMPTS", 3)?;
         for (name, value) in [
             ("PLANGREP_DISPATCHER_PREFETCH", usize::from(prefetch)),

@@ -18,8 +18,8 @@ use crate::report::Row;
 use crate::stack::{Service, Stack};
 
 /// The dispatcher's default worker count (`PLANGREP_DISPATCHER_WORKERS`).
-const WORKERS: usize = 16;
-/// Receivers (destinations): with the default per-destination cap of 4, room for every
+const WORKERS: usize = 32;
+/// Receivers (destinations): with the default per-destination cap of 8, room for every
 /// worker.
 const RECEIVERS: usize = 8;
 
