@@ -236,7 +236,8 @@ struct Inserted {
 /// Makes the `waiting` deliveries `ids` (already committed) `pending` where their
 /// predecessor has finished, for [`Recorded::WaitingForUnseen`]. The predecessors are
 /// share-locked (in id order) first: one whose outcome is being written is read as that
-/// write leaves it, and an outcome written later releases the rows itself. Returns how
+/// write leaves it, and an outcome written later releases the rows itself. Every look-up
+/// is a key probe (the rows by id, each predecessor by job and sequence). Returns how
 /// many were released.
 pub async fn release_after_unseen_predecessors(
     pool: &PgPool,
@@ -247,7 +248,7 @@ pub async fn release_after_unseen_predecessors(
         "WITH predecessors AS ( \
            SELECT w.id AS waiting_id, p.state FROM deliveries w \
            JOIN deliveries p ON p.job_id = w.job_id AND p.sequence = w.sequence - 1 \
-           WHERE w.id = ANY($1) AND w.state = 'waiting' \
+           WHERE w.id = ANY($1) \
            ORDER BY p.id FOR SHARE OF p) \
          UPDATE deliveries w SET state = 'pending', updated_at = $2 \
          FROM predecessors p \
