@@ -193,13 +193,13 @@ async fn record(
     }
     if !unseen_predecessors.is_empty() {
         // The rows are committed: failing them now would not help (a retried message
-        // finds its row and writes nothing); housekeeping's sweep is the fallback.
+        // finds its row and writes nothing); housekeeping's next pass releases them.
         if let Err(error) =
             deliveries::release_after_unseen_predecessors(pool, &unseen_predecessors, now).await
         {
             tracing::warn!(
                 %error,
-                "waiting deliveries not rechecked: housekeeping releases them after the order grace"
+                "waiting deliveries not rechecked: housekeeping releases them on its next pass"
             );
         }
     }

@@ -155,6 +155,41 @@ async fn a_predecessor_that_never_arrives_is_given_up_after_the_grace_period() {
     assert_eq!(states(&pool, &job).await, [(2, "pending".to_owned())]);
 }
 
+/// Intake and the outcome writer release a job's next event themselves; should a race
+/// ever leave one waiting behind a finished predecessor, housekeeping releases it on its
+/// next pass, not after the missing-predecessor grace.
+#[tokio::test]
+async fn a_delivery_left_waiting_behind_a_finished_predecessor_is_released_at_once() {
+    use plangrep_webhook_dispatcher::store::deliveries::release_stranded;
+    let db = TestDatabase::create().await;
+    let (intake, pool) = intake_on(&db).await;
+    let job = JobId::generate().to_string();
+    for sequence in [1, 2] {
+        intake
+            .handle(event(&job, sequence, Some("https://93.184.216.34/hook")))
+            .await
+            .unwrap();
+    }
+    // The race, staged: the first event finished without releasing the second.
+    sqlx::query("UPDATE deliveries SET state = 'succeeded' WHERE job_id = $1 AND sequence = 1")
+        .bind(&job)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let released = release_stranded(
+        &pool,
+        chrono::Utc::now(),
+        std::time::Duration::from_secs(600),
+    )
+    .await
+    .unwrap();
+    assert_eq!(released, 1);
+    assert_eq!(
+        states(&pool, &job).await,
+        [(1, "succeeded".to_owned()), (2, "pending".to_owned())]
+    );
+}
+
 #[tokio::test]
 async fn a_predecessor_that_exists_but_has_not_finished_is_always_waited_for() {
     use plangrep_webhook_dispatcher::store::deliveries::release_stranded;

@@ -373,10 +373,10 @@ pub async fn request_redelivery(
     Ok(Redelivery::Scheduled(Box::new(row)))
 }
 
-/// Makes `waiting` deliveries claimable whose predecessor finished (a safety net; intake
-/// and [`super::leases::record`] normally do it) or never arrived although the delivery has
-/// waited longer than `missing_grace`. Only rows older than the grace are looked at.
-/// Returns how many were released.
+/// Makes `waiting` deliveries claimable whose predecessor finished, whatever their age (a
+/// safety net: intake and [`super::leases::record`] normally do it, so a row found here
+/// points at a race they missed), or never arrived although the delivery has waited
+/// longer than `missing_grace`. Returns how many were released.
 pub async fn release_stranded(
     pool: &PgPool,
     now: DateTime<Utc>,
@@ -385,9 +385,12 @@ pub async fn release_stranded(
     let waited_since = now - chrono::Duration::from_std(missing_grace).unwrap_or_default();
     let released = sqlx::query(
         "UPDATE deliveries w SET state = 'pending', updated_at = $1 \
-         WHERE w.state = 'waiting' AND w.created_at <= $2 \
-           AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.job_id = w.job_id \
-             AND p.sequence = w.sequence - 1 AND p.state IN ('pending', 'waiting'))",
+         FROM (SELECT w.id, (SELECT p.state FROM deliveries p \
+                 WHERE p.job_id = w.job_id AND p.sequence = w.sequence - 1) AS predecessor \
+               FROM deliveries w WHERE w.state = 'waiting') AS stranded \
+         WHERE w.id = stranded.id AND w.state = 'waiting' \
+           AND (stranded.predecessor IN ('succeeded', 'failed', 'stopped') \
+             OR (stranded.predecessor IS NULL AND w.created_at <= $2))",
     )
     .bind(now)
     .bind(waited_since)
