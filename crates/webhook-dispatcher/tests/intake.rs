@@ -63,6 +63,18 @@ fn event(job_id: &str, sequence: u32, webhook: Option<&str>) -> Incoming {
     }
 }
 
+/// A new job whose first two events intake has recorded: event 1 due, event 2 waiting.
+async fn job_with_two_events(intake: &Intake) -> String {
+    let job = JobId::generate().to_string();
+    for sequence in [1, 2] {
+        intake
+            .handle(event(&job, sequence, Some("https://93.184.216.34/hook")))
+            .await
+            .unwrap();
+    }
+    job
+}
+
 async fn states(pool: &sqlx::PgPool, job_id: &str) -> Vec<(i32, String)> {
     sqlx::query_as("SELECT sequence, state FROM deliveries WHERE job_id = $1 ORDER BY sequence")
         .bind(job_id)
@@ -163,13 +175,7 @@ async fn a_delivery_left_waiting_behind_a_finished_predecessor_is_released_at_on
     use plangrep_webhook_dispatcher::store::deliveries::release_stranded;
     let db = TestDatabase::create().await;
     let (intake, pool) = intake_on(&db).await;
-    let job = JobId::generate().to_string();
-    for sequence in [1, 2] {
-        intake
-            .handle(event(&job, sequence, Some("https://93.184.216.34/hook")))
-            .await
-            .unwrap();
-    }
+    let job = job_with_two_events(&intake).await;
     // The race, staged: the first event finished without releasing the second.
     sqlx::query("UPDATE deliveries SET state = 'succeeded' WHERE job_id = $1 AND sequence = 1")
         .bind(&job)
@@ -195,13 +201,7 @@ async fn a_predecessor_that_exists_but_has_not_finished_is_always_waited_for() {
     use plangrep_webhook_dispatcher::store::deliveries::release_stranded;
     let db = TestDatabase::create().await;
     let (intake, pool) = intake_on(&db).await;
-    let job = JobId::generate().to_string();
-    for sequence in [1, 2] {
-        intake
-            .handle(event(&job, sequence, Some("https://93.184.216.34/hook")))
-            .await
-            .unwrap();
-    }
+    let job = job_with_two_events(&intake).await;
     sqlx::query("UPDATE deliveries SET created_at = now() - interval '1 hour'")
         .execute(&pool)
         .await

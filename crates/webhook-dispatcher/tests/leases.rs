@@ -560,6 +560,15 @@ async fn until_blocked(pool: &PgPool) {
     .await;
 }
 
+/// The claimed delivery of `job`.
+fn head_of(claimed: &[leases::Claimed], job: &str) -> leases::Claimed {
+    claimed
+        .iter()
+        .find(|c| c.delivery.job_id == job)
+        .expect("claimed")
+        .clone()
+}
+
 async fn state_of(pool: &PgPool, id: &str) -> String {
     sqlx::query_scalar("SELECT state FROM deliveries WHERE id = $1")
         .bind(id)
@@ -585,13 +594,7 @@ async fn an_event_recorded_while_its_predecessor_finishes_is_released() {
     let claimed = leases::claim(&pool, &request("t", now, 2, &[]))
         .await
         .unwrap();
-    let head = |job: &str| {
-        claimed
-            .iter()
-            .find(|c| c.delivery.job_id == job)
-            .expect("claimed")
-            .clone()
-    };
+    let head = |job: &str| head_of(&claimed, job);
 
     // Intake first: it holds the predecessor's share lock while the outcome waits.
     let mut intake = pool.begin().await.unwrap();
@@ -677,13 +680,7 @@ async fn an_event_recorded_before_its_predecessors_row_commits_is_released_on_re
     let claimed = leases::claim(&pool, &request("t", Utc::now(), 2, &[]))
         .await
         .unwrap();
-    let head = |job: &str| {
-        claimed
-            .iter()
-            .find(|c| c.delivery.job_id == job)
-            .expect("the first event is due")
-            .clone()
-    };
+    let head = |job: &str| head_of(&claimed, job);
 
     // job_u1: the outcome commits before the second row does, and misses it.
     let mut outcome = pool.begin().await.unwrap();
