@@ -1,12 +1,13 @@
 //! The outbox relay: publishes committed outbox rows to RabbitMQ, in order, with
-//! publisher confirms, then marks them published.
+//! publisher confirms; their marks as published commit once the broker confirmed them.
 //!
 //! One relay is active per database: it holds a session advisory lock on a dedicated
 //! connection (the *leader session*); other replicas stand by and take over when that
-//! session ends. Leadership is fenced, not assumed (ADR 0013): every batch is claimed,
-//! published and marked in a transaction *on the leader session itself*, starts by
-//! checking in `pg_locks` that this session still holds the lock. A batch is published
-//! back to back and its confirms awaited together (ADR 0015). A leader whose session
+//! session ends. Leadership is fenced, not assumed (ADR 0013): every batch is claimed
+//! and marked, published, and committed in a transaction *on the leader session itself*,
+//! whose claim first proves that it runs on the backend that took the lock and takes the
+//! lock again for the transaction (ADR 0021). A batch is published back to back and its
+//! confirms awaited together (ADR 0015). A leader whose session
 //! died (terminated backend, network cut) therefore stops at its next statement, having
 //! published at most the rest of one batch, and goes back to standby, while a new leader
 //! can only claim once the old session, and with it the old batch's transaction, is gone.
@@ -26,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::metrics::OrchestratorMetrics;
-use crate::store::outbox;
+use crate::store::outbox::{self, Fence};
 
 /// Arbitrary but fixed: identifies the relay's advisory lock within the database.
 pub const RELAY_LOCK_KEY: i64 = 0x706c_616e_6772_6570; // "plangrep"
@@ -92,13 +93,17 @@ impl Relay {
         let mut lock = PgConnection::connect_with(&self.lock_options).await?;
         // Another replica relays while the lock is taken: stand by on this same session and
         // try again every poll interval.
-        loop {
-            let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(RELAY_LOCK_KEY)
-                .fetch_one(&mut lock)
-                .await?;
+        let fence = loop {
+            let (leader, leader_pid): (bool, i32) =
+                sqlx::query_as("SELECT pg_try_advisory_lock($1), pg_backend_pid()")
+                    .bind(RELAY_LOCK_KEY)
+                    .fetch_one(&mut lock)
+                    .await?;
             if leader {
-                break;
+                break Fence {
+                    leader_pid,
+                    lock_key: RELAY_LOCK_KEY,
+                };
             }
             tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -107,10 +112,10 @@ impl Relay {
                 }
                 _ = tokio::time::sleep(self.poll_interval) => {}
             }
-        }
+        };
         tracing::info!("outbox relay is active");
         self.metrics.set_relay_leader(true);
-        let outcome = self.relay_while_leading(&mut lock, shutdown).await;
+        let outcome = self.relay_while_leading(&mut lock, fence, shutdown).await;
         self.metrics.set_relay_leader(false);
         if let Err(error) = &outcome {
             tracing::warn!(%error, "outbox relay stopped leading; standing by");
@@ -123,6 +128,7 @@ impl Relay {
     async fn relay_while_leading(
         &self,
         lock: &mut PgConnection,
+        fence: Fence,
         shutdown: &CancellationToken,
     ) -> Result<(), RelayError> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
@@ -150,7 +156,7 @@ impl Relay {
             Err(error) => tracing::warn!(%error, "unversioned queues not migrated yet"),
         }
         let outcome = loop {
-            if let Err(error) = self.publish_pending(lock, &publisher).await {
+            if let Err(error) = self.publish_pending(lock, fence, &publisher).await {
                 break Err(error);
             }
             tokio::select! {
@@ -170,18 +176,20 @@ impl Relay {
     }
 
     /// Publishes batches until one comes back short, each in a transaction on the leader
-    /// session `lock` whose claim first proves the session still holds the relay lock. A
-    /// short batch means the outbox was empty at its snapshot: a row committed after it
-    /// has notified the listener, which starts the next pass, so no empty pass is needed
-    /// to find out.
+    /// session `lock` whose claim (which also marks the batch published) first proves
+    /// the session still leads; the transaction commits once the broker confirmed the
+    /// batch. A short batch means the outbox was empty at its snapshot: a row committed
+    /// after it has notified the listener, which starts the next pass, so no empty pass
+    /// is needed to find out.
     async fn publish_pending(
         &self,
         lock: &mut PgConnection,
+        fence: Fence,
         publisher: &Publisher,
     ) -> Result<(), RelayError> {
         loop {
             let mut tx = lock.begin().await?;
-            let batch = outbox::claim_batch_fenced(&mut tx, RELAY_LOCK_KEY, BATCH_SIZE)
+            let batch = outbox::claim_and_mark(&mut tx, fence, BATCH_SIZE)
                 .await?
                 .ok_or(RelayError::LostLeadership)?;
             if batch.is_empty() {
@@ -196,14 +204,12 @@ impl Relay {
             tokio::time::timeout(CONFIRM_TIMEOUT, publish_batch(publisher, &batch))
                 .await
                 .map_err(|_| RelayError::ConfirmTimeout)??;
-            let ids: Vec<i64> = batch.iter().map(|row| row.id).collect();
-            outbox::mark_published(&mut tx, &ids).await?;
             tx.commit().await?;
             for row in &batch {
                 self.metrics.record_transition(&row.routing_key);
             }
-            tracing::debug!(count = ids.len(), "outbox batch published");
-            if (ids.len() as i64) < BATCH_SIZE {
+            tracing::debug!(count = batch.len(), "outbox batch published");
+            if (batch.len() as i64) < BATCH_SIZE {
                 return Ok(());
             }
         }

@@ -97,30 +97,49 @@ pub async fn append_job_events(
     Ok(())
 }
 
+/// The relay's proof of leadership, checked by the statement that claims a batch
+/// (ADR 0013, ADR 0021).
+#[derive(Debug, Clone, Copy)]
+pub struct Fence {
+    /// The backend that took the session advisory lock (`pg_backend_pid()` then).
+    pub leader_pid: i32,
+    /// The relay's advisory lock key.
+    pub lock_key: i64,
+}
+
 /// Claims up to `limit` unpublished rows in id order, skipping rows another relay holds,
-/// in the same statement that proves the session still holds the session advisory lock
-/// `lock_key` (the relay's fence, ADR 0013). `None` when it does not: nothing is claimed.
-/// A bigint key shows in `pg_locks` as its high half in `classid`, its low half in `objid`
-/// and `objsubid = 1`.
-pub async fn claim_batch_fenced(
+/// and marks them published, all in one statement of the caller's transaction: the marks
+/// commit only if the caller commits after the broker confirmed the batch, and a rollback
+/// leaves the rows to be claimed again. `None` when the fence does not hold: nothing is
+/// claimed.
+///
+/// The fence holds when the statement runs on the backend that took the session lock
+/// and that backend takes `lock_key` again for this transaction. A session that holds
+/// the lock always gets it again (advisory locks are re-entrant), and while the
+/// transaction lives no other session can hold the key, so two relays never publish at
+/// once. Two cheap look-ups replace a read of `pg_locks`, which copies the whole lock
+/// table under every lock partition's latch on each batch.
+pub async fn claim_and_mark(
     tx: &mut Transaction<'_, Postgres>,
-    lock_key: i64,
+    fence: Fence,
     limit: i64,
 ) -> Result<Option<Vec<PendingMessage>>, sqlx::Error> {
     let rows: Vec<FencedRow> = sqlx::query_as(
         "WITH fence AS ( \
-           SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
-             AND pid = pg_backend_pid() AND granted AND objsubid = 1 \
-             AND classid = ($1::bigint >> 32)::oid \
-             AND objid = ($1::bigint & 4294967295)::oid) AS held) \
-         SELECT fence.held, o.id, o.event_id, o.routing_key, o.payload, o.traceparent \
-         FROM fence LEFT JOIN LATERAL ( \
-           SELECT id, event_id, routing_key, payload, traceparent FROM outbox \
-           WHERE published_at IS NULL AND fence.held \
-           ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) o ON true \
-         ORDER BY o.id",
+           SELECT pg_backend_pid() = $1 AND pg_try_advisory_xact_lock($2) AS held), \
+         claimed AS ( \
+           SELECT id FROM outbox \
+           WHERE published_at IS NULL AND (SELECT held FROM fence) \
+           ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED), \
+         marked AS ( \
+           UPDATE outbox o SET published_at = now() FROM claimed c WHERE o.id = c.id \
+           RETURNING o.id, o.event_id, o.routing_key, o.payload, o.traceparent) \
+         SELECT fence.held, m.id, m.event_id, m.routing_key, m.payload, m.traceparent \
+         FROM fence LEFT JOIN marked m ON true \
+         ORDER BY m.id",
     )
-    .bind(lock_key)
+    .bind(fence.leader_pid)
+    .bind(fence.lock_key)
     .bind(limit)
     .fetch_all(&mut **tx)
     .await?;
@@ -132,7 +151,7 @@ pub async fn claim_batch_fenced(
     ))
 }
 
-/// A row of [`claim_batch_fenced`]: the fence, and a message unless none is pending.
+/// A row of [`claim_and_mark`]: the fence, and a message unless none is pending.
 #[derive(sqlx::FromRow)]
 struct FencedRow {
     held: bool,
@@ -153,18 +172,6 @@ impl FencedRow {
             traceparent: self.traceparent,
         })
     }
-}
-
-/// Marks rows as published.
-pub async fn mark_published(
-    tx: &mut Transaction<'_, Postgres>,
-    ids: &[i64],
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
-        .bind(ids)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
 }
 
 /// Deletes rows published more than `retention` ago, in batches; returns how many.

@@ -1,0 +1,142 @@
+//! The relay's batch claim against a real PostgreSQL (ADR 0013, ADR 0021): on the session
+//! that holds the relay lock it claims unpublished rows in id order and marks them
+//! published, visible to others only once its transaction commits; anywhere else it
+//! claims nothing, whoever holds the lock.
+
+mod common;
+
+use common::migrated_pool;
+use plangrep_job_orchestrator::relay::RELAY_LOCK_KEY;
+use plangrep_job_orchestrator::store::outbox::{self, Fence};
+use plangrep_test_support::TestDatabase;
+use sqlx::{Connection, PgConnection};
+
+/// Appends `n` outbox rows, `evt_1` … `evt_n`.
+async fn append(conn: &mut PgConnection, n: usize) {
+    for i in 1..=n {
+        outbox::append(
+            conn,
+            &format!("evt_{i}"),
+            "job.status_changed.queued",
+            b"{}",
+        )
+        .await
+        .unwrap();
+    }
+}
+
+async fn unpublished(conn: &mut PgConnection) -> Vec<String> {
+    sqlx::query_scalar("SELECT event_id FROM outbox WHERE published_at IS NULL ORDER BY id")
+        .fetch_all(conn)
+        .await
+        .unwrap()
+}
+
+/// Takes the relay lock on `conn`, as the relay's leader session does.
+async fn lead(conn: &mut PgConnection) -> Fence {
+    let (taken, leader_pid): (bool, i32) =
+        sqlx::query_as("SELECT pg_try_advisory_lock($1), pg_backend_pid()")
+            .bind(RELAY_LOCK_KEY)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    assert!(taken, "the relay lock is free");
+    Fence {
+        leader_pid,
+        lock_key: RELAY_LOCK_KEY,
+    }
+}
+
+async fn backend_pid(conn: &mut PgConnection) -> i32 {
+    sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_leader_claims_in_id_order_and_its_marks_show_only_after_commit() {
+    let db = TestDatabase::create().await;
+    let pool = migrated_pool(&db).await;
+    let mut leader = pool.acquire().await.unwrap();
+    let mut observer = pool.acquire().await.unwrap();
+    append(&mut observer, 3).await;
+    let fence = lead(&mut leader).await;
+
+    let mut tx = leader.begin().await.unwrap();
+    let batch = outbox::claim_and_mark(&mut tx, fence, 2)
+        .await
+        .unwrap()
+        .expect("the leader's fence holds");
+    let claimed: Vec<&str> = batch.iter().map(|m| m.event_id.as_str()).collect();
+    assert_eq!(claimed, ["evt_1", "evt_2"]);
+    assert_eq!(
+        unpublished(&mut observer).await,
+        ["evt_1", "evt_2", "evt_3"],
+        "marks of a batch whose confirms are awaited are not committed"
+    );
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        unpublished(&mut observer).await,
+        ["evt_1", "evt_2", "evt_3"],
+        "a batch that was not confirmed is claimed again"
+    );
+
+    let mut tx = leader.begin().await.unwrap();
+    let batch = outbox::claim_and_mark(&mut tx, fence, 100)
+        .await
+        .unwrap()
+        .expect("the leader's fence holds");
+    assert_eq!(batch.len(), 3);
+    tx.commit().await.unwrap();
+    assert!(unpublished(&mut observer).await.is_empty());
+
+    let mut tx = leader.begin().await.unwrap();
+    let batch = outbox::claim_and_mark(&mut tx, fence, 100).await.unwrap();
+    assert!(batch.is_some_and(|batch| batch.is_empty()));
+}
+
+#[tokio::test]
+async fn a_session_that_does_not_hold_the_relay_lock_claims_nothing() {
+    let db = TestDatabase::create().await;
+    let pool = migrated_pool(&db).await;
+    let mut leader = pool.acquire().await.unwrap();
+    let mut other = pool.acquire().await.unwrap();
+    append(&mut other, 2).await;
+
+    // The lock is free, but the claim runs on another backend than the one that took
+    // it (a reconnected or pooled session).
+    let stale = Fence {
+        leader_pid: backend_pid(&mut leader).await,
+        lock_key: RELAY_LOCK_KEY,
+    };
+    let mut tx = other.begin().await.unwrap();
+    assert!(
+        outbox::claim_and_mark(&mut tx, stale, 100)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    tx.rollback().await.unwrap();
+
+    // Its own backend, but another session holds the lock.
+    let fence = lead(&mut leader).await;
+    let own = Fence {
+        leader_pid: backend_pid(&mut other).await,
+        lock_key: fence.lock_key,
+    };
+    let mut tx = other.begin().await.unwrap();
+    assert!(
+        outbox::claim_and_mark(&mut tx, own, 100)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(unpublished(&mut other).await, ["evt_1", "evt_2"]);
+
+    // The leader itself still claims both.
+    let mut tx = leader.begin().await.unwrap();
+    let batch = outbox::claim_and_mark(&mut tx, fence, 100).await.unwrap();
+    assert_eq!(batch.map(|batch| batch.len()), Some(2));
+}
