@@ -1,7 +1,8 @@
 //! The relay's batch claim against a real PostgreSQL (ADR 0013, ADR 0021): on the session
 //! that holds the relay lock it claims unpublished rows in id order and marks them
 //! published, visible to others only once its transaction commits; anywhere else it
-//! claims nothing, whoever holds the lock.
+//! claims nothing, whoever holds the lock. The outbox is vacuumed often enough that the
+//! claim's walk over published rows stays short.
 
 mod common;
 
@@ -139,4 +140,26 @@ async fn a_session_that_does_not_hold_the_relay_lock_claims_nothing() {
     let mut tx = leader.begin().await.unwrap();
     let batch = outbox::claim_and_mark(&mut tx, fence, 100).await.unwrap();
     assert_eq!(batch.map(|batch| batch.len()), Some(2));
+}
+
+/// Every batch leaves dead entries at the head of the claim's index until a vacuum; the
+/// outbox is vacuumed after 1 % of it changed, not the default 20 %, so those entries
+/// stay few however many published rows the retention keeps (ADR 0021).
+#[tokio::test]
+async fn the_outbox_is_vacuumed_and_analyzed_after_one_percent_changed() {
+    let db = TestDatabase::create().await;
+    let pool = migrated_pool(&db).await;
+    let options: Vec<String> = sqlx::query_scalar(
+        "SELECT unnest(reloptions) FROM pg_class WHERE oid = 'outbox'::regclass ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        options,
+        [
+            "autovacuum_analyze_scale_factor=0.01",
+            "autovacuum_vacuum_scale_factor=0.01"
+        ]
+    );
 }
