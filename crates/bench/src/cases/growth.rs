@@ -1,5 +1,6 @@
 //! Case 6, cost growth: the create-job and latency cases again, first with a large
-//! history already stored (jobs and delivery rows of another organization), then also
+//! history already stored (jobs, published events and delivery rows of another
+//! organization, and the rows that left the queues since the last vacuum), then also
 //! with jobs whose receivers are down (their first deliveries retrying on the production
 //! schedule, their later events waiting behind them). Each figure is compared with the
 //! same case on the clean database earlier in the run: within 20 % means every hot path
@@ -34,12 +35,12 @@ pub async fn run(
     let started = Instant::now();
     seed_history(pool, plan.backlog_rows).await;
     let history = format!(
-        "{} jobs + {} deliveries stored",
-        thousands(plan.backlog_rows),
+        "{} jobs, events and deliveries stored",
         thousands(plan.backlog_rows)
     );
+    let left = seed_left_since_vacuum(pool).await;
     eprintln!(
-        "  seeded {history} in {:.1} s",
+        "  seeded {history} in {:.1} s; {left}",
         started.elapsed().as_secs_f64()
     );
     let mut rows = measure(plan, customer, receivers, pool, clean, &history).await;
@@ -109,8 +110,8 @@ async fn measure(
     rows
 }
 
-/// Stores `rows` finished jobs of another organization and one succeeded delivery each,
-/// then vacuums, analyzes and checkpoints.
+/// Stores `rows` finished jobs of another organization, one published event and one
+/// succeeded delivery each, then vacuums, analyzes and checkpoints.
 async fn seed_history(pool: &PgPool, rows: i64) {
     let statements = [
         "INSERT INTO orchestrator.projects (id, org_id, name, status, version, created_at, updated_at) \
@@ -121,6 +122,10 @@ async fn seed_history(pool: &PgPool, rows: i64) {
          SELECT 'job_history_' || g, 'org_benchhistory', 'prj_benchhistory', 'completed', 6, 6, \
            now() - interval '2 days', now() - interval '1 day', now() - interval '1 day', \
            now() + interval '5 days' \
+         FROM generate_series(1, $1) AS g",
+        "INSERT INTO orchestrator.outbox (event_id, routing_key, payload, created_at, published_at) \
+         SELECT 'evt_history_' || g, 'job.status_changed.completed', '\\x00'::bytea, \
+           now() - interval '1 day', now() - interval '1 day' \
          FROM generate_series(1, $1) AS g",
         "INSERT INTO dispatcher.deliveries (id, event_id, org_id, job_id, sequence, job_status, \
            payload, state, attempt_count, window_started_at, event_occurred_at, destination) \
@@ -141,6 +146,7 @@ async fn seed_history(pool: &PgPool, rows: i64) {
     // analyzed it, and checkpointed the WAL it wrote.
     for statement in [
         "VACUUM (ANALYZE) orchestrator.jobs",
+        "VACUUM (ANALYZE) orchestrator.outbox",
         "VACUUM (ANALYZE) dispatcher.deliveries",
         "CHECKPOINT",
     ] {
@@ -148,6 +154,69 @@ async fn seed_history(pool: &PgPool, rows: i64) {
             eprintln!("  {statement}: {error}");
         }
     }
+}
+
+/// What a running deployment's queues hold at worst between two autovacuums: rows that
+/// left them (published events, finished deliveries) since the last vacuum, each a dead
+/// entry where the claims start reading (docs/profiles/queue-dead-entries.txt). Seeds
+/// nine tenths of what each table's own autovacuum threshold lets pile up before a vacuum
+/// (so none starts during the measurement), each row entering and leaving its queue in
+/// one transaction so no service ever sees it.
+async fn seed_left_since_vacuum(pool: &PgPool) -> String {
+    let tables = [
+        (
+            "orchestrator.outbox",
+            "INSERT INTO orchestrator.outbox (event_id, routing_key, payload) \
+             SELECT 'evt_left_' || g, 'job.status_changed.completed', '\\x00'::bytea \
+             FROM generate_series(1, $1) AS g",
+            "UPDATE orchestrator.outbox SET published_at = now() \
+             WHERE event_id LIKE 'evt\\_left\\_%' AND published_at IS NULL",
+        ),
+        (
+            "dispatcher.deliveries",
+            "INSERT INTO dispatcher.deliveries (id, event_id, org_id, job_id, sequence, \
+               job_status, payload, state, attempt_count, window_started_at, event_occurred_at, \
+               destination, next_attempt_at) \
+             SELECT 'dlv_left_' || g, 'evt_left_' || g, 'org_benchhistory', 'job_left_' || g, 1, \
+               'completed', '\\x7b7d'::bytea, 'pending', 0, now(), now() - interval '1 hour', \
+               'http://127.0.0.1:9', now() - interval '1 hour' \
+             FROM generate_series(1, $1) AS g",
+            "UPDATE dispatcher.deliveries SET state = 'succeeded', attempt_count = 1 \
+             WHERE id LIKE 'dlv\\_left\\_%' AND state = 'pending'",
+        ),
+    ];
+    let mut seeded = Vec::new();
+    for (table, enter, leave) in tables {
+        let threshold: i64 = sqlx::query_scalar(
+            "SELECT (current_setting('autovacuum_vacuum_threshold')::float8 + coalesce( \
+               (SELECT option_value::float8 FROM pg_options_to_table(c.reloptions) \
+                WHERE option_name = 'autovacuum_vacuum_scale_factor'), \
+               current_setting('autovacuum_vacuum_scale_factor')::float8) \
+               * c.reltuples)::bigint \
+             FROM pg_class c WHERE c.oid = $1::regclass",
+        )
+        .bind(table)
+        .fetch_one(pool)
+        .await
+        .expect("the table's autovacuum threshold");
+        let rows = threshold * 9 / 10;
+        let mut tx = pool.begin().await.expect("a transaction");
+        sqlx::query(enter)
+            .bind(rows)
+            .execute(&mut *tx)
+            .await
+            .expect("seed rows entering the queue");
+        sqlx::query(leave)
+            .execute(&mut *tx)
+            .await
+            .expect("seed rows leaving the queue");
+        tx.commit().await.expect("seed rows that left the queue");
+        seeded.push(format!("{} in {table}", thousands(rows)));
+    }
+    format!(
+        "left the queues since the last vacuum: {}",
+        seeded.join(", ")
+    )
 }
 
 /// Waits until every failing job's first delivery is recorded and the receiver has
