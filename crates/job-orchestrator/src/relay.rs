@@ -7,10 +7,10 @@
 //! and marked, published, and committed in a transaction *on the leader session itself*,
 //! whose claim first proves that it runs on the backend that took the lock and takes the
 //! lock again for the transaction (ADR 0021). A batch is published back to back and its
-//! confirms awaited together (ADR 0015). A leader whose session
-//! died (terminated backend, network cut) therefore stops at its next statement, having
-//! published at most the rest of one batch, and goes back to standby, while a new leader
-//! can only claim once the old session, and with it the old batch's transaction, is gone.
+//! confirms awaited together (ADR 0015). A leader whose session died (terminated backend,
+//! network cut) therefore stops at its next statement, having published at most the rest
+//! of one batch, and goes back to standby, while a new leader can only claim once the
+//! old session, and with it the old batch's transaction, is gone.
 //! It wakes on `NOTIFY plangrep_outbox` and polls as a backstop.
 //! A crash between publish and mark republishes the row: delivery is at-least-once and
 //! consumers dedupe by `message_id`.

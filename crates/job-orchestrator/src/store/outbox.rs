@@ -117,7 +117,7 @@ pub struct Fence {
 /// and that backend takes `lock_key` again for this transaction. A session that holds
 /// the lock always gets it again (advisory locks are re-entrant), and while the
 /// transaction lives no other session can hold the key, so two relays never publish at
-/// once. Two cheap look-ups replace a read of `pg_locks`, which copies the whole lock
+/// once. Both are cheap look-ups, where reading `pg_locks` would copy the whole lock
 /// table under every lock partition's latch on each batch.
 pub async fn claim_and_mark(
     tx: &mut Transaction<'_, Postgres>,
