@@ -9,7 +9,7 @@ mod common;
 use common::migrated_pool;
 use plangrep_job_orchestrator::relay::RELAY_LOCK_KEY;
 use plangrep_job_orchestrator::store::outbox::{self, Fence};
-use plangrep_test_support::TestDatabase;
+use plangrep_test_support::{TestDatabase, table_options};
 use sqlx::{Connection, PgConnection};
 
 /// Appends `n` outbox rows, `evt_1` … `evt_n`.
@@ -55,6 +55,17 @@ async fn backend_pid(conn: &mut PgConnection) -> i32 {
         .unwrap()
 }
 
+/// One batch claimed with `fence` on `conn`, its transaction committed.
+async fn claim_committed(
+    conn: &mut PgConnection,
+    fence: Fence,
+) -> Option<Vec<outbox::PendingMessage>> {
+    let mut tx = conn.begin().await.unwrap();
+    let batch = outbox::claim_and_mark(&mut tx, fence, 100).await.unwrap();
+    tx.commit().await.unwrap();
+    batch
+}
+
 #[tokio::test]
 async fn the_leader_claims_in_id_order_and_its_marks_show_only_after_commit() {
     let db = TestDatabase::create().await;
@@ -83,17 +94,13 @@ async fn the_leader_claims_in_id_order_and_its_marks_show_only_after_commit() {
         "a batch that was not confirmed is claimed again"
     );
 
-    let mut tx = leader.begin().await.unwrap();
-    let batch = outbox::claim_and_mark(&mut tx, fence, 100)
+    let batch = claim_committed(&mut leader, fence)
         .await
-        .unwrap()
         .expect("the leader's fence holds");
     assert_eq!(batch.len(), 3);
-    tx.commit().await.unwrap();
     assert!(unpublished(&mut observer).await.is_empty());
 
-    let mut tx = leader.begin().await.unwrap();
-    let batch = outbox::claim_and_mark(&mut tx, fence, 100).await.unwrap();
+    let batch = claim_committed(&mut leader, fence).await;
     assert!(batch.is_some_and(|batch| batch.is_empty()));
 }
 
@@ -111,14 +118,7 @@ async fn a_session_that_does_not_hold_the_relay_lock_claims_nothing() {
         leader_pid: backend_pid(&mut leader).await,
         lock_key: RELAY_LOCK_KEY,
     };
-    let mut tx = other.begin().await.unwrap();
-    assert!(
-        outbox::claim_and_mark(&mut tx, stale, 100)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    tx.rollback().await.unwrap();
+    assert!(claim_committed(&mut other, stale).await.is_none());
 
     // Its own backend, but another session holds the lock.
     let fence = lead(&mut leader).await;
@@ -126,19 +126,11 @@ async fn a_session_that_does_not_hold_the_relay_lock_claims_nothing() {
         leader_pid: backend_pid(&mut other).await,
         lock_key: fence.lock_key,
     };
-    let mut tx = other.begin().await.unwrap();
-    assert!(
-        outbox::claim_and_mark(&mut tx, own, 100)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    tx.commit().await.unwrap();
+    assert!(claim_committed(&mut other, own).await.is_none());
     assert_eq!(unpublished(&mut other).await, ["evt_1", "evt_2"]);
 
     // The leader itself still claims both.
-    let mut tx = leader.begin().await.unwrap();
-    let batch = outbox::claim_and_mark(&mut tx, fence, 100).await.unwrap();
+    let batch = claim_committed(&mut leader, fence).await;
     assert_eq!(batch.map(|batch| batch.len()), Some(2));
 }
 
@@ -149,14 +141,8 @@ async fn a_session_that_does_not_hold_the_relay_lock_claims_nothing() {
 async fn the_outbox_is_vacuumed_and_analyzed_after_one_percent_changed() {
     let db = TestDatabase::create().await;
     let pool = migrated_pool(&db).await;
-    let options: Vec<String> = sqlx::query_scalar(
-        "SELECT unnest(reloptions) FROM pg_class WHERE oid = 'outbox'::regclass ORDER BY 1",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
     assert_eq!(
-        options,
+        table_options(&pool, "outbox").await,
         [
             "autovacuum_analyze_scale_factor=0.01",
             "autovacuum_vacuum_scale_factor=0.01"

@@ -168,6 +168,18 @@ impl Drop for BrokerCleanup {
     }
 }
 
+/// The storage parameters (`reloptions`) of `table` as set by the migrations, sorted:
+/// `["autovacuum_vacuum_scale_factor=0.01", …]`.
+pub async fn table_options(pool: &sqlx::PgPool, table: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT unnest(reloptions) FROM pg_class WHERE oid = $1::regclass ORDER BY 1",
+    )
+    .bind(table)
+    .fetch_all(pool)
+    .await
+    .expect("the table's storage parameters")
+}
+
 /// Polls `check` until it yields `Some`, for at most `timeout`; panics with `what` when
 /// it never does. The interval is short and the bound explicit: this waits for state,
 /// it does not guess a duration.

@@ -10,8 +10,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use plangrep_service::Settings;
 use plangrep_service::database;
-use plangrep_test_support::TestDatabase;
 use plangrep_test_support::eventually;
+use plangrep_test_support::{TestDatabase, table_options};
 use plangrep_webhook_dispatcher::housekeeping::Housekeeping;
 use plangrep_webhook_dispatcher::metrics::DeliveryMetrics;
 use plangrep_webhook_dispatcher::store::attempts::AttemptRow;
@@ -171,14 +171,8 @@ async fn the_claim_is_an_index_scan_whatever_the_backlog() {
 async fn the_deliveries_table_is_vacuumed_and_analyzed_after_one_percent_changed() {
     let db = TestDatabase::create().await;
     let (_, pool) = migrated(&db, &[]).await;
-    let options: Vec<String> = sqlx::query_scalar(
-        "SELECT unnest(reloptions) FROM pg_class WHERE oid = 'deliveries'::regclass ORDER BY 1",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
     assert_eq!(
-        options,
+        table_options(&pool, "deliveries").await,
         [
             "autovacuum_analyze_scale_factor=0.01",
             "autovacuum_vacuum_scale_factor=0.01"
