@@ -54,12 +54,14 @@ pub struct OrchestratorService {
     webhook_secret_overlap: Duration,
     /// The admin view of the broker's dead-letter queues, when a broker is configured.
     dead_letters: Option<DeadLetters>,
+    creations: commands::Creations,
 }
 
 impl OrchestratorService {
     /// A service over `pool`, reading results from `storage`.
     pub fn new(pool: PgPool, secrets_key: Keyring, job_ttl: Duration, storage: Storage) -> Self {
         Self {
+            creations: commands::creations(pool.clone(), secrets_key.clone(), job_ttl),
             pool,
             secrets_key,
             job_ttl,
@@ -242,9 +244,17 @@ impl JobOrchestrator for OrchestratorService {
                 .transpose()
                 .map_err(Error::from)?,
             webhook_url: request.webhook_url,
+            // The event's trace continues from here, as a single change's would.
+            traceparent: tracing::info_span!("outbox append")
+                .in_scope(plangrep_telemetry::trace::next_hop),
         };
-        let key = Key::from_request(&request.org_id, request.idempotency);
-        let outcome = idempotency::run(&self.pool, &self.secrets_key, key, async |conn| {
+        let Some(key) = Key::from_request(&request.org_id, request.idempotency) else {
+            // Nothing to store with it: it shares a transaction with the creates that
+            // arrive meanwhile.
+            let response = self.creations.submit(new).await??;
+            return Ok(Response::new(response));
+        };
+        let outcome = idempotency::run(&self.pool, &self.secrets_key, Some(key), async |conn| {
             commands::create(conn, &self.secrets_key, self.job_ttl, new).await
         })
         .await?;

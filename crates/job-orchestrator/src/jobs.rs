@@ -3,6 +3,7 @@
 //! [`idempotency::run`](crate::idempotency::run) where the SPEC asks for it) and changes
 //! a status only through [`lifecycle`]; the gRPC service only translates.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use plangrep_core::id::{JobId, OrgId, ProjectId};
@@ -10,7 +11,8 @@ use plangrep_core::validate::ExternalId;
 use plangrep_core::webhook::WebhookSecret;
 use plangrep_core::{JobEvent, JobStatus, ProjectStatus};
 use plangrep_proto::orchestrator::{CreateJobResponse, Job, UploadedDocument};
-use sqlx::PgConnection;
+use plangrep_service::batch::{Batcher, MAX_BATCH, WRITERS};
+use sqlx::{PgConnection, PgPool};
 
 use crate::crypto::Keyring;
 use crate::error::Error;
@@ -20,12 +22,31 @@ use crate::store::documents;
 use crate::store::jobs::{self, JobRow, MAX_DECLARED_BYTES, MAX_FILES};
 use crate::store::projects;
 
-/// What a new job is made of, validated.
+/// What a new job is made of, validated, and the trace its `created` event continues.
+#[derive(Debug, Clone)]
 pub struct NewJob {
     pub org_id: OrgId,
     pub project_id: ProjectId,
     pub external_id: Option<ExternalId>,
     pub webhook_url: Option<String>,
+    pub traceparent: Option<String>,
+}
+
+/// Creates the jobs of requests without an idempotency key, those that arrive together
+/// in one transaction (ADR 0022).
+pub type Creations = Batcher<NewJob, Result<CreateJobResponse, Error>, Error>;
+
+/// The writer of [`Creations`] over `pool`.
+pub fn creations(pool: PgPool, secrets_key: Keyring, job_ttl: Duration) -> Creations {
+    Batcher::spawn(WRITERS, MAX_BATCH, move |new: Arc<[NewJob]>| {
+        let (pool, secrets_key) = (pool.clone(), secrets_key.clone());
+        async move {
+            let mut tx = pool.begin().await?;
+            let answers = create_many(&mut tx, &secrets_key, job_ttl, &new).await?;
+            tx.commit().await?;
+            Ok(answers)
+        }
+    })
 }
 
 /// Inserts a `provisioning` job (with its sealed secret) and announces it.
@@ -35,44 +56,89 @@ pub async fn create(
     job_ttl: Duration,
     new: NewJob,
 ) -> Result<CreateJobResponse, Error> {
-    let project = projects::get(conn, &new.org_id.to_string(), &new.project_id.to_string()).await?;
-    if project.status != ProjectStatus::Ready {
-        return Err(Error::ProjectNotReady);
-    }
-    let job_id = JobId::generate();
-    let secret = new.webhook_url.as_ref().map(|_| WebhookSecret::generate());
+    create_many(conn, secrets_key, job_ttl, &[new])
+        .await?
+        .pop()
+        .expect("one answer for one job")
+}
+
+/// Creates jobs with one statement per table: each is inserted `provisioning` (with its
+/// sealed secret) and announced, or answers why not (its project unknown or not ready)
+/// without affecting the others. The outer `Err` is the database's and concerns them
+/// all; otherwise one answer per job, in order.
+pub async fn create_many(
+    conn: &mut PgConnection,
+    secrets_key: &Keyring,
+    job_ttl: Duration,
+    new: &[NewJob],
+) -> Result<Vec<Result<CreateJobResponse, Error>>, Error> {
+    let project_ids: Vec<String> = new.iter().map(|new| new.project_id.to_string()).collect();
+    let projects = projects::get_many(conn, &project_ids).await?;
     let now = store::now();
-    let row = JobRow {
-        id: job_id.to_string(),
-        org_id: new.org_id.to_string(),
-        project_id: project.id,
-        external_id: new.external_id.map(|e| e.as_str().to_owned()),
-        status: JobStatus::Provisioning,
-        version: 1,
-        last_sequence: 1,
-        webhook_url: new.webhook_url,
-        webhook_secret_sealed: secret.as_ref().map(|s| secrets_key.seal(job_id, s)),
-        page_count: 0,
-        successful_page_count: 0,
-        credits_reserved: 0,
-        credits_debited: 0,
-        error_code: None,
-        error_message: None,
-        result_available: false,
-        drawing_page_rate: None,
-        document_page_rate: None,
-        created_at: now,
-        updated_at: now,
-        completed_at: None,
-        expires_at: now + job_ttl,
-    };
-    jobs::insert(conn, &row).await?;
-    lifecycle::record_job_created(conn, &row).await?;
-    tracing::info!(job_id = %row.id, "job created");
-    Ok(CreateJobResponse {
-        job: Some(row.to_proto(&[])),
-        webhook_signing_secret: secret.map(|s| s.expose()),
-    })
+    let mut answers = Vec::with_capacity(new.len());
+    let mut rows = Vec::with_capacity(new.len());
+    for (new, project_id) in new.iter().zip(&project_ids) {
+        let org_id = new.org_id.to_string();
+        let project = projects
+            .iter()
+            .find(|project| project.id == *project_id && project.org_id == org_id);
+        answers.push(match project {
+            None => Err(Error::NotFound("project")),
+            Some(project) if project.status != ProjectStatus::Ready => Err(Error::ProjectNotReady),
+            Some(_) => {
+                let job_id = JobId::generate();
+                let secret = new.webhook_url.as_ref().map(|_| WebhookSecret::generate());
+                rows.push(JobRow {
+                    id: job_id.to_string(),
+                    org_id,
+                    project_id: project_id.clone(),
+                    external_id: new.external_id.as_ref().map(|e| e.as_str().to_owned()),
+                    status: JobStatus::Provisioning,
+                    version: 1,
+                    last_sequence: 1,
+                    webhook_url: new.webhook_url.clone(),
+                    webhook_secret_sealed: secret.as_ref().map(|s| secrets_key.seal(job_id, s)),
+                    page_count: 0,
+                    successful_page_count: 0,
+                    credits_reserved: 0,
+                    credits_debited: 0,
+                    error_code: None,
+                    error_message: None,
+                    result_available: false,
+                    drawing_page_rate: None,
+                    document_page_rate: None,
+                    created_at: now,
+                    updated_at: now,
+                    completed_at: None,
+                    expires_at: now + job_ttl,
+                });
+                Ok(secret)
+            }
+        });
+    }
+    jobs::insert_many(conn, &rows).await?;
+    let created: Vec<(&JobRow, Option<String>)> = new
+        .iter()
+        .zip(&answers)
+        .filter(|(_, answer)| answer.is_ok())
+        .map(|(new, _)| new.traceparent.clone())
+        .zip(&rows)
+        .map(|(traceparent, row)| (row, traceparent))
+        .collect();
+    lifecycle::record_jobs_created(conn, &created).await?;
+    let mut rows = rows.iter();
+    Ok(answers
+        .into_iter()
+        .map(|answer| {
+            let secret = answer?;
+            let row = rows.next().expect("a row for every job created");
+            tracing::info!(job_id = %row.id, "job created");
+            Ok(CreateJobResponse {
+                job: Some(row.to_proto(&[])),
+                webhook_signing_secret: secret.map(|s| s.expose()),
+            })
+        })
+        .collect())
 }
 
 /// Registers documents the gateway stored. The first one moves the job

@@ -21,9 +21,21 @@ use crate::store::jobs::{self as job_store, JOB_COLUMNS, JobRow};
 use crate::store::projects::{self, ProjectRow};
 use crate::store::{self, credits, outbox};
 
-/// Records the creation of `row` (already inserted, status `provisioning`, sequence 1).
-pub async fn record_job_created(conn: &mut PgConnection, row: &JobRow) -> Result<(), Error> {
-    record_job_event(conn, row, None).await
+/// Records the creation of jobs (already inserted, status `provisioning`, sequence 1)
+/// with one statement, each event continuing the trace given beside its row.
+pub async fn record_jobs_created(
+    conn: &mut PgConnection,
+    created: &[(&JobRow, Option<String>)],
+) -> Result<(), Error> {
+    let changes: Vec<Change<'_>> = created
+        .iter()
+        .map(|(row, traceparent)| Change {
+            row,
+            previous: None,
+            traceparent: traceparent.clone(),
+        })
+        .collect();
+    record_job_events(conn, &changes).await
 }
 
 /// Applies `event` to the job if it is still in `expected` status (or any status when

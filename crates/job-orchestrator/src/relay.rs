@@ -55,6 +55,17 @@ pub struct Relay {
     pub events_key: EventsKey,
 }
 
+/// The leader session's options: `options`, with every statement planned for the outbox
+/// as it is when it runs. The claim runs many times a second on this one session; a
+/// generic plan cached while the outbox was small (a new deployment, a relay that took
+/// over before the first analyze) scans the whole table, and kept doing so for every
+/// claimed row as the table grew, until the next analyze (ADR 0022).
+pub fn leader_session(options: &PgConnectOptions) -> PgConnectOptions {
+    options
+        .clone()
+        .options([("plan_cache_mode", "force_custom_plan")])
+}
+
 #[derive(Debug, thiserror::Error)]
 enum RelayError {
     #[error(transparent)]
@@ -90,7 +101,7 @@ impl Relay {
 
     /// Waits for the lock on a dedicated session, then relays while holding it.
     async fn lead(&self, shutdown: &CancellationToken) -> Result<(), RelayError> {
-        let mut lock = PgConnection::connect_with(&self.lock_options).await?;
+        let mut lock = PgConnection::connect_with(&leader_session(&self.lock_options)).await?;
         // Another replica relays while the lock is taken: stand by on this same session and
         // try again every poll interval.
         let fence = loop {

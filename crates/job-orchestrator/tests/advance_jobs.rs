@@ -60,6 +60,7 @@ async fn three_new_jobs(pool: &PgPool, org_id: OrgId) -> Vec<String> {
             project_id,
             external_id: None,
             webhook_url: None,
+            traceparent: None,
         };
         let created = jobs::create(
             &mut tx,

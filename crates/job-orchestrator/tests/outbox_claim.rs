@@ -2,12 +2,13 @@
 //! that holds the relay lock it claims unpublished rows in id order and marks them
 //! published, visible to others only once its transaction commits; anywhere else it
 //! claims nothing, whoever holds the lock. The outbox is vacuumed often enough that the
-//! claim's walk over published rows stays short.
+//! claim's walk over published rows stays short, and the leader session plans the claim
+//! for the outbox as it is, not as it was when the session first ran it.
 
 mod common;
 
-use common::migrated_pool;
-use plangrep_job_orchestrator::relay::RELAY_LOCK_KEY;
+use common::{connect_options, migrated_pool};
+use plangrep_job_orchestrator::relay::{RELAY_LOCK_KEY, leader_session};
 use plangrep_job_orchestrator::store::outbox::{self, Fence};
 use plangrep_test_support::{TestDatabase, table_options};
 use sqlx::{Connection, PgConnection};
@@ -148,4 +149,75 @@ async fn the_outbox_is_vacuumed_and_analyzed_after_one_percent_changed() {
             "autovacuum_vacuum_scale_factor=0.01"
         ]
     );
+}
+
+/// A relay that starts on a small outbox claims many times before the next analyze;
+/// its leader session still claims by index once the outbox holds thousands of rows
+/// (ADR 0022). A generic plan cached on the small table scans the whole outbox for
+/// every claimed row.
+#[tokio::test]
+async fn the_leader_session_claims_by_index_after_the_outbox_grew() {
+    let db = TestDatabase::create().await;
+    let pool = migrated_pool(&db).await;
+    let mut leader = PgConnection::connect_with(&leader_session(&connect_options(&db)))
+        .await
+        .unwrap();
+    let fence = lead(&mut leader).await;
+    let mut writer = pool.acquire().await.unwrap();
+    // The small outbox, all published, analyzed as autovacuum does after its first 50
+    // changes.
+    outbox::append(&mut writer, "first", "job.status_changed.queued", b"{}")
+        .await
+        .unwrap();
+    claim_committed(&mut leader, fence).await.unwrap();
+    sqlx::query("ANALYZE outbox")
+        .execute(&mut *writer)
+        .await
+        .unwrap();
+    // More claims than PostgreSQL's five custom plans before it may switch to a generic
+    // one, each on a table of a row or two.
+    for i in 0..10 {
+        outbox::append(
+            &mut writer,
+            &format!("small_{i}"),
+            "job.status_changed.queued",
+            b"{}",
+        )
+        .await
+        .unwrap();
+        let batch = claim_committed(&mut leader, fence).await.unwrap();
+        assert_eq!(batch.len(), 1);
+    }
+    sqlx::query(
+        "INSERT INTO outbox (event_id, routing_key, payload, published_at) \
+         SELECT 'grown_' || g, 'job.status_changed.queued', '\\x00', now() \
+         FROM generate_series(1, 20000) g",
+    )
+    .execute(&mut *writer)
+    .await
+    .unwrap();
+    append(&mut writer, 3).await;
+
+    // The plan the session's own prepared claim statement runs with now.
+    let statement: String = sqlx::query_scalar(
+        "SELECT name FROM pg_prepared_statements WHERE statement LIKE 'WITH fence AS%'",
+    )
+    .fetch_one(&mut leader)
+    .await
+    .unwrap();
+    let mut tx = leader.begin().await.unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN EXECUTE {statement}({}, {}, 100)",
+        fence.leader_pid, fence.lock_key
+    )))
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    let plan = plan.join("\n");
+    assert!(
+        !plan.contains("Seq Scan"),
+        "the claim scans the outbox:\n{plan}"
+    );
+    assert!(plan.contains("outbox_unpublished_idx"), "{plan}");
 }

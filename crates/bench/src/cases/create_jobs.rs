@@ -106,6 +106,7 @@ impl SqlBaseline {
             project_id: self.project_id,
             external_id: None,
             webhook_url: None,
+            traceparent: None,
         };
         idempotency::run(&self.pool, &self.keyring, key, async |conn| {
             jobs::create(conn, &self.keyring, JOB_TTL, new).await

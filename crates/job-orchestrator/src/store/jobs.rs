@@ -120,25 +120,46 @@ pub async fn views(conn: &mut PgConnection, rows: &[JobRow]) -> Result<Vec<Job>,
         .collect())
 }
 
-/// Inserts a new job row.
-pub async fn insert(conn: &mut PgConnection, row: &JobRow) -> Result<(), Error> {
+/// Inserts new job rows with one statement.
+pub async fn insert_many(conn: &mut PgConnection, rows: &[JobRow]) -> Result<(), Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
         "INSERT INTO jobs (id, org_id, project_id, external_id, status, version, last_sequence, \
            webhook_url, webhook_secret_sealed, created_at, updated_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+           $6::int4[], $7::int4[], $8::text[], $9::bytea[], $10::timestamptz[], \
+           $11::timestamptz[], $12::timestamptz[])",
     )
-    .bind(&row.id)
-    .bind(&row.org_id)
-    .bind(&row.project_id)
-    .bind(&row.external_id)
-    .bind(row.status.as_str())
-    .bind(row.version)
-    .bind(row.last_sequence)
-    .bind(&row.webhook_url)
-    .bind(&row.webhook_secret_sealed)
-    .bind(row.created_at)
-    .bind(row.updated_at)
-    .bind(row.expires_at)
+    .bind(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.org_id.as_str()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.project_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| r.external_id.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.version).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.last_sequence).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.webhook_url.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| r.webhook_secret_sealed.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.expires_at).collect::<Vec<_>>())
     .execute(conn)
     .await?;
     Ok(())

@@ -68,6 +68,16 @@ pub async fn get(conn: &mut PgConnection, org_id: &str, id: &str) -> Result<Proj
     .ok_or(Error::NotFound("project"))
 }
 
+/// The projects of `ids` (each at most once; an unknown id is simply absent).
+pub async fn get_many(conn: &mut PgConnection, ids: &[String]) -> Result<Vec<ProjectRow>, Error> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {PROJECT_COLUMNS} FROM projects WHERE id = ANY($1)"
+    )))
+    .bind(ids)
+    .fetch_all(conn)
+    .await?)
+}
+
 /// A project by id alone (internal callers).
 pub async fn get_any(conn: &mut PgConnection, id: &str) -> Result<Option<ProjectRow>, Error> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(

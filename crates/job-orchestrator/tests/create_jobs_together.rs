@@ -1,0 +1,156 @@
+//! Creates that share a transaction (`jobs::create_many`, ADR 0022) against a real
+//! PostgreSQL: each job is inserted `provisioning` with its own secret and its own
+//! `created` event, in the order of the requests and continuing each request's trace;
+//! a request whose project is unknown, another organization's or not ready is answered
+//! with its own error and writes nothing, without affecting the others.
+
+mod common;
+
+use std::time::Duration;
+
+use common::migrated_pool;
+use plangrep_core::ProjectStatus;
+use plangrep_core::id::{JobId, OrgId, ProjectId};
+use plangrep_core::validate::ExternalId;
+use plangrep_job_orchestrator::crypto::Keyring;
+use plangrep_job_orchestrator::error::Error;
+use plangrep_job_orchestrator::jobs::{self, NewJob};
+use plangrep_job_orchestrator::store::projects::{self, ProjectRow};
+use plangrep_proto::events::JobStatusChanged;
+use plangrep_test_support::TestDatabase;
+use prost::Message;
+use sqlx::PgPool;
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+async fn project(pool: &PgPool, org_id: OrgId, status: ProjectStatus) -> ProjectId {
+    let id = ProjectId::generate();
+    let now = chrono::Utc::now();
+    let mut conn = pool.acquire().await.unwrap();
+    projects::insert(
+        &mut conn,
+        &ProjectRow {
+            id: id.to_string(),
+            org_id: org_id.to_string(),
+            name: format!("Tower {id}"),
+            status,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        },
+    )
+    .await
+    .unwrap();
+    id
+}
+
+fn new_job(org_id: OrgId, project_id: ProjectId) -> NewJob {
+    NewJob {
+        org_id,
+        project_id,
+        external_id: None,
+        webhook_url: None,
+        traceparent: None,
+    }
+}
+
+/// The history and outbox rows of one `created` event.
+#[derive(sqlx::FromRow)]
+struct Created {
+    job_id: String,
+    sequence: i32,
+    previous_status: Option<String>,
+    routing_key: String,
+    payload: Vec<u8>,
+    traceparent: Option<String>,
+}
+
+#[tokio::test]
+async fn jobs_created_together_each_get_their_row_and_event_and_a_bad_request_fails_alone() {
+    let db = TestDatabase::create().await;
+    let pool = migrated_pool(&db).await;
+    let org_id = OrgId::generate();
+    let ready = project(&pool, org_id, ProjectStatus::Ready).await;
+    let provisioning = project(&pool, org_id, ProjectStatus::Provisioning).await;
+    let elsewhere = project(&pool, OrgId::generate(), ProjectStatus::Ready).await;
+    let keyring = Keyring::insecure_dev_key();
+
+    let requests = [
+        NewJob {
+            external_id: Some(ExternalId::parse("sheet-set-7").unwrap()),
+            webhook_url: Some("https://hooks.example.com/plangrep".to_owned()),
+            traceparent: Some(TRACEPARENT.to_owned()),
+            ..new_job(org_id, ready)
+        },
+        new_job(org_id, ProjectId::generate()),
+        new_job(org_id, provisioning),
+        new_job(org_id, elsewhere),
+        new_job(org_id, ready),
+    ];
+    let mut tx = pool.begin().await.unwrap();
+    let answers = jobs::create_many(&mut tx, &keyring, Duration::from_secs(3600), &requests)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    assert_eq!(answers.len(), requests.len());
+    assert!(matches!(answers[1], Err(Error::NotFound("project"))));
+    assert!(matches!(answers[2], Err(Error::ProjectNotReady)));
+    assert!(
+        matches!(answers[3], Err(Error::NotFound("project"))),
+        "another organization's project is not found"
+    );
+    let first = answers[0].as_ref().unwrap();
+    let last = answers[4].as_ref().unwrap();
+    let (first_job, last_job) = (first.job.as_ref().unwrap(), last.job.as_ref().unwrap());
+    assert_ne!(first_job.id, last_job.id);
+    assert_eq!(first_job.status, "provisioning");
+    assert_eq!(first_job.external_id.as_deref(), Some("sheet-set-7"));
+    assert_eq!(last_job.external_id, None);
+    let secret = first
+        .webhook_signing_secret
+        .as_ref()
+        .expect("a job with a webhook gets its signing secret");
+    assert!(last.webhook_signing_secret.is_none());
+
+    // Exactly the two jobs exist, the first with its secret sealed for its own id.
+    let rows: Vec<(String, String, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT id, project_id, webhook_secret_sealed FROM jobs ORDER BY created_at, id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 2);
+    let sealed = rows
+        .iter()
+        .find(|(id, _, _)| *id == first_job.id)
+        .and_then(|(_, _, sealed)| sealed.clone())
+        .expect("the first job's secret is stored sealed");
+    let job_id: JobId = first_job.id.parse().unwrap();
+    assert_eq!(keyring.unseal(job_id, &sealed).unwrap().expose(), *secret);
+    assert!(
+        rows.iter()
+            .all(|(_, project_id, _)| *project_id == ready.to_string())
+    );
+
+    // One `created` event per job, in the order of the requests, each with its trace.
+    let created: Vec<Created> = sqlx::query_as(
+        "SELECT e.job_id, e.sequence, e.previous_status, o.routing_key, o.payload, \
+           o.traceparent \
+         FROM outbox o JOIN job_events e ON e.id = o.event_id ORDER BY o.id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let jobs_in_order: Vec<&str> = created.iter().map(|row| row.job_id.as_str()).collect();
+    assert_eq!(jobs_in_order, [first_job.id.as_str(), last_job.id.as_str()]);
+    for row in &created {
+        assert_eq!(row.routing_key, "job.status_changed.provisioning");
+        assert_eq!((row.sequence, row.previous_status.as_deref()), (1, None));
+        let expected_trace = (row.job_id == first_job.id).then_some(TRACEPARENT);
+        assert_eq!(row.traceparent.as_deref(), expected_trace);
+        let event = JobStatusChanged::decode(row.payload.as_slice()).unwrap();
+        assert_eq!((event.sequence, event.status.as_str()), (1, "provisioning"));
+        assert_eq!(event.job.unwrap().id, row.job_id);
+    }
+}
