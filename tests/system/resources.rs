@@ -290,3 +290,83 @@ async fn revoked_and_expired_keys_are_401_and_credits_add_up() {
     expect_error(no_admin, 401, "unauthorized").await;
     app.stop().await;
 }
+
+/// Requests that arrive together share their key look-ups and their job creations
+/// (ADR 0022); each is still answered for its own key and its own project.
+#[tokio::test]
+async fn concurrent_requests_are_each_answered_for_their_own_key_and_project() {
+    let app = TestApp::spawn().await;
+    let (_org, key) = app.create_customer().await;
+    let (other_org, other_key) = app.create_customer().await;
+    let project = app.create_ready_project(&key, "Tower A").await;
+    let other_project = app.create_ready_project(&other_key, "Tower B").await;
+    let revoked_key = app
+        .create_key(&other_org, &["jobs:read", "jobs:write"])
+        .await;
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(app.database.url())
+        .await
+        .unwrap();
+    let revoked = sqlx::query(
+        "UPDATE gateway.api_keys SET revoked_at = now() \
+         WHERE key_hash = sha256(convert_to($1, 'UTF8'))",
+    )
+    .bind(&revoked_key)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(revoked.rows_affected(), 1);
+    let unknown_key = format!("pgk_live_{}", "A".repeat(43));
+
+    // (key, project, the status expected)
+    let cases = [
+        (&key, &project, 202),
+        (&other_key, &other_project, 202),
+        (&key, &other_project, 404),
+        (&revoked_key, &other_project, 401),
+        (&unknown_key, &project, 401),
+    ];
+    let requests = (0..6).flat_map(|_| cases.iter()).map(|(key, project, _)| {
+        app.post_job(
+            key,
+            project,
+            json!({ "externalId": format!("set-{}", &project[..12]) }),
+        )
+    });
+    let responses = futures_util::future::join_all(requests).await;
+    let mut created: Vec<(String, String)> = Vec::new();
+    for ((_, project, status), response) in (0..6).flat_map(|_| cases.iter()).zip(responses) {
+        assert_eq!(response.status().as_u16(), *status);
+        if *status == 202 {
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["job"]["projectId"], project.as_str());
+            created.push((
+                body["job"]["id"].as_str().unwrap().to_owned(),
+                project.to_string(),
+            ));
+        }
+    }
+    assert_eq!(created.len(), 12);
+    let ids: HashSet<&str> = created.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids.len(), 12, "every create made its own job");
+
+    // Each organization sees exactly its own six jobs.
+    for (key, project) in [(&key, &project), (&other_key, &other_project)] {
+        let page = app
+            .get_json(&format!("/projects/{project}/jobs?limit=100"), key)
+            .await;
+        let listed: HashSet<&str> = page["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|job| job["id"].as_str().unwrap())
+            .collect();
+        let own: HashSet<&str> = created
+            .iter()
+            .filter(|(_, of)| of == project)
+            .map(|(id, _)| id.as_str())
+            .collect();
+        assert_eq!(listed, own);
+        assert_eq!(own.len(), 6);
+    }
+    app.stop().await;
+}

@@ -9,10 +9,14 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use plangrep_core::ErrorCode;
 use plangrep_core::id::OrgId;
+use plangrep_service::batch::{Batcher, MAX_BATCH, WRITERS};
 use sha2::{Digest, Sha256};
+use sqlx::PgPool;
 
 use crate::error::ApiError;
 use crate::rate_limit::{self, DecisionSlot};
@@ -153,8 +157,34 @@ pub async fn require_scope(
     next.run(Request::from_parts(parts, body)).await
 }
 
-#[derive(sqlx::FromRow)]
-struct KeyRow {
+/// Looks keys up by their hash; the lookups of requests that arrive together share one
+/// statement (ADR 0022).
+pub type KeyLookups = Batcher<Vec<u8>, Option<KeyRow>>;
+
+/// The reader of [`KeyLookups`] over `pool`.
+pub fn key_lookups(pool: PgPool) -> KeyLookups {
+    Batcher::spawn(WRITERS, MAX_BATCH, move |hashes: Arc<[Vec<u8>]>| {
+        let pool = pool.clone();
+        async move {
+            let rows: Vec<KeyRow> = sqlx::query_as(
+                "SELECT key_hash, id, org_id, scopes, expires_at, revoked_at FROM api_keys \
+                 WHERE key_hash = ANY($1)",
+            )
+            .bind(&hashes[..])
+            .fetch_all(&pool)
+            .await?;
+            Ok(hashes
+                .iter()
+                .map(|hash| rows.iter().find(|row| row.key_hash == *hash).cloned())
+                .collect())
+        }
+    })
+}
+
+/// A stored key.
+#[derive(Clone, sqlx::FromRow)]
+pub struct KeyRow {
+    key_hash: Vec<u8>,
     id: String,
     org_id: String,
     scopes: Vec<String>,
@@ -195,13 +225,11 @@ impl FromRequestParts<AppState> for ApiKey {
         // Peers past their unauthenticated budget never get here (the rate limit
         // middleware refuses them first): this counter proves it.
         state.api_key_lookups.inc();
-        let row: Option<KeyRow> = sqlx::query_as(
-            "SELECT id, org_id, scopes, expires_at, revoked_at FROM api_keys WHERE key_hash = $1",
-        )
-        .bind(hash(token))
-        .fetch_optional(&state.pool)
-        .await?;
-        let row = row.ok_or_else(|| unauthorized("the API key is not valid"))?;
+        let row = state
+            .key_lookups
+            .submit(hash(token))
+            .await?
+            .ok_or_else(|| unauthorized("the API key is not valid"))?;
         if row.revoked_at.is_some() {
             return Err(unauthorized("the API key was revoked"));
         }

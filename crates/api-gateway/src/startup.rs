@@ -85,6 +85,8 @@ pub struct AppState {
     pub rate_limiter: Arc<RateLimiter>,
     /// Counts API key lookups in the database (`plangrep_api_key_lookups_total`).
     pub api_key_lookups: prometheus_client::metrics::counter::Counter,
+    /// Looks API keys up, concurrent requests' together.
+    pub key_lookups: auth::KeyLookups,
     /// Object storage: uploads stream into it.
     pub storage: plangrep_storage::Storage,
 }
@@ -264,6 +266,7 @@ impl App {
                 metrics.rate_limit_fallbacks.clone(),
             )),
             api_key_lookups: metrics.api_key_lookups.clone(),
+            key_lookups: auth::key_lookups(pool.clone()),
             config: Arc::new(config),
         };
         let connections = metrics.connections.clone();

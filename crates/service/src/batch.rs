@@ -1,8 +1,9 @@
 //! Group writes: each caller hands one item to a [`Batcher`] and awaits its own answer;
 //! the batcher's writer tasks take whatever has queued up meanwhile (up to a maximum) and
-//! write it with one statement. Under load many events, attempt outcomes or job
-//! transitions share one round trip and one commit; an item that arrives alone is written
-//! at once (there is no timer, so no added latency).
+//! write it with one statement. Under load many events, attempt outcomes, job creations
+//! or transitions share one round trip and one commit (and API key look-ups one read);
+//! an item that arrives alone is written at once (there is no timer, so no added
+//! latency).
 //!
 //! If a batch fails (a deadlock victim, one row the database refuses), its items are
 //! written again one at a time, so one bad item costs only itself.
