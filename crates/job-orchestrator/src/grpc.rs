@@ -54,6 +54,7 @@ pub struct OrchestratorService {
     webhook_secret_overlap: Duration,
     /// The admin view of the broker's dead-letter queues, when a broker is configured.
     dead_letters: Option<DeadLetters>,
+    /// Writes creates without an `Idempotency-Key`, those that arrive together at once.
     creations: commands::Creations,
 }
 

@@ -43,10 +43,22 @@ pub fn creations(pool: PgPool, secrets_key: Keyring, job_ttl: Duration) -> Creat
         async move {
             let mut tx = pool.begin().await?;
             let answers = create_many(&mut tx, &secrets_key, job_ttl, &new).await?;
-            tx.commit().await?;
+            if let Err(error) = tx.commit().await {
+                // The commit may have been applied before the connection failed: every
+                // request gets the error rather than be written again one by one (a
+                // batch that failed earlier is), which could create its job twice.
+                tracing::warn!(%error, jobs = new.len(), "committing created jobs failed");
+                return Ok(new.iter().map(|_| Err(commit_failed(&error))).collect());
+            }
             Ok(answers)
         }
     })
+}
+
+/// What each request of a batch whose commit failed is told: the database is
+/// unavailable (a 503; the SPEC's `Idempotency-Key` makes the retry safe).
+fn commit_failed(error: &sqlx::Error) -> Error {
+    Error::DatabaseUnavailable(sqlx::Error::Io(std::io::Error::other(error.to_string())))
 }
 
 /// Inserts a `provisioning` job (with its sealed secret) and announces it.

@@ -2,7 +2,8 @@
 //! PostgreSQL: each job is inserted `provisioning` with its own secret and its own
 //! `created` event, in the order of the requests and continuing each request's trace;
 //! a request whose project is unknown, another organization's or not ready is answered
-//! with its own error and writes nothing, without affecting the others.
+//! with its own error and writes nothing, without affecting the others; a batch whose
+//! commit fails is answered with the error, never written again request by request.
 
 mod common;
 
@@ -153,4 +154,57 @@ async fn jobs_created_together_each_get_their_row_and_event_and_a_bad_request_fa
         assert_eq!((event.sequence, event.status.as_str()), (1, "provisioning"));
         assert_eq!(event.job.unwrap().id, row.job_id);
     }
+}
+
+/// A batch whose commit fails may have been applied anyway (the connection dropped
+/// during `COMMIT`): each request is answered with an unavailable database, and none is
+/// written again on its own, which could create its job twice.
+#[tokio::test]
+async fn a_batch_whose_commit_fails_is_not_written_again() {
+    let db = TestDatabase::create().await;
+    let pool = migrated_pool(&db).await;
+    let org_id = OrgId::generate();
+    let ready = project(&pool, org_id, ProjectStatus::Ready).await;
+    // The first commit that inserted jobs fails (a sequence is not rolled back); any
+    // later one goes through.
+    for statement in [
+        "CREATE SEQUENCE commits_with_jobs",
+        "CREATE FUNCTION fail_first_commit() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN \
+           IF nextval('commits_with_jobs') = 1 THEN \
+             RAISE EXCEPTION 'the first commit fails'; \
+           END IF; \
+           RETURN NULL; \
+         END $$",
+        "CREATE CONSTRAINT TRIGGER fail_first_commit AFTER INSERT ON jobs \
+         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fail_first_commit()",
+    ] {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    let creations = jobs::creations(
+        pool.clone(),
+        Keyring::insecure_dev_key(),
+        Duration::from_secs(3600),
+    );
+
+    // Both are queued before a writer runs (one runtime thread), so they share a batch.
+    let (first, second) = tokio::join!(
+        creations.submit(new_job(org_id, ready)),
+        creations.submit(new_job(org_id, ready)),
+    );
+    for answer in [first, second] {
+        assert!(
+            matches!(answer, Ok(Err(Error::DatabaseUnavailable(_)))),
+            "{answer:?}"
+        );
+    }
+    let created: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(created, 0, "no request was written again on its own");
+
+    // The next create goes through.
+    let answer = creations.submit(new_job(org_id, ready)).await.unwrap();
+    assert_eq!(answer.unwrap().job.unwrap().status, "provisioning");
 }
