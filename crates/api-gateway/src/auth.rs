@@ -3,14 +3,14 @@
 //! that authenticates and checks the route's scope before any handler extractor parses
 //! the path, the query or the body (SPEC §1: 401/403 first, whatever the input).
 
+use std::sync::Arc;
+
 use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 use plangrep_core::ErrorCode;
 use plangrep_core::id::OrgId;
