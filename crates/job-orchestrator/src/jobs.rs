@@ -89,6 +89,7 @@ pub async fn create_many(
     let now = store::now();
     let mut answers = Vec::with_capacity(new.len());
     let mut rows = Vec::with_capacity(new.len());
+    let mut traceparents = Vec::with_capacity(new.len());
     for (new, project_id) in new.iter().zip(&project_ids) {
         let org_id = new.org_id.to_string();
         let project = projects
@@ -124,19 +125,13 @@ pub async fn create_many(
                     completed_at: None,
                     expires_at: now + job_ttl,
                 });
+                traceparents.push(new.traceparent.clone());
                 Ok(secret)
             }
         });
     }
     jobs::insert_many(conn, &rows).await?;
-    let created: Vec<(&JobRow, Option<String>)> = new
-        .iter()
-        .zip(&answers)
-        .filter(|(_, answer)| answer.is_ok())
-        .map(|(new, _)| new.traceparent.clone())
-        .zip(&rows)
-        .map(|(traceparent, row)| (row, traceparent))
-        .collect();
+    let created: Vec<(&JobRow, Option<String>)> = rows.iter().zip(traceparents).collect();
     lifecycle::record_jobs_created(conn, &created).await?;
     let mut rows = rows.iter();
     Ok(answers

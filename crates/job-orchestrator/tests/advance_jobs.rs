@@ -8,13 +8,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::migrated_pool;
-use plangrep_core::id::{OrgId, ProjectId};
+use common::{insert_project, migrated_pool, new_job};
+use plangrep_core::id::OrgId;
 use plangrep_core::{JobEvent, JobStatus, ProjectStatus};
 use plangrep_job_orchestrator::crypto::Keyring;
-use plangrep_job_orchestrator::jobs::{self, NewJob};
+use plangrep_job_orchestrator::jobs;
 use plangrep_job_orchestrator::lifecycle::{self, Advanced, Step};
-use plangrep_job_orchestrator::store::projects::{self, ProjectRow};
 use plangrep_proto::events::JobStatusChanged;
 use plangrep_test_support::TestDatabase;
 use prost::Message;
@@ -36,37 +35,15 @@ const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-
 
 /// A ready project of `org_id` and three of its jobs, just created (`provisioning`).
 async fn three_new_jobs(pool: &PgPool, org_id: OrgId) -> Vec<String> {
-    let project_id = ProjectId::generate();
-    let now = chrono::Utc::now();
     let mut tx = pool.begin().await.unwrap();
-    projects::insert(
-        &mut tx,
-        &ProjectRow {
-            id: project_id.to_string(),
-            org_id: org_id.to_string(),
-            name: "Tower C".to_owned(),
-            status: ProjectStatus::Ready,
-            version: 1,
-            created_at: now,
-            updated_at: now,
-        },
-    )
-    .await
-    .unwrap();
+    let project_id = insert_project(&mut tx, org_id, ProjectStatus::Ready).await;
     let mut ids = Vec::new();
     for _ in 0..3 {
-        let new = NewJob {
-            org_id,
-            project_id,
-            external_id: None,
-            webhook_url: None,
-            traceparent: None,
-        };
         let created = jobs::create(
             &mut tx,
             &Keyring::insecure_dev_key(),
             Duration::from_secs(3600),
-            new,
+            new_job(org_id, project_id),
         )
         .await
         .unwrap();

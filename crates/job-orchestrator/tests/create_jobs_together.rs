@@ -9,14 +9,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::migrated_pool;
+use common::{insert_project, migrated_pool, new_job};
 use plangrep_core::ProjectStatus;
 use plangrep_core::id::{JobId, OrgId, ProjectId};
 use plangrep_core::validate::ExternalId;
 use plangrep_job_orchestrator::crypto::Keyring;
 use plangrep_job_orchestrator::error::Error;
 use plangrep_job_orchestrator::jobs::{self, NewJob};
-use plangrep_job_orchestrator::store::projects::{self, ProjectRow};
 use plangrep_proto::events::JobStatusChanged;
 use plangrep_test_support::TestDatabase;
 use prost::Message;
@@ -25,34 +24,7 @@ use sqlx::PgPool;
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 async fn project(pool: &PgPool, org_id: OrgId, status: ProjectStatus) -> ProjectId {
-    let id = ProjectId::generate();
-    let now = chrono::Utc::now();
-    let mut conn = pool.acquire().await.unwrap();
-    projects::insert(
-        &mut conn,
-        &ProjectRow {
-            id: id.to_string(),
-            org_id: org_id.to_string(),
-            name: format!("Tower {id}"),
-            status,
-            version: 1,
-            created_at: now,
-            updated_at: now,
-        },
-    )
-    .await
-    .unwrap();
-    id
-}
-
-fn new_job(org_id: OrgId, project_id: ProjectId) -> NewJob {
-    NewJob {
-        org_id,
-        project_id,
-        external_id: None,
-        webhook_url: None,
-        traceparent: None,
-    }
+    insert_project(&mut pool.acquire().await.unwrap(), org_id, status).await
 }
 
 /// The history and outbox rows of one `created` event.
