@@ -10,7 +10,16 @@ set -euo pipefail
 readonly VENV="${XDG_CACHE_HOME:-$HOME/.cache}/plangrep-venv"
 die() { printf 'python-env: %s\n' "$*" >&2; exit 1; }
 
-if ! "$VENV/bin/python" -c 'import standardwebhooks, schemathesis, pypdf, openapi_spec_validator, jsonschema, requests' >/dev/null 2>&1; then
+ready() { "$VENV/bin/python" -c 'import standardwebhooks, schemathesis, pypdf, openapi_spec_validator, jsonschema, requests' >/dev/null 2>&1; }
+
+if ! ready; then
+    # Tests run in parallel: the first to get here installs, the others wait for it
+    # instead of using a half-made venv.
+    mkdir -p "$(dirname "$VENV")"
+    exec 9>"$VENV.lock"
+    flock 9
+fi
+if ! ready; then
     command -v python3 >/dev/null 2>&1 || die "python3 is required (apt-get install python3 python3-venv)"
     if [[ ! -x "$VENV/bin/python" ]]; then
         python3 -m venv "$VENV" >&2 || die "cannot create a venv at $VENV (apt-get install python3-venv)"

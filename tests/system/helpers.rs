@@ -7,6 +7,7 @@ use base64::Engine;
 use plangrep_messaging::Topology;
 use plangrep_messaging::topology::ALL_QUEUES;
 use plangrep_service::Settings;
+use plangrep_test_support::ports::ReservedPort;
 use plangrep_test_support::proxy::TcpProxy;
 pub use plangrep_test_support::python_tools;
 use plangrep_test_support::{BrokerCleanup, TestDatabase, eventually, unique_prefix};
@@ -67,7 +68,8 @@ pub struct DispatcherProcess {
 }
 
 impl DispatcherProcess {
-    /// Starts a dispatcher with `settings` on `grpc_addr` (port 0 the first time).
+    /// Starts a dispatcher with `settings` on `grpc_addr` (a [`ReservedPort`]'s address,
+    /// or port 0 for a replica's own); returns it and the gRPC address it listens on.
     pub async fn start(
         settings: Settings,
         grpc_addr: std::net::SocketAddr,
@@ -89,9 +91,7 @@ impl DispatcherProcess {
                 plangrep_webhook_dispatcher::startup::migrate(&config)
                     .await
                     .expect("dispatcher migrations");
-                let grpc = TcpListener::bind(grpc_addr)
-                    .await
-                    .expect("bind dispatcher gRPC");
+                let grpc = plangrep_test_support::ports::listen_on(grpc_addr);
                 let app = plangrep_webhook_dispatcher::App::build(config, grpc, listener().await)
                     .await
                     .expect("dispatcher starts");
@@ -170,13 +170,13 @@ impl GatewayReplica {
 pub struct TestApp {
     /// Base URL of the gateway, e.g. `http://127.0.0.1:40123`.
     pub base_url: String,
-    /// The orchestrator's gRPC address.
+    /// The orchestrator's gRPC address (kept across `restart_orchestrator`).
     pub orchestrator_addr: std::net::SocketAddr,
     /// The orchestrator's ops HTTP address (`/healthz`, `/readyz`, `/metrics`).
     pub orchestrator_ops_addr: std::net::SocketAddr,
     /// The gateway's ops HTTP address (`/healthz`, `/readyz`, `/metrics`).
     pub gateway_ops_addr: std::net::SocketAddr,
-    /// The dispatcher's gRPC address.
+    /// The dispatcher's gRPC address (kept across restarts).
     pub dispatcher_addr: std::net::SocketAddr,
     /// An HTTP client for the API.
     pub http: reqwest::Client,
@@ -193,6 +193,8 @@ pub struct TestApp {
     orchestrator: Option<(CancellationToken, JoinHandle<()>)>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// The orchestrator's and the dispatcher's gRPC ports, theirs while they restart.
+    _grpc_ports: [ReservedPort; 2],
     _broker: BrokerCleanup,
     storage: std::path::PathBuf,
 }
@@ -290,25 +292,28 @@ impl TestApp {
         plangrep_job_orchestrator::startup::migrate(&orchestrator_config)
             .await
             .expect("orchestrator migrations");
+        let grpc_ports = [ReservedPort::new(), ReservedPort::new()];
         let orchestrator = plangrep_job_orchestrator::App::build(
             orchestrator_config,
-            listener().await,
+            grpc_ports[0].listener(),
             listener().await,
         )
         .await
         .expect("orchestrator starts");
-        let orchestrator_addr = orchestrator.grpc_addr();
+        let orchestrator_addr = grpc_ports[0].addr();
         let orchestrator_ops_addr = orchestrator.http_addr();
         base.set("PLANGREP_ORCHESTRATOR_ADDR", orchestrator_addr.to_string());
         let orchestrator = Some(run_orchestrator(orchestrator, &shutdown));
 
-        let (dispatcher, dispatcher_addr) = if options.defer_dispatcher {
-            // Reserve an address for the dispatcher that will start later.
-            (None, listener().await.local_addr().expect("addr"))
+        let dispatcher_addr = grpc_ports[1].addr();
+        let dispatcher = if options.defer_dispatcher {
+            None
         } else {
-            let (process, addr) =
-                DispatcherProcess::start(base.clone(), "127.0.0.1:0".parse().unwrap()).await;
-            (Some(process), addr)
+            Some(
+                DispatcherProcess::start(base.clone(), dispatcher_addr)
+                    .await
+                    .0,
+            )
         };
         base.set("PLANGREP_DISPATCHER_ADDR", dispatcher_addr.to_string());
 
@@ -346,6 +351,7 @@ impl TestApp {
             orchestrator,
             shutdown,
             tasks,
+            _grpc_ports: grpc_ports,
             _broker: broker,
             storage,
         }
@@ -411,9 +417,9 @@ impl TestApp {
         } else {
             old.stop().await;
         }
-        let (fresh, _) =
+        let (process, _) =
             DispatcherProcess::start(self.settings.clone(), self.dispatcher_addr).await;
-        self.dispatcher = Some(fresh);
+        self.dispatcher = Some(process);
     }
 
     /// Stops the orchestrator gracefully and starts a new one on the same gRPC address
@@ -429,9 +435,7 @@ impl TestApp {
         }
         let config = plangrep_job_orchestrator::Config::from_settings(&self.orchestrator_settings)
             .expect("orchestrator config");
-        let grpc = TcpListener::bind(self.orchestrator_addr)
-            .await
-            .expect("rebind the orchestrator's gRPC address");
+        let grpc = plangrep_test_support::ports::listen_on(self.orchestrator_addr);
         let orchestrator = plangrep_job_orchestrator::App::build(config, grpc, listener().await)
             .await
             .expect("orchestrator starts");

@@ -84,7 +84,7 @@ impl Stack {
         let database = TestDatabase::create().await;
         let prefix = unique_prefix();
         let storage = std::env::temp_dir().join(format!("plangrep-bench-{}", random_token()));
-        let addrs = StackAddrs::reserve().await;
+        let addrs = StackAddrs::reserve();
         let mut env = stack_env(StackResources {
             database_url: plain_url(database.url()),
             amqp_url: amqp_url(),

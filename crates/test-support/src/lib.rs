@@ -6,12 +6,14 @@
 //!   afterwards;
 //! - [`receiver`]: a real HTTP receiver on loopback that captures webhook requests and
 //!   answers from a script;
+//! - [`ports`]: loopback ports kept for services that restart on the same address;
 //! - [`proxy`]: a TCP proxy a test can cut, to take a real dependency away;
 //! - [`s3`]: settings for the development S3 server (`scripts/s3-server.sh`);
 //! - [`eventually`]: a bounded poll for state that converges asynchronously.
 
 pub mod otlp;
 pub mod pdf;
+pub mod ports;
 pub mod proxy;
 pub mod receiver;
 pub mod s3;

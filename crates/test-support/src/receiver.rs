@@ -4,7 +4,6 @@
 //! the same port.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +14,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::ports::ReservedPort;
 
 /// One captured request.
 #[derive(Debug, Clone)]
@@ -65,7 +66,8 @@ struct Shared {
 
 /// A running receiver. Requests beyond the script are answered 204.
 pub struct Receiver {
-    addr: SocketAddr,
+    /// Its port, kept while it is down so it can come back on it.
+    port: ReservedPort,
     script: Arc<Mutex<VecDeque<Reply>>>,
     captured: mpsc::UnboundedReceiver<Captured>,
     /// Kept so the channel outlives every listening period.
@@ -84,13 +86,11 @@ struct Listening {
 impl Receiver {
     /// Starts a receiver on `127.0.0.1:0`.
     pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind receiver");
-        let addr = listener.local_addr().expect("addr");
+        let port = ReservedPort::new();
+        let listener = port.listener();
         let (tx, rx) = mpsc::unbounded_channel();
         let mut receiver = Self {
-            addr,
+            port,
             script: Arc::new(Mutex::new(VecDeque::new())),
             captured: rx,
             captured_tx: tx,
@@ -130,10 +130,7 @@ impl Receiver {
     /// Listens again, on the same port.
     pub async fn come_back(&mut self) {
         assert!(self.listening.is_none(), "the receiver is already up");
-        let listener = tokio::net::TcpListener::bind(self.addr)
-            .await
-            .expect("rebind the receiver's port");
-        self.listen(listener);
+        self.listen(self.port.listener());
     }
 
     /// Every request captured so far and not yet taken, in arrival order.
@@ -143,7 +140,7 @@ impl Receiver {
 
     /// The URL webhooks should be sent to.
     pub fn url(&self) -> String {
-        format!("http://{}/webhooks", self.addr)
+        format!("http://{}/webhooks", self.port.addr())
     }
 
     /// Queues replies for the next requests, in order.
@@ -218,7 +215,7 @@ mod tests {
     #[tokio::test]
     async fn a_receiver_that_went_down_refuses_connections_until_it_comes_back_on_its_port() {
         let mut receiver = Receiver::start().await;
-        let addr = receiver.addr;
+        let addr = receiver.port.addr();
 
         receiver.go_down().await;
         assert!(

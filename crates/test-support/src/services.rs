@@ -36,19 +36,6 @@ impl Service {
     }
 }
 
-/// `N` loopback ports nobody listens on now, distinct from each other.
-async fn reserve_ports<const N: usize>() -> [SocketAddr; N] {
-    let mut listeners = Vec::with_capacity(N);
-    for _ in 0..N {
-        listeners.push(
-            tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind port 0"),
-        );
-    }
-    std::array::from_fn(|i| listeners[i].local_addr().expect("addr"))
-}
-
 /// The secrets key of every stack (base64 of 32 bytes of 7): fixed, each stack's
 /// database is its own.
 pub const STACK_SECRETS_KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
@@ -65,7 +52,7 @@ pub struct StackAddrs {
 
 impl StackAddrs {
     /// Six free loopback ports: each service's own and its ops listener.
-    pub async fn reserve() -> Self {
+    pub fn reserve() -> Self {
         let [
             gateway,
             gateway_ops,
@@ -73,7 +60,7 @@ impl StackAddrs {
             orchestrator_ops,
             dispatcher,
             dispatcher_ops,
-        ] = reserve_ports::<6>().await;
+        ] = crate::ports::ports_for_child_processes::<6>();
         Self {
             gateway,
             orchestrator,

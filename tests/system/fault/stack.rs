@@ -47,7 +47,7 @@ impl Stack {
         let (database_proxy, database_url) = TcpProxy::in_front_of(database.url()).await;
         let (broker_proxy, amqp_url) = TcpProxy::in_front_of(&vhost.amqp_url()).await;
         let storage = std::env::temp_dir().join(format!("plangrep-fault-{}", random_token()));
-        let addrs = StackAddrs::reserve().await;
+        let addrs = StackAddrs::reserve();
         let mut env = stack_env(StackResources {
             database_url,
             amqp_url,
