@@ -763,11 +763,11 @@ async fn progress_bars_and_status_lines_are_drawn_on_a_terminal() {
     }
 }
 
-/// A port nothing listens on right now (bound on port 0, then released), for a listener
-/// whose URL must exist before the job whose secret it needs.
+/// A port nothing listens on right now, for a listener (a child process) whose URL must
+/// exist before the job whose secret it needs.
 fn free_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    probe.local_addr().expect("local addr").port()
+    let [addr] = plangrep_test_support::ports::ports_for_child_processes();
+    addr.port()
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

@@ -3,6 +3,7 @@
 //! running in its sandboxed child process.
 
 use plangrep_test_support::pdf::{self, PdfBuilder};
+use plangrep_test_support::ports::ReservedPort;
 use plangrep_test_support::receiver::Receiver;
 use serde_json::Value;
 
@@ -434,9 +435,8 @@ async fn per_org_credit_rates_set_by_an_operator_price_the_pages() {
 #[tokio::test]
 async fn a_project_whose_storage_cannot_be_allocated_ends_failed() {
     // An S3 endpoint nobody listens on: every allocation attempt is refused.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let endpoint = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let closed = ReservedPort::new();
+    let endpoint = format!("http://{}", closed.addr());
     let app = TestApp::spawn_with(
         Options::default()
             .with("PLANGREP_STORAGE_URL", "s3://nowhere")

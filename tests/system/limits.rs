@@ -1,6 +1,7 @@
 //! Rate limits, body limits and dependency outages: clear 4xx for the client's excess,
 //! a fast 503 (never a hang, never a 500) when a dependency is down.
 
+use plangrep_test_support::ports::ReservedPort;
 use serde_json::json;
 
 use crate::helpers::{Options, TestApp, expect_error, expect_status};
@@ -93,12 +94,8 @@ async fn an_unreachable_orchestrator_is_a_fast_503() {
     let (_org, key) = app.create_customer().await;
     // A gateway whose orchestrator address has nobody listening.
     let mut settings = app.settings.clone();
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    settings.set(
-        "PLANGREP_ORCHESTRATOR_ADDR",
-        closed.local_addr().unwrap().to_string(),
-    );
-    drop(closed);
+    let closed = ReservedPort::new();
+    settings.set("PLANGREP_ORCHESTRATOR_ADDR", closed.addr().to_string());
     let url = app.start_gateway(settings).await.url;
 
     let client = reqwest::Client::builder()

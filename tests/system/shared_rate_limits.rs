@@ -3,6 +3,7 @@
 //! unreachable each replica falls back to its own buckets, never a 5xx.
 
 use plangrep_api_gateway::rate_limit::resp::{Connection, RedisTarget, Reply};
+use plangrep_test_support::ports::ReservedPort;
 use plangrep_test_support::{random_token, redis_url};
 
 use crate::edge::gateway_metric;
@@ -108,9 +109,8 @@ async fn without_redis_each_gateway_replica_limits_on_its_own() {
 
 #[tokio::test]
 async fn an_unreachable_redis_falls_back_to_per_replica_limits_never_a_5xx() {
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let unreachable = format!("redis://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let closed = ReservedPort::new();
+    let unreachable = format!("redis://{}", closed.addr());
     let app = TestApp::spawn_with(small_bucket().with("PLANGREP_REDIS_URL", &unreachable)).await;
     let (_org, key) = app.create_customer().await;
 

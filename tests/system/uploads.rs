@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use plangrep_test_support::ports::ReservedPort;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -700,11 +701,9 @@ async fn uploads_to_s3_keep_nothing_when_refused_and_the_file_when_accepted() {
 #[tokio::test]
 async fn an_unreachable_object_store_is_unavailable() {
     let mut app = TestApp::spawn().await;
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port nobody listens on, held for the test.
+    let closed = ReservedPort::new();
+    let closed_port = closed.addr().port();
     let mut settings = app.settings.clone();
     for (name, value) in plangrep_test_support::s3::s3_settings("unreachable") {
         settings.set(name, value);

@@ -5,6 +5,7 @@
 use plangrep_api_gateway::rate_limit::Rate;
 use plangrep_api_gateway::rate_limit::resp::{Connection, RedisTarget};
 use plangrep_api_gateway::rate_limit::shared::SharedBuckets;
+use plangrep_test_support::ports::ReservedPort;
 use plangrep_test_support::{random_token, redis_url};
 
 const RATE: Rate = Rate {
@@ -52,9 +53,8 @@ async fn two_replicas_take_from_one_bucket_per_key() {
 
 #[tokio::test]
 async fn an_unreachable_redis_is_an_error_not_a_hang() {
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let target = RedisTarget::parse(&format!("redis://{}", closed.local_addr().unwrap())).unwrap();
-    drop(closed);
+    let closed = ReservedPort::new();
+    let target = RedisTarget::parse(&format!("redis://{}", closed.addr())).unwrap();
     let buckets = SharedBuckets::new(target, "test:".to_owned(), RATE);
     assert!(buckets.take("key").await.is_err());
 }

@@ -9,6 +9,7 @@ use chrono::{Duration, Utc};
 use futures_util::stream;
 use plangrep_service::Settings;
 use plangrep_storage::{PART_SIZE, PutError, Storage, StorageConfig, StorageError, keys};
+use plangrep_test_support::ports::ReservedPort;
 use plangrep_test_support::random_token;
 use plangrep_test_support::s3::{require_s3_server, s3_settings};
 use sha2::{Digest, Sha256};
@@ -339,12 +340,9 @@ scenarios!(s3:
 #[tokio::test]
 async fn an_s3_server_that_is_down_is_unavailable_not_a_hang() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    // A port nobody listens on: bind one, note it, close it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port nobody listens on, held for the test.
+    let closed = ReservedPort::new();
+    let port = closed.addr().port();
     let mut settings = s3_settings("down");
     settings.retain(|(name, _)| *name != "AWS_ENDPOINT_URL");
     settings.push(("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")));
