@@ -149,6 +149,56 @@ async fn fifty_concurrent_identical_creates_make_exactly_one_job() {
     app.stop().await;
 }
 
+/// Creates with distinct keys share transactions (ADR 0023): each key keeps its own
+/// job and secret, and each retry, concurrent again, replays its own.
+#[tokio::test]
+async fn concurrent_creates_with_distinct_keys_each_replay_their_own_job() {
+    let app = TestApp::spawn().await;
+    let (_org, key) = app.create_customer().await;
+    let project = app.create_ready_project(&key, "Together").await;
+    let send = |n: usize| {
+        let body = json!({ "externalId": format!("sheet-{n}"), "webhookUrl": "https://93.184.216.34/hook" });
+        create_job(
+            &app,
+            &app.base_url,
+            &key,
+            &project,
+            &format!("sheet-{n}"),
+            &body,
+        )
+        .send()
+    };
+
+    let mut first = Vec::new();
+    for response in futures_util::future::join_all((0..30).map(send)).await {
+        first.push(expect_status(response.unwrap(), 202).await);
+    }
+    for (n, created) in first.iter().enumerate() {
+        assert_eq!(created["job"]["externalId"], format!("sheet-{n}"));
+        assert!(created.get("idempotent").is_none());
+    }
+    let mut ids: Vec<&str> = first
+        .iter()
+        .map(|c| c["job"]["id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 30, "one job per key");
+
+    let retries = futures_util::future::join_all((0..30).map(send)).await;
+    for (created, response) in first.iter().zip(retries) {
+        let replay = expect_status(response.unwrap(), 202).await;
+        assert_eq!(replay["idempotent"], true);
+        assert_eq!(replay["job"]["id"], created["job"]["id"]);
+        assert_eq!(
+            replay["webhookSigningSecret"],
+            created["webhookSigningSecret"]
+        );
+    }
+    assert_eq!(jobs_in_db(&app).await, 30);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_4xx_outcome_is_stored_and_replayed() {
     let app = TestApp::spawn().await;

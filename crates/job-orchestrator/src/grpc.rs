@@ -249,17 +249,23 @@ impl JobOrchestrator for OrchestratorService {
             traceparent: tracing::info_span!("outbox append")
                 .in_scope(plangrep_telemetry::trace::next_hop),
         };
-        let Some(key) = Key::from_request(&request.org_id, request.idempotency) else {
-            // Nothing to store with it: it shares a transaction with the creates that
-            // arrive meanwhile.
-            let response = self.creations.submit(new).await??;
-            return Ok(Response::new(response));
+        // It shares a transaction with the creates that arrive meanwhile, unless its key
+        // is taken: then it runs alone, to be replayed or refused.
+        let key = Key::from_request(&request.org_id, request.idempotency);
+        let creation = commands::Creation {
+            job: new.clone(),
+            key: key.clone(),
         };
-        let outcome = idempotency::run(&self.pool, &self.secrets_key, Some(key), async |conn| {
-            commands::create(conn, &self.secrets_key, self.job_ttl, new).await
-        })
-        .await?;
-        Ok(outcome.into_response())
+        match self.creations.submit(creation).await? {
+            commands::Created::Answer(answer) => Ok(Response::new(answer?)),
+            commands::Created::Alone => {
+                let outcome = idempotency::run(&self.pool, &self.secrets_key, key, async |conn| {
+                    commands::create(conn, &self.secrets_key, self.job_ttl, new).await
+                })
+                .await?;
+                Ok(outcome.into_response())
+            }
+        }
     }
 
     async fn list_projects(

@@ -8,6 +8,9 @@
 //! is still running, gets `idempotency_request_in_progress`. The operation itself runs in a
 //! savepoint: a 4xx outcome rolls the effect back but is stored (and replayed); a 5xx or a
 //! crash rolls everything back and stores nothing, so the key can be retried.
+//!
+//! Creates claim and record their keys a batch at a time ([`claim_many`],
+//! [`record_many`]; ADR 0023); a key a batch does not own is left to [`run`].
 
 use chrono::{Duration, Utc};
 use plangrep_core::ErrorCode;
@@ -50,6 +53,10 @@ impl Key {
     fn context(&self) -> Vec<u8> {
         sealing_context(&self.org_id, &self.route, &self.key)
     }
+
+    fn same_key(&self, other: &Key) -> bool {
+        (&self.org_id, &self.route, &self.key) == (&other.org_id, &other.route, &other.key)
+    }
 }
 
 /// The associated data a stored response is sealed with: it binds the blob to its row.
@@ -68,6 +75,7 @@ struct Stored {
 }
 
 /// What the caller gets: the response and whether it is a replay.
+#[derive(Debug)]
 pub struct Outcome<T> {
     pub response: T,
     pub replayed: bool,
@@ -107,104 +115,221 @@ where
             replayed: false,
         });
     };
-    if let Some(replay) = claim(&mut tx, secrets, &key).await? {
-        return replay.map(|response| Outcome {
-            response,
-            replayed: true,
-        });
+    if claim_many(&mut tx, &[&key]).await? == [false] {
+        return replay(&mut tx, secrets, &key)
+            .await
+            .map(|response| Outcome {
+                response,
+                replayed: true,
+            });
     }
     let mut savepoint = tx.begin().await.map_err(Error::from)?;
-    match operation(&mut savepoint).await {
+    let outcome = match operation(&mut savepoint).await {
         Ok(response) => {
             savepoint.commit().await.map_err(Error::from)?;
-            let sealed = secrets.seal_bytes(&key.context(), &response.encode_to_vec());
-            sqlx::query(
-                "UPDATE idempotency_keys SET outcome = 'ok', response_sealed = $4 \
-                 WHERE org_id = $1 AND route = $2 AND key = $3",
-            )
-            .bind(&key.org_id)
-            .bind(&key.route)
-            .bind(&key.key)
-            .bind(sealed)
-            .execute(&mut *tx)
-            .await
-            .map_err(Error::from)?;
-            tx.commit().await.map_err(Error::from)?;
-            Ok(Outcome {
-                response,
-                replayed: false,
-            })
+            Ok(response)
         }
         Err(error) if error.is_replayable() => {
             savepoint.rollback().await.map_err(Error::from)?;
-            let status: tonic::Status = error.into();
-            sqlx::query(
-                "UPDATE idempotency_keys SET outcome = 'error', error_code = $4, \
-                   error_message = $5, error_details = $6 \
-                 WHERE org_id = $1 AND route = $2 AND key = $3",
-            )
-            .bind(&key.org_id)
-            .bind(&key.route)
-            .bind(&key.key)
-            .bind(status::public_code(&status).as_str())
-            .bind(status.message())
-            .bind(status::details(&status))
-            .execute(&mut *tx)
-            .await
-            .map_err(Error::from)?;
-            tx.commit().await.map_err(Error::from)?;
-            Err(status)
+            Err(tonic::Status::from(error))
         }
         // 5xx: the transaction rolls back on drop and nothing is stored.
-        Err(error) => Err(error.into()),
+        Err(error) => return Err(error.into()),
+    };
+    record_many(&mut tx, secrets, &[(&key, Settled::of(&outcome))]).await?;
+    tx.commit().await.map_err(Error::from)?;
+    outcome.map(|response| Outcome {
+        response,
+        replayed: false,
+    })
+}
+
+/// How a claimed key's request ended, as [`record_many`] stores it.
+pub enum Settled<'a, T> {
+    /// It succeeded: its response is replayed.
+    Response(&'a T),
+    /// It failed with a 4xx: the error is replayed.
+    Refused(&'a tonic::Status),
+    /// It failed otherwise: the key is given up, and a retry runs the request again.
+    Released,
+}
+
+impl<'a, T> Settled<'a, T> {
+    /// The outcome of a request whose errors were all replayable (4xx) ones.
+    pub fn of(outcome: &'a Result<T, tonic::Status>) -> Self {
+        match outcome {
+            Ok(response) => Settled::Response(response),
+            Err(status) => Settled::Refused(status),
+        }
     }
 }
 
-/// Claims the key. `None`: this request owns it and proceeds. `Some(replay)`: the stored
-/// outcome of an earlier request with the same fingerprint.
-async fn claim<T: Message + Default>(
-    tx: &mut PgConnection,
-    secrets: &Keyring,
-    key: &Key,
-) -> Result<Option<Result<T, tonic::Status>>, Error> {
+/// Claims the `keys` of requests that run in this transaction, in a fixed order (so two
+/// transactions claiming several keys cannot deadlock), each waiting at most
+/// [`LOCK_WAIT`] for a concurrent request with the same key. Answers, per key, whether
+/// this transaction owns it; a key it does not own (stored already, or twice in `keys`:
+/// only its first request owns it) is for [`run`], which replays or refuses.
+pub async fn claim_many(conn: &mut PgConnection, keys: &[&Key]) -> Result<Vec<bool>, Error> {
+    let mut first = Vec::with_capacity(keys.len());
+    for (i, key) in keys.iter().enumerate() {
+        let repeated = keys[..i].iter().any(|earlier| earlier.same_key(key));
+        first.push(!repeated);
+    }
+    let firsts = || keys.iter().zip(&first).filter(|(_, first)| **first);
+    let column =
+        |field: fn(&Key) -> &str| -> Vec<&str> { firsts().map(|(key, _)| field(key)).collect() };
+    let (orgs, routes, names) = (
+        column(|k| &k.org_id),
+        column(|k| &k.route),
+        column(|k| &k.key),
+    );
+    let fingerprints: Vec<&[u8]> = firsts()
+        .map(|(key, _)| key.fingerprint.as_slice())
+        .collect();
+
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "SET LOCAL lock_timeout = '{LOCK_WAIT}'"
     )))
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
     let now = Utc::now();
     // An expired record no longer protects its key.
     sqlx::query(
-        "DELETE FROM idempotency_keys WHERE org_id = $1 AND route = $2 AND key = $3 \
-           AND expires_at <= $4",
+        "DELETE FROM idempotency_keys k \
+         USING unnest($1::text[], $2::text[], $3::text[]) AS u(org_id, route, key) \
+         WHERE k.org_id = u.org_id AND k.route = u.route AND k.key = u.key \
+           AND k.expires_at <= $4",
     )
-    .bind(&key.org_id)
-    .bind(&key.route)
-    .bind(&key.key)
+    .bind(&orgs)
+    .bind(&routes)
+    .bind(&names)
     .bind(now)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await
     .map_err(in_progress_on_lock_timeout)?;
-    let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (org_id, route, key, fingerprint, outcome, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, 'pending', $5, $6) ON CONFLICT DO NOTHING",
+    let claimed: Vec<(String, String, String)> = sqlx::query_as(
+        "INSERT INTO idempotency_keys \
+           (org_id, route, key, fingerprint, outcome, created_at, expires_at) \
+         SELECT org_id, route, key, fingerprint, 'pending', $5, $6 \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) \
+           AS u(org_id, route, key, fingerprint) \
+         ORDER BY org_id, route, key \
+         ON CONFLICT DO NOTHING \
+         RETURNING org_id, route, key",
     )
-    .bind(&key.org_id)
-    .bind(&key.route)
-    .bind(&key.key)
-    .bind(&key.fingerprint)
+    .bind(&orgs)
+    .bind(&routes)
+    .bind(&names)
+    .bind(&fingerprints)
     .bind(now)
     .bind(now + Duration::hours(RETENTION_HOURS))
-    .execute(&mut *tx)
+    .fetch_all(&mut *conn)
     .await
     .map_err(in_progress_on_lock_timeout)?;
-    if inserted.rows_affected() == 1 {
-        // The short wait is for the key only; the operation itself waits as usual.
-        sqlx::query("SET LOCAL lock_timeout TO DEFAULT")
-            .execute(&mut *tx)
-            .await?;
-        return Ok(None);
+    // The short wait is for the keys only; the operations themselves wait as usual.
+    sqlx::query("SET LOCAL lock_timeout TO DEFAULT")
+        .execute(&mut *conn)
+        .await?;
+    Ok(keys
+        .iter()
+        .zip(first)
+        .map(|(key, first)| {
+            first
+                && claimed.iter().any(|(org_id, route, name)| {
+                    *org_id == key.org_id && *route == key.route && *name == key.key
+                })
+        })
+        .collect())
+}
+
+/// Stores how the requests of keys this transaction claimed ended ([`claim_many`]).
+pub async fn record_many<T: Message>(
+    conn: &mut PgConnection,
+    secrets: &Keyring,
+    settled: &[(&Key, Settled<'_, T>)],
+) -> Result<(), Error> {
+    let key_columns = |keys: &[&Key]| -> [Vec<String>; 3] {
+        [
+            keys.iter().map(|k| k.org_id.clone()).collect(),
+            keys.iter().map(|k| k.route.clone()).collect(),
+            keys.iter().map(|k| k.key.clone()).collect(),
+        ]
+    };
+    let (mut succeeded, mut sealed) = (Vec::new(), Vec::new());
+    let (mut refused, mut codes, mut messages, mut details) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut released = Vec::new();
+    for (key, settled) in settled {
+        match settled {
+            Settled::Response(response) => {
+                succeeded.push(*key);
+                sealed.push(secrets.seal_bytes(&key.context(), &response.encode_to_vec()));
+            }
+            Settled::Refused(status) => {
+                refused.push(*key);
+                codes.push(status::public_code(status).as_str().to_owned());
+                messages.push(status.message().to_owned());
+                details.push(status::details(status));
+            }
+            Settled::Released => released.push(*key),
+        }
     }
+    if !succeeded.is_empty() {
+        let [orgs, routes, names] = key_columns(&succeeded);
+        sqlx::query(
+            "UPDATE idempotency_keys k SET outcome = 'ok', response_sealed = u.sealed \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) \
+               AS u(org_id, route, key, sealed) \
+             WHERE k.org_id = u.org_id AND k.route = u.route AND k.key = u.key",
+        )
+        .bind(orgs)
+        .bind(routes)
+        .bind(names)
+        .bind(sealed)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !refused.is_empty() {
+        let [orgs, routes, names] = key_columns(&refused);
+        sqlx::query(
+            "UPDATE idempotency_keys k SET outcome = 'error', error_code = u.code, \
+               error_message = u.message, error_details = u.details \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                          $6::text[]) AS u(org_id, route, key, code, message, details) \
+             WHERE k.org_id = u.org_id AND k.route = u.route AND k.key = u.key",
+        )
+        .bind(orgs)
+        .bind(routes)
+        .bind(names)
+        .bind(codes)
+        .bind(messages)
+        .bind(details)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !released.is_empty() {
+        let [orgs, routes, names] = key_columns(&released);
+        sqlx::query(
+            "DELETE FROM idempotency_keys k \
+             USING unnest($1::text[], $2::text[], $3::text[]) AS u(org_id, route, key) \
+             WHERE k.org_id = u.org_id AND k.route = u.route AND k.key = u.key",
+        )
+        .bind(orgs)
+        .bind(routes)
+        .bind(names)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The stored outcome of an earlier request with `key`, replayed (or refused when its
+/// fingerprint differs).
+async fn replay<T: Message + Default>(
+    conn: &mut PgConnection,
+    secrets: &Keyring,
+    key: &Key,
+) -> Result<T, tonic::Status> {
     let stored: Stored = sqlx::query_as(
         "SELECT fingerprint, outcome, response_sealed, error_code, error_message, error_details \
          FROM idempotency_keys WHERE org_id = $1 AND route = $2 AND key = $3",
@@ -212,12 +337,13 @@ async fn claim<T: Message + Default>(
     .bind(&key.org_id)
     .bind(&key.route)
     .bind(&key.key)
-    .fetch_one(&mut *tx)
-    .await?;
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(Error::from)?;
     if stored.fingerprint != key.fingerprint {
-        return Err(Error::IdempotencyKeyReused);
+        return Err(Error::IdempotencyKeyReused.into());
     }
-    let replay = match stored.outcome.as_str() {
+    match stored.outcome.as_str() {
         "ok" => {
             let sealed = stored
                 .response_sealed
@@ -243,9 +369,8 @@ async fn claim<T: Message + Default>(
                 .insert(REPLAY_METADATA, MetadataValue::from_static("true"));
             Err(replayed)
         }
-        other => return Err(Error::Corrupt(format!("idempotency outcome {other:?}"))),
-    };
-    Ok(Some(replay))
+        other => Err(Error::Corrupt(format!("idempotency outcome {other:?}")).into()),
+    }
 }
 
 /// SQLSTATE 55P03 (lock_not_available): the first request with this key still runs.

@@ -16,6 +16,7 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::crypto::Keyring;
 use crate::error::Error;
+use crate::idempotency::{self, Key, Settled};
 use crate::lifecycle;
 use crate::store;
 use crate::store::documents;
@@ -32,27 +33,112 @@ pub struct NewJob {
     pub traceparent: Option<String>,
 }
 
-/// Creates the jobs of requests without an idempotency key, those that arrive together
-/// in one transaction (ADR 0022).
-pub type Creations = Batcher<NewJob, Result<CreateJobResponse, Error>, Error>;
+/// One create request for [`Creations`]: its job and, if it carried one, its
+/// idempotency key.
+#[derive(Debug, Clone)]
+pub struct Creation {
+    pub job: NewJob,
+    pub key: Option<Key>,
+}
+
+/// What [`Creations`] answers one request.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "moved once per request, through its reply channel"
+)]
+pub enum Created {
+    /// Its job, or why not (stored with its key, if any, for replays).
+    Answer(Result<CreateJobResponse, tonic::Status>),
+    /// Its key was taken (a retry, or the same key twice in one batch): the request runs
+    /// on its own through [`idempotency::run`], which replays or refuses it.
+    Alone,
+}
+
+/// Creates the jobs of requests that arrive together in one transaction, with or
+/// without an idempotency key (ADRs 0022, 0023).
+pub type Creations = Batcher<Creation, Created, Error>;
 
 /// The writer of [`Creations`] over `pool`.
 pub fn creations(pool: PgPool, secrets_key: Keyring, job_ttl: Duration) -> Creations {
-    Batcher::spawn(WRITERS, MAX_BATCH, move |new: Arc<[NewJob]>| {
+    Batcher::spawn(WRITERS, MAX_BATCH, move |requests: Arc<[Creation]>| {
         let (pool, secrets_key) = (pool.clone(), secrets_key.clone());
         async move {
             let mut tx = pool.begin().await?;
-            let answers = create_many(&mut tx, &secrets_key, job_ttl, &new).await?;
+            let answers = create_together(&mut tx, &secrets_key, job_ttl, &requests).await?;
             if let Err(error) = tx.commit().await {
                 // The commit may have been applied before the connection failed: every
                 // request gets the error rather than be written again one by one (a
                 // batch that failed earlier is), which could create its job twice.
-                tracing::warn!(%error, jobs = new.len(), "committing created jobs failed");
-                return Ok(new.iter().map(|_| Err(commit_failed(&error))).collect());
+                tracing::warn!(%error, jobs = requests.len(), "committing created jobs failed");
+                let failed = || Created::Answer(Err(commit_failed(&error).into()));
+                return Ok(requests.iter().map(|_| failed()).collect());
             }
             Ok(answers)
         }
     })
+}
+
+/// Creates the jobs of `requests` in the caller's transaction: claims their keys
+/// together, creates the jobs of the requests without a key or whose key it claimed
+/// ([`create_many`]), and stores those keys' outcomes, as [`idempotency::run`] does for
+/// one request (a 4xx is replayed; any other failure releases the key).
+async fn create_together(
+    conn: &mut PgConnection,
+    secrets_key: &Keyring,
+    job_ttl: Duration,
+    requests: &[Creation],
+) -> Result<Vec<Created>, Error> {
+    let keys: Vec<&Key> = requests.iter().filter_map(|r| r.key.as_ref()).collect();
+    let mut claimed = if keys.is_empty() {
+        Vec::new()
+    } else {
+        idempotency::claim_many(conn, &keys).await?
+    }
+    .into_iter();
+    let here: Vec<bool> = requests
+        .iter()
+        .map(|r| r.key.is_none() || claimed.next().expect("an answer per key"))
+        .collect();
+    let jobs: Vec<NewJob> = requests
+        .iter()
+        .zip(&here)
+        .filter(|(_, here)| **here)
+        .map(|(r, _)| r.job.clone())
+        .collect();
+    let mut created = create_many(conn, secrets_key, job_ttl, &jobs)
+        .await?
+        .into_iter();
+    let answers: Vec<(Created, bool)> = here
+        .iter()
+        .map(|&here| {
+            if !here {
+                return (Created::Alone, false);
+            }
+            let answer = created.next().expect("an answer per job");
+            let release = matches!(&answer, Err(error) if !error.is_replayable());
+            (
+                Created::Answer(answer.map_err(tonic::Status::from)),
+                release,
+            )
+        })
+        .collect();
+    let settled: Vec<(&Key, Settled<'_, CreateJobResponse>)> = requests
+        .iter()
+        .zip(&answers)
+        .filter_map(|(request, (answer, release))| {
+            let key = request.key.as_ref()?;
+            match answer {
+                Created::Alone => None,
+                Created::Answer(_) if *release => Some((key, Settled::Released)),
+                Created::Answer(outcome) => Some((key, Settled::of(outcome))),
+            }
+        })
+        .collect();
+    if !settled.is_empty() {
+        idempotency::record_many(conn, secrets_key, &settled).await?;
+    }
+    Ok(answers.into_iter().map(|(answer, _)| answer).collect())
 }
 
 /// What each request of a batch whose commit failed is told: the database is

@@ -4,6 +4,8 @@
 //! a request whose project is unknown, another organization's or not ready is answered
 //! with its own error and writes nothing, without affecting the others; a batch whose
 //! commit fails is answered with the error, never written again request by request.
+//! Requests with an `Idempotency-Key` share the batch too (ADR 0023): each key's outcome
+//! is stored as a request alone would store it, and a taken key runs alone.
 
 mod common;
 
@@ -15,8 +17,10 @@ use plangrep_core::id::{JobId, OrgId, ProjectId};
 use plangrep_core::validate::ExternalId;
 use plangrep_job_orchestrator::crypto::Keyring;
 use plangrep_job_orchestrator::error::Error;
-use plangrep_job_orchestrator::jobs::{self, NewJob};
+use plangrep_job_orchestrator::idempotency::{self, Key};
+use plangrep_job_orchestrator::jobs::{self, Created, Creation, NewJob};
 use plangrep_proto::events::JobStatusChanged;
+use plangrep_proto::orchestrator::{CreateJobResponse, Idempotency};
 use plangrep_test_support::TestDatabase;
 use prost::Message;
 use sqlx::PgPool;
@@ -29,7 +33,7 @@ async fn project(pool: &PgPool, org_id: OrgId, status: ProjectStatus) -> Project
 
 /// The history and outbox rows of one `created` event.
 #[derive(sqlx::FromRow)]
-struct Created {
+struct CreatedEvent {
     job_id: String,
     sequence: i32,
     previous_status: Option<String>,
@@ -107,7 +111,7 @@ async fn jobs_created_together_each_get_their_row_and_event_and_a_bad_request_fa
     );
 
     // One `created` event per job, in the order of the requests, each with its trace.
-    let created: Vec<Created> = sqlx::query_as(
+    let created: Vec<CreatedEvent> = sqlx::query_as(
         "SELECT e.job_id, e.sequence, e.previous_status, o.routing_key, o.payload, \
            o.traceparent \
          FROM outbox o JOIN job_events e ON e.id = o.event_id ORDER BY o.id",
@@ -161,15 +165,20 @@ async fn a_batch_whose_commit_fails_is_not_written_again() {
 
     // Both are queued before a writer runs (one runtime thread), so they share a batch.
     let (first, second) = tokio::join!(
-        creations.submit(new_job(org_id, ready)),
-        creations.submit(new_job(org_id, ready)),
+        creations.submit(alone(new_job(org_id, ready))),
+        creations.submit(with_key(new_job(org_id, ready), "retry-safe")),
     );
     for answer in [first, second] {
         assert!(
-            matches!(answer, Ok(Err(Error::DatabaseUnavailable(_)))),
+            matches!(&answer, Ok(Created::Answer(Err(status))) if status.code() == tonic::Code::Unavailable),
             "{answer:?}"
         );
     }
+    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(keys, 0, "the key was not stored either");
     let created: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
         .fetch_one(&pool)
         .await
@@ -177,6 +186,167 @@ async fn a_batch_whose_commit_fails_is_not_written_again() {
     assert_eq!(created, 0, "no request was written again on its own");
 
     // The next create goes through.
-    let answer = creations.submit(new_job(org_id, ready)).await.unwrap();
+    let answer = answer_of(creations.submit(alone(new_job(org_id, ready))).await);
     assert_eq!(answer.unwrap().job.unwrap().status, "provisioning");
+}
+
+fn code(status: &tonic::Status) -> &'static str {
+    plangrep_proto::status::public_code(status).as_str()
+}
+
+fn alone(job: NewJob) -> Creation {
+    Creation { job, key: None }
+}
+
+fn key(org_id: OrgId, name: &str) -> Key {
+    Key::from_request(
+        &org_id.to_string(),
+        Some(Idempotency {
+            key: name.to_owned(),
+            route: "POST /projects/{projectId}/jobs".to_owned(),
+            fingerprint: name.as_bytes().to_vec(),
+        }),
+    )
+    .unwrap()
+}
+
+fn with_key(job: NewJob, name: &str) -> Creation {
+    let key = Some(key(job.org_id, name));
+    Creation { job, key }
+}
+
+/// The answer of a request the batch created (or refused) itself.
+fn answer_of(answer: Result<Created, Error>) -> Result<CreateJobResponse, tonic::Status> {
+    match answer {
+        Ok(Created::Answer(answer)) => answer,
+        other => panic!("expected the batch's own answer, got {other:?}"),
+    }
+}
+
+/// Each request runs alone through `idempotency::run`, as the gRPC service does.
+async fn run_alone(
+    pool: &PgPool,
+    keyring: &Keyring,
+    creation: Creation,
+) -> Result<idempotency::Outcome<CreateJobResponse>, tonic::Status> {
+    idempotency::run(pool, keyring, creation.key, async |conn| {
+        jobs::create(conn, keyring, Duration::from_secs(3600), creation.job).await
+    })
+    .await
+}
+
+/// Keys in one batch: a success and a 4xx are stored for replay, a project not yet ready
+/// releases its key (as a request alone does), and a key already stored, or the same key
+/// a second time, is left to run alone, which replays.
+#[tokio::test]
+async fn keyed_creates_share_a_batch_and_store_each_outcome_as_alone() {
+    let db = TestDatabase::create().await;
+    let pool = migrated_pool(&db).await;
+    let org_id = OrgId::generate();
+    let ready = project(&pool, org_id, ProjectStatus::Ready).await;
+    let provisioning = project(&pool, org_id, ProjectStatus::Provisioning).await;
+    let keyring = Keyring::insecure_dev_key();
+    let earlier = run_alone(&pool, &keyring, with_key(new_job(org_id, ready), "earlier"))
+        .await
+        .unwrap()
+        .response;
+    let creations = jobs::creations(pool.clone(), keyring.clone(), Duration::from_secs(3600));
+
+    // All are queued before a writer runs (one runtime thread), so they share a batch.
+    let (first, unknown, not_ready, again, plain, retried) = tokio::join!(
+        creations.submit(with_key(new_job(org_id, ready), "first")),
+        creations.submit(with_key(new_job(org_id, ProjectId::generate()), "unknown")),
+        creations.submit(with_key(new_job(org_id, provisioning), "not-ready")),
+        creations.submit(with_key(new_job(org_id, ready), "first")),
+        creations.submit(alone(new_job(org_id, ready))),
+        creations.submit(with_key(new_job(org_id, ready), "earlier")),
+    );
+    let first = answer_of(first).unwrap();
+    assert_eq!(code(&answer_of(unknown).unwrap_err()), "not_found");
+    assert_eq!(
+        code(&answer_of(not_ready).unwrap_err()),
+        "project_not_ready"
+    );
+    assert!(answer_of(plain).unwrap().job.is_some());
+    for taken in [&again, &retried] {
+        assert!(matches!(taken, Ok(Created::Alone)), "{taken:?}");
+    }
+
+    let stored: Vec<(String, String, Option<String>)> =
+        sqlx::query_as("SELECT key, outcome, error_code FROM idempotency_keys ORDER BY key")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let stored: Vec<(&str, &str, Option<&str>)> = stored
+        .iter()
+        .map(|(key, outcome, code)| (key.as_str(), outcome.as_str(), code.as_deref()))
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            ("earlier", "ok", None),
+            ("first", "ok", None),
+            ("unknown", "error", Some("not_found")),
+        ],
+        "a project not ready stores nothing: the key can be retried once it is"
+    );
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 3, "the earlier job, the first and the plain one");
+
+    // Run alone, the taken keys replay the stored responses.
+    for (name, original) in [("first", &first), ("earlier", &earlier)] {
+        let replay = run_alone(&pool, &keyring, with_key(new_job(org_id, ready), name))
+            .await
+            .unwrap();
+        assert!(replay.replayed);
+        assert_eq!(replay.response, *original);
+    }
+    let refused = run_alone(
+        &pool,
+        &keyring,
+        with_key(new_job(org_id, ProjectId::generate()), "unknown"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code(&refused), "not_found");
+    assert!(
+        refused
+            .metadata()
+            .contains_key(idempotency::REPLAY_METADATA)
+    );
+}
+
+/// A batch that meets a key another transaction holds waits for it only as long as a
+/// request alone would, then its requests are written one by one: the others are
+/// created, and that key's request is told another request with it is in progress.
+#[tokio::test]
+async fn a_key_held_elsewhere_costs_only_its_own_request() {
+    let db = TestDatabase::create().await;
+    let pool = migrated_pool(&db).await;
+    let org_id = OrgId::generate();
+    let ready = project(&pool, org_id, ProjectStatus::Ready).await;
+    let keyring = Keyring::insecure_dev_key();
+    let mut holder = pool.begin().await.unwrap();
+    let held = key(org_id, "in-flight");
+    assert_eq!(
+        idempotency::claim_many(&mut holder, &[&held])
+            .await
+            .unwrap(),
+        [true]
+    );
+    let creations = jobs::creations(pool.clone(), keyring, Duration::from_secs(3600));
+
+    let (in_flight, plain) = tokio::join!(
+        creations.submit(with_key(new_job(org_id, ready), "in-flight")),
+        creations.submit(alone(new_job(org_id, ready))),
+    );
+    assert!(
+        matches!(in_flight, Err(Error::IdempotencyInProgress)),
+        "{in_flight:?}"
+    );
+    assert!(answer_of(plain).unwrap().job.is_some());
+    holder.rollback().await.unwrap();
 }
