@@ -242,85 +242,81 @@ pub async fn claim_many(conn: &mut PgConnection, keys: &[&Key]) -> Result<Vec<bo
         .collect())
 }
 
-/// Stores how the requests of keys this transaction claimed ended ([`claim_many`]).
+/// Stores how the requests of keys this transaction claimed ended ([`claim_many`]):
+/// one update for the outcomes to replay, one delete for the keys given up.
 pub async fn record_many<T: Message>(
     conn: &mut PgConnection,
     secrets: &Keyring,
     settled: &[(&Key, Settled<'_, T>)],
 ) -> Result<(), Error> {
-    let key_columns = |keys: &[&Key]| -> [Vec<String>; 3] {
-        [
-            keys.iter().map(|k| k.org_id.clone()).collect(),
-            keys.iter().map(|k| k.route.clone()).collect(),
-            keys.iter().map(|k| k.key.clone()).collect(),
-        ]
-    };
-    let (mut succeeded, mut sealed) = (Vec::new(), Vec::new());
-    let (mut refused, mut codes, mut messages, mut details) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut released = Vec::new();
+    let mut stored = StoredColumns::default();
+    let mut released = StoredColumns::default();
     for (key, settled) in settled {
-        match settled {
+        let (columns, outcome, sealed, status) = match settled {
             Settled::Response(response) => {
-                succeeded.push(*key);
-                sealed.push(secrets.seal_bytes(&key.context(), &response.encode_to_vec()));
+                let sealed = secrets.seal_bytes(&key.context(), &response.encode_to_vec());
+                (&mut stored, "ok", Some(sealed), None)
             }
-            Settled::Refused(status) => {
-                refused.push(*key);
-                codes.push(status::public_code(status).as_str().to_owned());
-                messages.push(status.message().to_owned());
-                details.push(status::details(status));
-            }
-            Settled::Released => released.push(*key),
-        }
+            Settled::Refused(status) => (&mut stored, "error", None, Some(*status)),
+            Settled::Released => (&mut released, "", None, None),
+        };
+        columns.org_ids.push(key.org_id.as_str());
+        columns.routes.push(key.route.as_str());
+        columns.keys.push(key.key.as_str());
+        columns.outcomes.push(outcome);
+        columns.sealed.push(sealed);
+        columns
+            .codes
+            .push(status.map(|s| status::public_code(s).as_str()));
+        columns.messages.push(status.map(tonic::Status::message));
+        columns.details.push(status.and_then(status::details));
     }
-    if !succeeded.is_empty() {
-        let [orgs, routes, names] = key_columns(&succeeded);
+    if !stored.keys.is_empty() {
         sqlx::query(
-            "UPDATE idempotency_keys k SET outcome = 'ok', response_sealed = u.sealed \
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) \
-               AS u(org_id, route, key, sealed) \
+            "UPDATE idempotency_keys k SET outcome = u.outcome, response_sealed = u.sealed, \
+               error_code = u.code, error_message = u.message, error_details = u.details \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], \
+                          $6::text[], $7::text[], $8::text[]) \
+               AS u(org_id, route, key, outcome, sealed, code, message, details) \
              WHERE k.org_id = u.org_id AND k.route = u.route AND k.key = u.key",
         )
-        .bind(orgs)
-        .bind(routes)
-        .bind(names)
-        .bind(sealed)
+        .bind(&stored.org_ids)
+        .bind(&stored.routes)
+        .bind(&stored.keys)
+        .bind(&stored.outcomes)
+        .bind(&stored.sealed)
+        .bind(&stored.codes)
+        .bind(&stored.messages)
+        .bind(&stored.details)
         .execute(&mut *conn)
         .await?;
     }
-    if !refused.is_empty() {
-        let [orgs, routes, names] = key_columns(&refused);
-        sqlx::query(
-            "UPDATE idempotency_keys k SET outcome = 'error', error_code = u.code, \
-               error_message = u.message, error_details = u.details \
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                          $6::text[]) AS u(org_id, route, key, code, message, details) \
-             WHERE k.org_id = u.org_id AND k.route = u.route AND k.key = u.key",
-        )
-        .bind(orgs)
-        .bind(routes)
-        .bind(names)
-        .bind(codes)
-        .bind(messages)
-        .bind(details)
-        .execute(&mut *conn)
-        .await?;
-    }
-    if !released.is_empty() {
-        let [orgs, routes, names] = key_columns(&released);
+    if !released.keys.is_empty() {
         sqlx::query(
             "DELETE FROM idempotency_keys k \
              USING unnest($1::text[], $2::text[], $3::text[]) AS u(org_id, route, key) \
              WHERE k.org_id = u.org_id AND k.route = u.route AND k.key = u.key",
         )
-        .bind(orgs)
-        .bind(routes)
-        .bind(names)
+        .bind(&released.org_ids)
+        .bind(&released.routes)
+        .bind(&released.keys)
         .execute(&mut *conn)
         .await?;
     }
     Ok(())
+}
+
+/// The columns of [`record_many`]'s statements, one entry per key.
+#[derive(Default)]
+struct StoredColumns<'a> {
+    org_ids: Vec<&'a str>,
+    routes: Vec<&'a str>,
+    keys: Vec<&'a str>,
+    outcomes: Vec<&'a str>,
+    sealed: Vec<Option<Vec<u8>>>,
+    codes: Vec<Option<&'a str>>,
+    messages: Vec<Option<&'a str>>,
+    details: Vec<Option<String>>,
 }
 
 /// The stored outcome of an earlier request with `key`, replayed (or refused when its
