@@ -12,9 +12,9 @@ die() { printf 'python-env: %s\n' "$*" >&2; exit 1; }
 
 ready() { "$VENV/bin/python" -c 'import standardwebhooks, schemathesis, pypdf, openapi_spec_validator, jsonschema, requests' >/dev/null 2>&1; }
 
-if ! ready; then
+if ! ready && command -v flock >/dev/null 2>&1; then
     # Tests run in parallel: the first to get here installs, the others wait for it
-    # instead of using a half-made venv.
+    # instead of using a half-made venv (util-linux's flock; without it, as before).
     mkdir -p "$(dirname "$VENV")"
     exec 9>"$VENV.lock"
     flock 9
