@@ -171,22 +171,16 @@ impl<'a, T> Settled<'a, T> {
 /// only its first request owns it) is for [`run`], which replays or refuses.
 pub async fn claim_many(conn: &mut PgConnection, keys: &[&Key]) -> Result<Vec<bool>, Error> {
     let mut first = Vec::with_capacity(keys.len());
+    let mut columns = KeyColumns::default();
+    let mut fingerprints = Vec::with_capacity(keys.len());
     for (i, key) in keys.iter().enumerate() {
         let repeated = keys[..i].iter().any(|earlier| earlier.same_key(key));
         first.push(!repeated);
+        if !repeated {
+            columns.push(key);
+            fingerprints.push(key.fingerprint.as_slice());
+        }
     }
-    let firsts = || keys.iter().zip(&first).filter(|(_, first)| **first);
-    let column =
-        |field: fn(&Key) -> &str| -> Vec<&str> { firsts().map(|(key, _)| field(key)).collect() };
-    let (orgs, routes, names) = (
-        column(|k| &k.org_id),
-        column(|k| &k.route),
-        column(|k| &k.key),
-    );
-    let fingerprints: Vec<&[u8]> = firsts()
-        .map(|(key, _)| key.fingerprint.as_slice())
-        .collect();
-
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "SET LOCAL lock_timeout = '{LOCK_WAIT}'"
     )))
@@ -200,9 +194,9 @@ pub async fn claim_many(conn: &mut PgConnection, keys: &[&Key]) -> Result<Vec<bo
          WHERE k.org_id = u.org_id AND k.route = u.route AND k.key = u.key \
            AND k.expires_at <= $4",
     )
-    .bind(&orgs)
-    .bind(&routes)
-    .bind(&names)
+    .bind(&columns.org_ids)
+    .bind(&columns.routes)
+    .bind(&columns.keys)
     .bind(now)
     .execute(&mut *conn)
     .await
@@ -217,9 +211,9 @@ pub async fn claim_many(conn: &mut PgConnection, keys: &[&Key]) -> Result<Vec<bo
          ON CONFLICT DO NOTHING \
          RETURNING org_id, route, key",
     )
-    .bind(&orgs)
-    .bind(&routes)
-    .bind(&names)
+    .bind(&columns.org_ids)
+    .bind(&columns.routes)
+    .bind(&columns.keys)
     .bind(&fingerprints)
     .bind(now)
     .bind(now + Duration::hours(RETENTION_HOURS))
@@ -250,28 +244,29 @@ pub async fn record_many<T: Message>(
     settled: &[(&Key, Settled<'_, T>)],
 ) -> Result<(), Error> {
     let mut stored = StoredColumns::default();
-    let mut released = StoredColumns::default();
+    let mut released = KeyColumns::default();
     for (key, settled) in settled {
-        let (columns, outcome, sealed, status) = match settled {
+        let (outcome, sealed, status) = match settled {
             Settled::Response(response) => {
                 let sealed = secrets.seal_bytes(&key.context(), &response.encode_to_vec());
-                (&mut stored, "ok", Some(sealed), None)
+                ("ok", Some(sealed), None)
             }
-            Settled::Refused(status) => (&mut stored, "error", None, Some(*status)),
-            Settled::Released => (&mut released, "", None, None),
+            Settled::Refused(status) => ("error", None, Some(*status)),
+            Settled::Released => {
+                released.push(key);
+                continue;
+            }
         };
-        columns.org_ids.push(key.org_id.as_str());
-        columns.routes.push(key.route.as_str());
-        columns.keys.push(key.key.as_str());
-        columns.outcomes.push(outcome);
-        columns.sealed.push(sealed);
-        columns
+        stored.keys.push(key);
+        stored.outcomes.push(outcome);
+        stored.sealed.push(sealed);
+        stored
             .codes
             .push(status.map(|s| status::public_code(s).as_str()));
-        columns.messages.push(status.map(tonic::Status::message));
-        columns.details.push(status.and_then(status::details));
+        stored.messages.push(status.map(tonic::Status::message));
+        stored.details.push(status.and_then(status::details));
     }
-    if !stored.keys.is_empty() {
+    if !stored.outcomes.is_empty() {
         sqlx::query(
             "UPDATE idempotency_keys k SET outcome = u.outcome, response_sealed = u.sealed, \
                error_code = u.code, error_message = u.message, error_details = u.details \
@@ -280,9 +275,9 @@ pub async fn record_many<T: Message>(
                AS u(org_id, route, key, outcome, sealed, code, message, details) \
              WHERE k.org_id = u.org_id AND k.route = u.route AND k.key = u.key",
         )
-        .bind(&stored.org_ids)
-        .bind(&stored.routes)
-        .bind(&stored.keys)
+        .bind(&stored.keys.org_ids)
+        .bind(&stored.keys.routes)
+        .bind(&stored.keys.keys)
         .bind(&stored.outcomes)
         .bind(&stored.sealed)
         .bind(&stored.codes)
@@ -306,12 +301,26 @@ pub async fn record_many<T: Message>(
     Ok(())
 }
 
-/// The columns of [`record_many`]'s statements, one entry per key.
+/// The `(org_id, route, key)` columns of some keys, for `unnest`.
 #[derive(Default)]
-struct StoredColumns<'a> {
+struct KeyColumns<'a> {
     org_ids: Vec<&'a str>,
     routes: Vec<&'a str>,
     keys: Vec<&'a str>,
+}
+
+impl<'a> KeyColumns<'a> {
+    fn push(&mut self, key: &'a Key) {
+        self.org_ids.push(&key.org_id);
+        self.routes.push(&key.route);
+        self.keys.push(&key.key);
+    }
+}
+
+/// The columns of [`record_many`]'s update, one entry per key.
+#[derive(Default)]
+struct StoredColumns<'a> {
+    keys: KeyColumns<'a>,
     outcomes: Vec<&'a str>,
     sealed: Vec<Option<Vec<u8>>>,
     codes: Vec<Option<&'a str>>,
