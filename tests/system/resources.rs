@@ -300,21 +300,31 @@ async fn concurrent_requests_are_each_answered_for_their_own_key_and_project() {
     let (other_org, other_key) = app.create_customer().await;
     let project = app.create_ready_project(&key, "Tower A").await;
     let other_project = app.create_ready_project(&other_key, "Tower B").await;
-    let revoked_key = app
-        .create_key(&other_org, &["jobs:read", "jobs:write"])
-        .await;
-    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(app.database.url())
+    let created_key = expect_status(
+        app.admin(
+            reqwest::Method::POST,
+            &format!("/orgs/{other_org}/api-keys"),
+        )
+        .json(&json!({ "label": "revoked", "scopes": ["jobs:read", "jobs:write"] }))
+        .send()
         .await
-        .unwrap();
-    let revoked = sqlx::query(
-        "UPDATE gateway.api_keys SET revoked_at = now() \
-         WHERE key_hash = sha256(convert_to($1, 'UTF8'))",
+        .unwrap(),
+        201,
     )
-    .bind(&revoked_key)
-    .execute(&mut db)
-    .await
-    .unwrap();
-    assert_eq!(revoked.rows_affected(), 1);
+    .await;
+    let revoked_key = created_key["plaintextKey"].as_str().unwrap().to_owned();
+    let revoke = format!(
+        "/api-keys/{}/revoke",
+        created_key["key"]["id"].as_str().unwrap()
+    );
+    expect_status(
+        app.admin(reqwest::Method::POST, &revoke)
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
     let unknown_key = format!("pgk_live_{}", "A".repeat(43));
 
     // (key, project, the status expected)
