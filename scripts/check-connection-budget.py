@@ -25,6 +25,8 @@ POOL_SETTING = "PLANGREP_DATABASE_POOL_SIZE"
 PER_POD_EXTRA = {
     # The outbox relay's leadership lock lives on a dedicated session.
     "job-orchestrator": 1,
+    # The gateway hears API key changes on a dedicated session (ADR 0024).
+    "api-gateway": 1,
 }
 
 

@@ -2,6 +2,7 @@
 //! and RabbitMQ, each test with its own database and RabbitMQ prefix, driven only through
 //! the public HTTP API and real webhook receivers, like a customer would.
 
+mod api_key_cache;
 mod bad_input;
 mod cli;
 mod conformance;

@@ -181,6 +181,26 @@ pub fn key_lookups(pool: PgPool) -> KeyLookups {
     })
 }
 
+/// The stored key with `hash`: remembered from a recent request, or read from the
+/// database (and then remembered, ADR 0024).
+async fn find_key(state: &AppState, hash: Vec<u8>) -> Result<Option<KeyRow>, ApiError> {
+    if let Some(row) = state.key_cache.get(&hash) {
+        return Ok(Some(row));
+    }
+    let seen = state.key_cache.generation();
+    // Peers past their unauthenticated budget never get here (the rate limit
+    // middleware refuses them first): this counter proves it.
+    state.api_key_lookups.inc();
+    let row = state.key_lookups.submit(hash.clone()).await?;
+    if let Some(row) = &row {
+        state.key_cache.insert(hash, row.clone(), seen);
+    }
+    Ok(row)
+}
+
+/// The keys this gateway has read recently.
+pub type KeyCache = crate::key_cache::KeyCache<KeyRow>;
+
 /// A stored key.
 #[derive(Clone, sqlx::FromRow)]
 pub struct KeyRow {
@@ -222,12 +242,7 @@ impl FromRequestParts<AppState> for ApiKey {
         if !token.starts_with(KEY_PREFIX) || token.len() > 128 {
             return Err(unauthorized("the API key is not valid"));
         }
-        // Peers past their unauthenticated budget never get here (the rate limit
-        // middleware refuses them first): this counter proves it.
-        state.api_key_lookups.inc();
-        let row = state
-            .key_lookups
-            .submit(hash(token))
+        let row = find_key(state, hash(token))
             .await?
             .ok_or_else(|| unauthorized("the API key is not valid"))?;
         if row.revoked_at.is_some() {

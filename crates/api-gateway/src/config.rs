@@ -18,6 +18,9 @@ pub const DEFAULT_UPLOAD_MAX_FILE_BYTES: u64 = 512 * 1024 * 1024;
 /// The gateway's default `PLANGREP_DATABASE_POOL_SIZE`.
 pub const DEFAULT_POOL_SIZE: u32 = 20;
 
+/// The gateway's default `PLANGREP_API_KEY_CACHE_TTL`.
+pub const DEFAULT_API_KEY_CACHE_TTL: Duration = Duration::from_secs(5);
+
 /// The public listener's limits on slow and numerous clients (ADR 0014).
 #[derive(Debug, Clone, Copy)]
 pub struct EdgeSettings {
@@ -101,6 +104,9 @@ pub struct Config {
     pub redis_key_prefix: String,
     /// `PLANGREP_DATABASE_POOL_SIZE` (default 20).
     pub database_pool_size: u32,
+    /// `PLANGREP_API_KEY_CACHE_TTL` (default `5s`, `0s` turns it off): how long an
+    /// authenticated key is remembered at most (ADR 0024).
+    pub api_key_cache_ttl: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -120,6 +126,7 @@ impl std::fmt::Debug for Config {
             .field("edge", &self.edge)
             .field("redis", &self.redis)
             .field("database_pool_size", &self.database_pool_size)
+            .field("api_key_cache_ttl", &self.api_key_cache_ttl)
             .finish_non_exhaustive()
     }
 }
@@ -182,6 +189,8 @@ impl Config {
                 .map_err(|problem| SettingError::new("PLANGREP_REDIS_URL", problem))?,
             redis_key_prefix: settings.string("PLANGREP_REDIS_KEY_PREFIX", "plangrep:ratelimit:"),
             database_pool_size: settings.database_pool_size(DEFAULT_POOL_SIZE)?,
+            api_key_cache_ttl: settings
+                .duration("PLANGREP_API_KEY_CACHE_TTL", DEFAULT_API_KEY_CACHE_TTL)?,
         })
     }
 }
@@ -239,6 +248,7 @@ mod tests {
         assert_eq!(config.edge.upload_timeout, Duration::from_secs(3600));
         assert_eq!(config.redis, None);
         assert_eq!(config.database_pool_size, 20);
+        assert_eq!(config.api_key_cache_ttl, Duration::from_secs(5));
         for (name, bad) in [
             ("PLANGREP_GATEWAY_MAX_CONNECTIONS", "0"),
             ("PLANGREP_GATEWAY_HEADER_READ_TIMEOUT", "0s"),
@@ -246,6 +256,7 @@ mod tests {
             ("PLANGREP_UPLOAD_TIMEOUT", "0s"),
             ("PLANGREP_REDIS_URL", "rediss://cache"),
             ("PLANGREP_DATABASE_POOL_SIZE", "0"),
+            ("PLANGREP_API_KEY_CACHE_TTL", "a while"),
         ] {
             let error =
                 Config::from_settings(&Settings::from_pairs([(name, bad), TOKEN])).unwrap_err();

@@ -4,7 +4,7 @@
 //!
 //! Layout: [`config`] and [`startup`] wire the service; [`routes`] holds the handlers,
 //! one module per resource; [`auth`], [`json`] and [`destination`] parse requests at the
-//! edge; [`error`] is the one HTTP error mapping; [`request_id`] the outermost middleware;
+//! edge, [`key_cache`] remembers the keys they authenticate; [`error`] is the one HTTP error mapping; [`request_id`] the outermost middleware;
 //! [`edge`] the public accept loop (connection cap, header-read timeout) and
 //! [`request_timeout`] the time a request may take; [`rate_limit`] the per-key and
 //! per-peer limits (shared through Redis when configured);
@@ -22,6 +22,7 @@ pub mod edge;
 pub mod error;
 pub mod idempotency;
 pub mod json;
+pub mod key_cache;
 pub mod metrics;
 pub mod openapi;
 pub mod query;

@@ -33,6 +33,7 @@ use crate::config::Config;
 use crate::drain;
 use crate::edge::{self, EdgeLimits};
 use crate::json::{self, MAX_JSON_BODY};
+use crate::key_cache;
 use crate::metrics::{ConnectionGauge, HttpMetrics};
 use crate::openapi;
 use crate::rate_limit::shared::SharedBuckets;
@@ -47,6 +48,9 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// The service name: its spans' default `service.name`.
 pub const SERVICE: &str = "api-gateway";
+
+/// The `application_name` of the connection that hears API key changes.
+pub const KEY_CHANGES_APPLICATION: &str = "api-gateway key changes";
 
 /// The database schema the gateway owns.
 pub const SCHEMA: &str = "gateway";
@@ -87,6 +91,8 @@ pub struct AppState {
     pub api_key_lookups: prometheus_client::metrics::counter::Counter,
     /// Looks API keys up, concurrent requests' together.
     pub key_lookups: auth::KeyLookups,
+    /// The keys read recently (forgotten when they change).
+    pub key_cache: Arc<auth::KeyCache>,
     /// Object storage: uploads stream into it.
     pub storage: plangrep_storage::Storage,
 }
@@ -221,6 +227,9 @@ pub struct App {
     pool: PgPool,
     edge: EdgeLimits,
     connections: ConnectionGauge,
+    key_cache: Arc<auth::KeyCache>,
+    /// The connection that hears key changes for `key_cache`.
+    key_changes: PgPool,
 }
 
 impl App {
@@ -243,6 +252,12 @@ impl App {
             .redis
             .clone()
             .map(|target| SharedBuckets::new(target, config.redis_key_prefix.clone(), rate));
+        let key_cache = Arc::new(auth::KeyCache::new(config.api_key_cache_ttl));
+        // Its own connection, so that the subscription never takes a request's.
+        let key_changes = database::lazy_pool(
+            connect_options(&config)?.application_name(KEY_CHANGES_APPLICATION),
+            1,
+        );
         let edge = EdgeLimits {
             max_connections: config.edge.max_connections,
             header_read_timeout: config.edge.header_read_timeout,
@@ -267,6 +282,7 @@ impl App {
             )),
             api_key_lookups: metrics.api_key_lookups.clone(),
             key_lookups: auth::key_lookups(pool.clone()),
+            key_cache: key_cache.clone(),
             config: Arc::new(config),
         };
         let connections = metrics.connections.clone();
@@ -279,6 +295,8 @@ impl App {
             pool,
             edge,
             connections,
+            key_cache,
+            key_changes,
         })
     }
 
@@ -296,6 +314,11 @@ impl App {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
         let export = plangrep_telemetry::SpanExport::start(SERVICE, &self.export)?;
         tracing::info!(addr = %self.local_addr(), ops = %self.ops_addr(), "api-gateway serving");
+        let key_changes = tokio::spawn(key_cache::follow_changes(
+            self.key_changes.clone(),
+            self.key_cache,
+            shutdown.clone(),
+        ));
         let ops = tokio::spawn(plangrep_service::ops::serve(
             self.ops_listener,
             self.ops_router,
@@ -312,6 +335,8 @@ impl App {
         // The public listener may also end on an error: stop the ops listener with it.
         shutdown.cancel();
         let ops = ops.await.unwrap_or(Ok(()));
+        let _ = key_changes.await;
+        self.key_changes.close().await;
         self.pool.close().await;
         export.shutdown().await;
         served?;

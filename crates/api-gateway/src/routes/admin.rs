@@ -267,6 +267,8 @@ pub async fn revoke_key(
     .fetch_optional(&state.pool)
     .await?;
     let key = key.ok_or_else(|| ApiError::not_found("API key"))?;
+    // At once here; the other replicas hear it from the table's trigger (ADR 0024).
+    state.key_cache.forget_all();
     Ok(Json(KeyEnvelope { key }))
 }
 
