@@ -11,7 +11,7 @@ use plangrep_test_support::eventually;
 use sqlx::{Connection, PgConnection};
 
 use crate::edge::gateway_metric;
-use crate::helpers::{Options, TestApp, expect_error, expect_status};
+use crate::helpers::{Options, TestApp, expect_error};
 
 /// Longer than any wait below: entries never expire during a test.
 fn remembering() -> Options {
@@ -77,12 +77,7 @@ async fn a_key_is_read_once_and_a_revoke_through_one_replica_is_heard_by_the_oth
             .await
             .unwrap()
     };
-    let revoked = app
-        .admin(reqwest::Method::POST, &format!("/api-keys/{key_id}/revoke"))
-        .send()
-        .await
-        .unwrap();
-    expect_status(revoked, 200).await;
+    app.revoke_key(&key_id).await;
     // The replica that revoked forgets at once; the other hears it.
     let refused = app
         .api(reqwest::Method::GET, "/projects", &key)

@@ -506,6 +506,16 @@ impl TestApp {
             .to_owned()
     }
 
+    /// Revokes the key with id `key_id` through the admin API.
+    pub async fn revoke_key(&self, key_id: &str) {
+        let response = self
+            .admin(reqwest::Method::POST, &format!("/api-keys/{key_id}/revoke"))
+            .send()
+            .await
+            .expect("admin reachable");
+        expect_status(response, 200).await;
+    }
+
     /// An organization with a full-scope key: `(org_id, key)`.
     pub async fn create_customer(&self) -> (String, String) {
         let org = self.create_org("Acme Construction").await;

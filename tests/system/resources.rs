@@ -208,12 +208,7 @@ async fn revoked_and_expired_keys_are_401_and_credits_add_up() {
         200
     );
 
-    let revoked = app
-        .admin(reqwest::Method::POST, &format!("/api-keys/{key_id}/revoke"))
-        .send()
-        .await
-        .unwrap();
-    expect_status(revoked, 200).await;
+    app.revoke_key(&key_id).await;
     let after = app
         .api(reqwest::Method::GET, "/projects", &key)
         .send()
@@ -313,18 +308,8 @@ async fn concurrent_requests_are_each_answered_for_their_own_key_and_project() {
     )
     .await;
     let revoked_key = created_key["plaintextKey"].as_str().unwrap().to_owned();
-    let revoke = format!(
-        "/api-keys/{}/revoke",
-        created_key["key"]["id"].as_str().unwrap()
-    );
-    expect_status(
-        app.admin(reqwest::Method::POST, &revoke)
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    app.revoke_key(created_key["key"]["id"].as_str().unwrap())
+        .await;
     let unknown_key = format!("pgk_live_{}", "A".repeat(43));
 
     // (key, project, the status expected)

@@ -4,13 +4,13 @@
 //!
 //! Layout: [`config`] and [`startup`] wire the service; [`routes`] holds the handlers,
 //! one module per resource; [`auth`], [`json`] and [`destination`] parse requests at the
-//! edge, [`key_cache`] remembers the keys they authenticate; [`error`] is the one HTTP error mapping; [`request_id`] the outermost middleware;
-//! [`edge`] the public accept loop (connection cap, header-read timeout) and
-//! [`request_timeout`] the time a request may take; [`rate_limit`] the per-key and
-//! per-peer limits (shared through Redis when configured);
-//! [`idempotency`] scopes keys for the orchestrator and [`replay`] keeps them for the
-//! operations the gateway performs itself; [`metrics`] is what the ops listener's
-//! `/metrics` shows.
+//! edge, and [`key_cache`] remembers the keys `auth` read; [`error`] is the one HTTP
+//! error mapping; [`request_id`] the outermost middleware; [`edge`] the public accept
+//! loop (connection cap, header-read timeout) and [`request_timeout`] the time a request
+//! may take; [`rate_limit`] the per-key and per-peer limits (shared through Redis when
+//! configured); [`idempotency`] scopes keys for the orchestrator and [`replay`] keeps
+//! them for the operations the gateway performs itself; [`metrics`] is what the ops
+//! listener's `/metrics` shows.
 
 #![forbid(unsafe_code)]
 
