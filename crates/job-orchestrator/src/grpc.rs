@@ -54,7 +54,8 @@ pub struct OrchestratorService {
     webhook_secret_overlap: Duration,
     /// The admin view of the broker's dead-letter queues, when a broker is configured.
     dead_letters: Option<DeadLetters>,
-    /// Writes creates without an `Idempotency-Key`, those that arrive together at once.
+    /// Writes the creates that arrive together in one transaction, with or without an
+    /// `Idempotency-Key` (a taken key runs alone).
     creations: commands::Creations,
 }
 
