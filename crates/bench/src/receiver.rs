@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use plangrep_test_support::ports::ReservedPort;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -123,12 +124,19 @@ impl Drop for Receivers {
     }
 }
 
-/// A loopback URL nobody listens on: deliveries to it fail at connect.
-pub async fn refused_url() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("address");
-    drop(listener);
-    format!("http://{addr}/down")
+/// A loopback receiver that is down: connections to its URL are refused for as long as
+/// it lives, and no other socket on the machine can take its port meanwhile.
+pub struct DownReceiver {
+    _port: ReservedPort,
+    pub url: String,
+}
+
+impl DownReceiver {
+    pub fn reserve() -> Self {
+        let port = ReservedPort::new();
+        let url = format!("http://{}/down", port.addr());
+        Self { _port: port, url }
+    }
 }
 
 async fn serve(listener: TcpListener, shared: Arc<Shared>) {

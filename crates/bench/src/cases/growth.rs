@@ -14,7 +14,7 @@ use super::create_jobs::platform_phase;
 use super::latency::{self, Latency};
 use super::{JobCreator, Plan, settle};
 use crate::load::fixed_count;
-use crate::receiver::{Receivers, refused_url};
+use crate::receiver::{DownReceiver, Receivers};
 use crate::report::Row;
 use crate::stack::Customer;
 
@@ -45,13 +45,13 @@ pub async fn run(
     );
     let mut rows = measure(plan, customer, receivers, pool, clean, &history).await;
 
-    let down = refused_url().await;
-    let failing = JobCreator::new(customer, std::slice::from_ref(&down));
+    let down = DownReceiver::reserve();
+    let failing = JobCreator::new(customer, std::slice::from_ref(&down.url));
     fixed_count(16, plan.failing_jobs as u64, move |n| {
         failing.clone().create(n)
     })
     .await;
-    wait_until_retrying(pool, &down, plan.failing_jobs).await;
+    wait_until_retrying(pool, &down.url, plan.failing_jobs).await;
     let failing = format!(
         "{history}, {} jobs' receivers down",
         thousands(plan.failing_jobs as i64)
