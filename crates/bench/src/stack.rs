@@ -15,6 +15,8 @@ use plangrep_test_support::services::{StackAddrs, StackResources, migrate_all, s
 use plangrep_test_support::{BrokerCleanup, TestDatabase, amqp_url, random_token, unique_prefix};
 use serde_json::{Value, json};
 
+use crate::cpu::CpuMeter;
+
 /// The admin token of every bench stack.
 const ADMIN_TOKEN: &str = "bench-admin-token-0123456789abcdef";
 /// How long a service may take to become ready, or a project or a job to reach a status.
@@ -175,6 +177,16 @@ impl Stack {
         self.processes[service.index()]
             .as_ref()
             .and_then(ServiceProcess::pid)
+    }
+
+    /// A meter of the CPU the running services, PostgreSQL, RabbitMQ and the bench use.
+    pub fn cpu_meter(&self) -> CpuMeter {
+        CpuMeter::new(
+            Service::ALL
+                .iter()
+                .map(|&service| (service.binary(), self.pid(service)))
+                .collect(),
+        )
     }
 
     /// The memory of `service` now.

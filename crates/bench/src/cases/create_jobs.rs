@@ -21,7 +21,8 @@ use plangrep_test_support::services::STACK_SECRETS_KEY;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use super::{JobCreator, Plan, settle};
+use super::{JobCreator, Plan, idle, settle};
+use crate::cpu::CpuMeter;
 use crate::load::{Outcome, closed_loop};
 use crate::receiver::Receivers;
 use crate::report::Row;
@@ -152,12 +153,15 @@ async fn baseline_phase(
     .await
 }
 
-/// The throughput rows: 16 and 64 clients, with and without `Idempotency-Key`.
+/// The throughput rows: 16 and 64 clients, with and without `Idempotency-Key`, each
+/// with the CPU a job cost every process (the platform's counted until its events are
+/// handled).
 pub async fn throughput(
     plan: &Plan,
     customer: &Customer,
     baseline: &Arc<SqlBaseline>,
     pool: &PgPool,
+    meter: &CpuMeter,
 ) -> Vec<Row> {
     // Warm both paths up (connections, caches, JIT-less but cold pages).
     platform_phase(customer, 16, plan.create_phase / 4, false, &[]).await;
@@ -166,11 +170,16 @@ pub async fn throughput(
     let mut rows = Vec::new();
     for concurrency in [16, 64] {
         for idempotent in [false, true] {
+            let started = meter.now();
             let mut ours =
                 platform_phase(customer, concurrency, plan.create_phase, idempotent, &[]).await;
+            idle(pool, Duration::from_secs(60)).await;
+            let ours_cpu = meter.now().per_operation(&started, ours.ok, "job");
             settle(pool, Duration::from_secs(60)).await;
+            let started = meter.now();
             let mut base =
                 baseline_phase(baseline, concurrency, plan.create_phase, idempotent).await;
+            let base_cpu = meter.now().per_operation(&started, base.ok, "job");
             let case = format!(
                 "create job, {concurrency} clients{}",
                 if idempotent { ", Idempotency-Key" } else { "" }
@@ -179,10 +188,10 @@ pub async fn throughput(
                 Row::new("create", case, ours.rate(), "jobs/s")
                     .against(
                         base.rate(),
-                        format!("same SQL via sqlx ({})", base.summary()),
+                        format!("same SQL via sqlx ({}; {base_cpu})", base.summary()),
                     )
                     .ratio_at_least(0.6)
-                    .detail(ours.summary()),
+                    .detail(format!("{}; {ours_cpu}", ours.summary())),
             );
         }
     }

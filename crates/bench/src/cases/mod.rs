@@ -130,10 +130,21 @@ impl JobCreator {
     }
 }
 
-/// Waits until the event path is idle: no job still provisioning, nothing unpublished in
-/// the outbox and no delivery due now (deliveries retrying later do not count), so one
-/// phase's tail does not run into the next; then refreshes the planner's statistics.
+/// Waits until the event path is idle ([`idle`]), so one phase's tail does not run into
+/// the next; then refreshes the planner's statistics.
 pub async fn settle(pool: &PgPool, patience: Duration) {
+    idle(pool, patience).await;
+    // Statistics as autovacuum keeps them in a long-running deployment (a phase can add
+    // tens of thousands of rows to tables that were empty a minute ago).
+    sqlx::query("ANALYZE")
+        .execute(pool)
+        .await
+        .expect("the stack's database answers");
+}
+
+/// Waits until no job is still provisioning, nothing is unpublished in the outbox and no
+/// delivery is due now (deliveries retrying later do not count).
+pub async fn idle(pool: &PgPool, patience: Duration) {
     let deadline = tokio::time::Instant::now() + patience;
     let mut idle_checks = 0;
     while idle_checks < 2 {
@@ -153,10 +164,4 @@ pub async fn settle(pool: &PgPool, patience: Duration) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Statistics as autovacuum keeps them in a long-running deployment (a phase can add
-    // tens of thousands of rows to tables that were empty a minute ago).
-    sqlx::query("ANALYZE")
-        .execute(pool)
-        .await
-        .expect("the stack's database answers");
 }
