@@ -1,5 +1,6 @@
 //! CPU time per process over a phase, read from `/proc`: what one operation cost each part
-//! of the machine (the services, PostgreSQL, RabbitMQ and this load driver). This is how
+//! of the machine (the services, PostgreSQL, RabbitMQ, and the bench itself as the "load
+//! driver": its clients, its webhook receivers and the SQL baseline's pool). This is how
 //! the report says where a throughput gap goes when both cores are busy.
 //!
 //! PostgreSQL counts every `postgres` process and the CPU of the backends that exited

@@ -42,19 +42,30 @@ pub async fn throughput(plan: &Plan, fail_percent: u32) -> Row {
     settle(&pool, Duration::from_secs(120)).await;
     let expected = created.ok as usize * 2;
     stack.start_service(Service::Dispatcher).await;
+    let meter = stack.cpu_meter();
+    let started = meter.now();
     let arrivals = collect(&mut receivers, expected).await;
     let ours = span_rate(&arrivals);
     let delivered = arrivals.iter().filter(|a| a.accepted).count();
     let failed_first = arrivals.len() - delivered;
+    let ours_cpu = meter
+        .now()
+        .per_operation(&started, delivered as u64, "delivery");
 
     let bodies: Vec<(String, bytes::Bytes)> = arrivals
         .into_iter()
         .filter(|a| a.accepted)
         .map(|a| (format!("{}-bare", a.webhook_id), a.body))
         .collect();
+    let started = meter.now();
     let bare = bare_loop(&receivers.urls, bodies).await;
     let bare_arrivals = receivers.drain();
     let bare_rate = span_rate(&bare_arrivals);
+    let bare_cpu = meter.now().per_operation(
+        &started,
+        bare_arrivals.iter().filter(|a| a.accepted).count() as u64,
+        "delivery",
+    );
 
     let case = if fail_percent == 0 {
         "dispatcher deliveries".to_owned()
@@ -64,11 +75,15 @@ pub async fn throughput(plan: &Plan, fail_percent: u32) -> Row {
     Row::new("dispatcher", case, ours, "deliveries/s")
         .against(
             bare_rate,
-            format!("bare reqwest loop, {WORKERS} concurrent, same signed bodies ({bare} posts)"),
+            format!(
+                "bare reqwest loop, {WORKERS} concurrent, same signed bodies ({bare} posts; \
+                 {bare_cpu})"
+            ),
         )
         .ratio_at_least(0.6)
         .detail(format!(
-            "{delivered}/{expected} delivered, {failed_first} failed first attempts retried"
+            "{delivered}/{expected} delivered, {failed_first} failed first attempts retried; \
+             {ours_cpu}"
         ))
 }
 
