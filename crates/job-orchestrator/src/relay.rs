@@ -154,12 +154,14 @@ impl Relay {
             self.topology.declare_work_queue(&channel, &queue).await?;
         }
         let _ = channel.close(200, "declared".into()).await;
-        self.topology.delete_retired_queues(&connection).await?;
+        self.topology
+            .delete_retired_queues(&connection, &self.amqp_url)
+            .await?;
         // Queues of earlier versions (declared without at-least-once dead-lettering) hand
         // what waits in them to their successors; publishing does not wait on it.
         match self
             .topology
-            .migrate_unversioned_queues(&connection, &ALL_QUEUES)
+            .migrate_unversioned_queues(&connection, &self.amqp_url, &ALL_QUEUES)
             .await
         {
             Ok(0) => {}

@@ -2,13 +2,17 @@
 //! a queue with new arguments, so work queues moved to versioned names. A broker that
 //! still holds a work queue of the previous version, with events waiting in it, gets
 //! them moved to the new queue (same ids, same routing keys) by the relay of the new
-//! `job-orchestrator` binary, and the old queue deleted.
+//! `job-orchestrator` binary, and the old queue deleted. A broker that never held one
+//! hears nothing of it.
 
 use std::time::Duration;
 
-use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::BasicProperties;
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use plangrep_messaging::topology::{ALL_QUEUES, DISPATCHER_EVENTS};
+use plangrep_messaging::topology::{ALL_QUEUES, DISPATCHER_EVENTS, RETIRED_PIPELINE_QUEUE};
 use plangrep_messaging::{OutgoingMessage, Publisher, Topology};
 use plangrep_test_support::process::{ServiceProcess, run};
 use plangrep_test_support::{BrokerCleanup, TestDatabase, amqp_url, eventually, unique_prefix};
@@ -31,6 +35,178 @@ fn previous_version_arguments(topology: &Topology) -> FieldTable {
         text(topology.unversioned_queue(&DISPATCHER_EVENTS)),
     );
     arguments
+}
+
+/// What the orchestrator needs to run against `db` under `prefix`, with its files in
+/// `storage`.
+fn service_env(
+    db: &TestDatabase,
+    prefix: &str,
+    storage: &std::path::Path,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("DATABASE_URL", db.url().to_owned()),
+        ("AMQP_URL", amqp_url()),
+        ("PLANGREP_AMQP_PREFIX", prefix.to_owned()),
+        ("PLANGREP_DEV_MODE", "true".to_owned()),
+        ("PLANGREP_ORCHESTRATOR_ADDR", "127.0.0.1:0".to_owned()),
+        ("PLANGREP_ORCHESTRATOR_HTTP_ADDR", "127.0.0.1:0".to_owned()),
+        (
+            "PLANGREP_STORAGE_URL",
+            format!("file://{}", storage.display()),
+        ),
+    ]
+}
+
+/// Waits until the relay published an event written to the outbox now: by then it has
+/// dealt with the queues of earlier versions (it does so before it publishes anything).
+async fn relay_has_published(
+    db: &TestDatabase,
+    connection: &lapin::Connection,
+    topology: &Topology,
+) {
+    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+    sqlx::query(
+        "INSERT INTO orchestrator.outbox (event_id, routing_key, payload) \
+         VALUES ('evt_probe', 'job.status_changed.completed', '\\x00')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let queue = topology.queue(&DISPATCHER_EVENTS);
+    eventually("the relay published the event", PATIENCE, || async {
+        // A channel per look: asking before the relay declared the queue closes it.
+        let channel = connection.create_channel().await.unwrap();
+        let got = channel
+            .basic_get(queue.clone().into(), BasicGetOptions { no_ack: true })
+            .await;
+        let _ = channel.close(200, "looked".into()).await;
+        got.ok().flatten().map(|_| ())
+    })
+    .await;
+}
+
+/// The retired single pipeline queue of an earlier version is deleted; its dead-letter
+/// queue is kept while it holds a dead letter (an operator may still want it).
+#[tokio::test]
+async fn the_retired_pipeline_queue_goes_and_its_dead_letters_stay() {
+    let db = TestDatabase::create().await;
+    let prefix = unique_prefix();
+    let topology = Topology::new(prefix.clone());
+    let _broker = BrokerCleanup {
+        topology: topology.clone(),
+        queues: ALL_QUEUES.to_vec(),
+    };
+    let connection = plangrep_messaging::connect(&amqp_url()).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let retired = format!("{prefix}{RETIRED_PIPELINE_QUEUE}");
+    let dead = format!("{retired}.dead");
+    let mut quorum = FieldTable::default();
+    quorum.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from("quorum")),
+    );
+    for name in [&retired, &dead] {
+        channel
+            .queue_declare(
+                name.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                quorum.clone(),
+            )
+            .await
+            .unwrap();
+    }
+    channel
+        .basic_publish(
+            "".into(),
+            dead.as_str().into(),
+            BasicPublishOptions::default(),
+            b"a dead letter",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let depth = |queue: String| {
+        let connection = &connection;
+        async move {
+            plangrep_messaging::redrive::depth(connection, &queue)
+                .await
+                .unwrap()
+        }
+    };
+    eventually("the dead letter queued", PATIENCE, || async {
+        (depth(dead.clone()).await == Some(1)).then_some(())
+    })
+    .await;
+
+    let storage =
+        std::env::temp_dir().join(format!("plangrep-retired-{}", prefix.trim_end_matches('.')));
+    let env = service_env(&db, &prefix, &storage);
+    let (code, stderr) = run(BINARY, &["migrate"], &env).await;
+    assert_eq!(code, 0, "{stderr}");
+    let orchestrator = ServiceProcess::start(BINARY, &env);
+    relay_has_published(&db, &connection, &topology).await;
+
+    assert_eq!(
+        depth(retired.clone()).await,
+        None,
+        "the retired queue is deleted"
+    );
+    assert_eq!(
+        depth(dead.clone()).await,
+        Some(1),
+        "its dead letter is kept"
+    );
+    assert_eq!(orchestrator.terminate(PATIENCE).await, Some(0));
+    channel
+        .queue_delete(dead.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    let _ = connection.close(200, "bye".into()).await;
+    let _ = std::fs::remove_dir_all(storage);
+}
+
+/// A broker that never held queues of earlier versions: the relay's look for them finds
+/// nothing and says nothing. (Asking for an absent queue with a passive declare gets a
+/// 404, which the AMQP client logs as an error: five ERROR lines on every start.)
+#[tokio::test]
+async fn a_broker_without_earlier_queues_gets_no_error_logged_for_them() {
+    let db = TestDatabase::create().await;
+    let prefix = unique_prefix();
+    let topology = Topology::new(prefix.clone());
+    let _broker = BrokerCleanup {
+        topology: topology.clone(),
+        queues: ALL_QUEUES.to_vec(),
+    };
+    let storage =
+        std::env::temp_dir().join(format!("plangrep-fresh-{}", prefix.trim_end_matches('.')));
+    let env = service_env(&db, &prefix, &storage);
+    let (code, stderr) = run(BINARY, &["migrate"], &env).await;
+    assert_eq!(code, 0, "{stderr}");
+    let mut orchestrator = ServiceProcess::start(BINARY, &env);
+
+    let connection = plangrep_messaging::connect(&amqp_url()).await.unwrap();
+    relay_has_published(&db, &connection, &topology).await;
+
+    // Every line it logged until it exited.
+    let (_, idle) = tokio::sync::mpsc::unbounded_channel();
+    let mut logs = std::mem::replace(&mut orchestrator.logs, idle);
+    assert_eq!(orchestrator.terminate(PATIENCE).await, Some(0));
+    let mut errors = Vec::new();
+    while let Some(line) = logs.recv().await {
+        if line.contains(r#""level":"ERROR""#) {
+            errors.push(line);
+        }
+    }
+    assert!(errors.is_empty(), "errors logged: {errors:#?}");
+    let _ = connection.close(200, "bye".into()).await;
+    let _ = std::fs::remove_dir_all(storage);
 }
 
 #[tokio::test]
@@ -88,18 +264,7 @@ async fn events_waiting_in_a_previous_version_queue_move_to_its_successor() {
 
     let storage =
         std::env::temp_dir().join(format!("plangrep-upgrade-{}", prefix.trim_end_matches('.')));
-    let env = vec![
-        ("DATABASE_URL", db.url().to_owned()),
-        ("AMQP_URL", amqp_url()),
-        ("PLANGREP_AMQP_PREFIX", prefix.clone()),
-        ("PLANGREP_DEV_MODE", "true".to_owned()),
-        ("PLANGREP_ORCHESTRATOR_ADDR", "127.0.0.1:0".to_owned()),
-        ("PLANGREP_ORCHESTRATOR_HTTP_ADDR", "127.0.0.1:0".to_owned()),
-        (
-            "PLANGREP_STORAGE_URL",
-            format!("file://{}", storage.display()),
-        ),
-    ];
+    let env = service_env(&db, &prefix, &storage);
     let (code, stderr) = run(BINARY, &["migrate"], &env).await;
     assert_eq!(code, 0, "{stderr}");
     let mut orchestrator = ServiceProcess::start(BINARY, &env);

@@ -15,7 +15,7 @@
 
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
 use lapin::{BasicProperties, Confirmation, Connection};
@@ -77,6 +77,31 @@ pub async fn occupancy(
         Err(_) if connection.status().connected() => Ok(None),
         Err(error) => Err(error),
     }
+}
+
+/// Deletes `queue` if it does not exist or is a classic queue without messages and
+/// consumers; `true` when it is gone. Unlike [`occupancy`], whose passive declare of an
+/// absent queue gets a 404 that the AMQP client logs as an error, this says nothing when
+/// the queue is absent: RabbitMQ answers its delete with `delete-ok`. A queue that exists
+/// and cannot be deleted comes back `false`, for the caller to look closer; a quorum queue
+/// refuses conditional deletes by closing the whole connection (540), so the delete runs
+/// on a connection of its own.
+pub async fn delete_if_idle(amqp_url: &str, queue: &str) -> Result<bool, lapin::Error> {
+    let connection = crate::connect(amqp_url).await?;
+    let channel = connection.create_channel().await?;
+    let deleted = channel
+        .queue_delete(
+            queue.into(),
+            QueueDeleteOptions {
+                if_unused: true,
+                if_empty: true,
+                ..QueueDeleteOptions::default()
+            },
+        )
+        .await
+        .is_ok();
+    let _ = connection.close(200, "looked".into()).await;
+    Ok(deleted)
 }
 
 /// Moves up to `limit` messages from `from` to `to`, oldest first; returns how many moved.

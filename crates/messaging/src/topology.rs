@@ -213,10 +213,11 @@ impl Topology {
 
     /// Deletes the retired single pipeline queue of earlier versions (and its dead-letter
     /// queue once it is empty; quorum queues refuse `if_empty` deletes, so it is checked
-    /// first); a no-op once they are gone.
+    /// first); a no-op once they are gone, which logs nothing.
     pub async fn delete_retired_queues(
         &self,
         connection: &lapin::Connection,
+        amqp_url: &str,
     ) -> Result<(), lapin::Error> {
         let name = format!("{}{RETIRED_PIPELINE_QUEUE}", self.prefix);
         let channel = connection.create_channel().await?;
@@ -224,9 +225,12 @@ impl Topology {
             .queue_delete(name.clone().into(), QueueDeleteOptions::default())
             .await?;
         let dead = format!("{name}.dead");
-        let drained = crate::redrive::occupancy(connection, &dead)
-            .await?
-            .is_some_and(|now| now.messages == 0);
+        // Usually gone long ago; otherwise a quorum queue, deleted once drained.
+        let gone = crate::redrive::delete_if_idle(amqp_url, &dead).await?;
+        let drained = !gone
+            && crate::redrive::occupancy(connection, &dead)
+                .await?
+                .is_some_and(|now| now.messages == 0);
         if drained {
             channel
                 .queue_delete(dead.into(), QueueDeleteOptions::default())
@@ -240,16 +244,19 @@ impl Topology {
     /// is unbound from the exchange, whatever waits in it is moved to its successor with
     /// publisher confirms (the successor must be declared), and it is deleted once empty
     /// and without consumers.
-    /// A no-op once they are gone; returns how many messages moved.
+    /// A no-op once they are gone, which logs nothing; returns how many messages moved.
     pub async fn migrate_unversioned_queues(
         &self,
         connection: &lapin::Connection,
+        amqp_url: &str,
         queues: &[WorkQueue],
     ) -> Result<u64, crate::redrive::MoveError> {
         let mut moved = 0;
         for queue in queues {
             let old = self.unversioned_queue(queue);
-            if crate::redrive::depth(connection, &old).await?.is_none() {
+            if crate::redrive::delete_if_idle(amqp_url, &old).await?
+                || crate::redrive::depth(connection, &old).await?.is_none()
+            {
                 continue;
             }
             let channel = connection.create_channel().await?;
