@@ -85,24 +85,33 @@ pub async fn occupancy(
 /// the queue is absent: RabbitMQ answers its delete with `delete-ok`. A queue that exists
 /// and cannot be deleted comes back `false`, for the caller to look closer; a quorum queue
 /// refuses conditional deletes by closing the whole connection (540), so the delete runs
-/// on a connection of its own.
+/// on a connection of its own. A look that takes longer than [`LOOK_TIMEOUT`] (a broker
+/// going away meanwhile) comes back `false` too.
 pub async fn delete_if_idle(amqp_url: &str, queue: &str) -> Result<bool, lapin::Error> {
-    let connection = crate::connect(amqp_url).await?;
-    let channel = connection.create_channel().await?;
-    let deleted = channel
-        .queue_delete(
-            queue.into(),
-            QueueDeleteOptions {
-                if_unused: true,
-                if_empty: true,
-                ..QueueDeleteOptions::default()
-            },
-        )
+    let look = async {
+        let connection = crate::connect(amqp_url).await?;
+        let channel = connection.create_channel().await?;
+        let deleted = channel
+            .queue_delete(
+                queue.into(),
+                QueueDeleteOptions {
+                    if_unused: true,
+                    if_empty: true,
+                    ..QueueDeleteOptions::default()
+                },
+            )
+            .await
+            .is_ok();
+        let _ = connection.close(200, "looked".into()).await;
+        Ok(deleted)
+    };
+    tokio::time::timeout(LOOK_TIMEOUT, look)
         .await
-        .is_ok();
-    let _ = connection.close(200, "looked".into()).await;
-    Ok(deleted)
+        .unwrap_or(Ok(false))
 }
+
+/// How long [`delete_if_idle`] may take.
+const LOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Moves up to `limit` messages from `from` to `to`, oldest first; returns how many moved.
 pub async fn move_messages(
