@@ -37,25 +37,57 @@ fn previous_version_arguments(topology: &Topology) -> FieldTable {
     arguments
 }
 
-/// What the orchestrator needs to run against `db` under `prefix`, with its files in
-/// `storage`.
-fn service_env(
-    db: &TestDatabase,
-    prefix: &str,
-    storage: &std::path::Path,
-) -> Vec<(&'static str, String)> {
-    vec![
-        ("DATABASE_URL", db.url().to_owned()),
-        ("AMQP_URL", amqp_url()),
-        ("PLANGREP_AMQP_PREFIX", prefix.to_owned()),
-        ("PLANGREP_DEV_MODE", "true".to_owned()),
-        ("PLANGREP_ORCHESTRATOR_ADDR", "127.0.0.1:0".to_owned()),
-        ("PLANGREP_ORCHESTRATOR_HTTP_ADDR", "127.0.0.1:0".to_owned()),
-        (
-            "PLANGREP_STORAGE_URL",
-            format!("file://{}", storage.display()),
-        ),
-    ]
+/// One orchestrator's world: a fresh database, a broker prefix (its queues deleted at
+/// the end) and a storage folder (removed at the end).
+struct Setup {
+    db: TestDatabase,
+    prefix: String,
+    topology: Topology,
+    storage: std::path::PathBuf,
+    _broker: BrokerCleanup,
+}
+
+impl Setup {
+    async fn new() -> Self {
+        let prefix = unique_prefix();
+        let topology = Topology::new(prefix.clone());
+        Self {
+            db: TestDatabase::create().await,
+            storage: std::env::temp_dir()
+                .join(format!("plangrep-upgrade-{}", prefix.trim_end_matches('.'))),
+            _broker: BrokerCleanup {
+                topology: topology.clone(),
+                queues: ALL_QUEUES.to_vec(),
+            },
+            prefix,
+            topology,
+        }
+    }
+
+    /// Migrates the database and starts the orchestrator.
+    async fn start_orchestrator(&self) -> ServiceProcess {
+        let env = vec![
+            ("DATABASE_URL", self.db.url().to_owned()),
+            ("AMQP_URL", amqp_url()),
+            ("PLANGREP_AMQP_PREFIX", self.prefix.clone()),
+            ("PLANGREP_DEV_MODE", "true".to_owned()),
+            ("PLANGREP_ORCHESTRATOR_ADDR", "127.0.0.1:0".to_owned()),
+            ("PLANGREP_ORCHESTRATOR_HTTP_ADDR", "127.0.0.1:0".to_owned()),
+            (
+                "PLANGREP_STORAGE_URL",
+                format!("file://{}", self.storage.display()),
+            ),
+        ];
+        let (code, stderr) = run(BINARY, &["migrate"], &env).await;
+        assert_eq!(code, 0, "{stderr}");
+        ServiceProcess::start(BINARY, &env)
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.storage);
+    }
 }
 
 /// Waits until the relay published an event written to the outbox now: by then it has
@@ -76,13 +108,16 @@ async fn relay_has_published(
     pool.close().await;
     let queue = topology.queue(&DISPATCHER_EVENTS);
     eventually("the relay published the event", PATIENCE, || async {
-        // A channel per look: asking before the relay declared the queue closes it.
+        // A channel per look: asking before the relay declared the queue closes it (and
+        // closing it again from here would race the broker's close and cost the
+        // connection).
         let channel = connection.create_channel().await.unwrap();
         let got = channel
             .basic_get(queue.clone().into(), BasicGetOptions { no_ack: true })
-            .await;
+            .await
+            .ok()?;
         let _ = channel.close(200, "looked".into()).await;
-        got.ok().flatten().map(|_| ())
+        got.map(|_| ())
     })
     .await;
 }
@@ -91,16 +126,11 @@ async fn relay_has_published(
 /// queue is kept while it holds a dead letter (an operator may still want it).
 #[tokio::test]
 async fn the_retired_pipeline_queue_goes_and_its_dead_letters_stay() {
-    let db = TestDatabase::create().await;
-    let prefix = unique_prefix();
-    let topology = Topology::new(prefix.clone());
-    let _broker = BrokerCleanup {
-        topology: topology.clone(),
-        queues: ALL_QUEUES.to_vec(),
-    };
+    let setup = Setup::new().await;
+    let topology = &setup.topology;
     let connection = plangrep_messaging::connect(&amqp_url()).await.unwrap();
     let channel = connection.create_channel().await.unwrap();
-    let retired = format!("{prefix}{RETIRED_PIPELINE_QUEUE}");
+    let retired = format!("{}{RETIRED_PIPELINE_QUEUE}", setup.prefix);
     let dead = format!("{retired}.dead");
     let mut quorum = FieldTable::default();
     quorum.insert(
@@ -145,13 +175,8 @@ async fn the_retired_pipeline_queue_goes_and_its_dead_letters_stay() {
     })
     .await;
 
-    let storage =
-        std::env::temp_dir().join(format!("plangrep-retired-{}", prefix.trim_end_matches('.')));
-    let env = service_env(&db, &prefix, &storage);
-    let (code, stderr) = run(BINARY, &["migrate"], &env).await;
-    assert_eq!(code, 0, "{stderr}");
-    let orchestrator = ServiceProcess::start(BINARY, &env);
-    relay_has_published(&db, &connection, &topology).await;
+    let orchestrator = setup.start_orchestrator().await;
+    relay_has_published(&setup.db, &connection, topology).await;
 
     assert_eq!(
         depth(retired.clone()).await,
@@ -169,7 +194,6 @@ async fn the_retired_pipeline_queue_goes_and_its_dead_letters_stay() {
         .await
         .unwrap();
     let _ = connection.close(200, "bye".into()).await;
-    let _ = std::fs::remove_dir_all(storage);
 }
 
 /// A broker that never held queues of earlier versions: the relay's look for them finds
@@ -177,22 +201,11 @@ async fn the_retired_pipeline_queue_goes_and_its_dead_letters_stay() {
 /// 404, which the AMQP client logs as an error: five ERROR lines on every start.)
 #[tokio::test]
 async fn a_broker_without_earlier_queues_gets_no_error_logged_for_them() {
-    let db = TestDatabase::create().await;
-    let prefix = unique_prefix();
-    let topology = Topology::new(prefix.clone());
-    let _broker = BrokerCleanup {
-        topology: topology.clone(),
-        queues: ALL_QUEUES.to_vec(),
-    };
-    let storage =
-        std::env::temp_dir().join(format!("plangrep-fresh-{}", prefix.trim_end_matches('.')));
-    let env = service_env(&db, &prefix, &storage);
-    let (code, stderr) = run(BINARY, &["migrate"], &env).await;
-    assert_eq!(code, 0, "{stderr}");
-    let mut orchestrator = ServiceProcess::start(BINARY, &env);
-
+    let setup = Setup::new().await;
+    let topology = &setup.topology;
+    let mut orchestrator = setup.start_orchestrator().await;
     let connection = plangrep_messaging::connect(&amqp_url()).await.unwrap();
-    relay_has_published(&db, &connection, &topology).await;
+    relay_has_published(&setup.db, &connection, topology).await;
 
     // Every line it logged until it exited.
     let (_, idle) = tokio::sync::mpsc::unbounded_channel();
@@ -206,18 +219,12 @@ async fn a_broker_without_earlier_queues_gets_no_error_logged_for_them() {
     }
     assert!(errors.is_empty(), "errors logged: {errors:#?}");
     let _ = connection.close(200, "bye".into()).await;
-    let _ = std::fs::remove_dir_all(storage);
 }
 
 #[tokio::test]
 async fn events_waiting_in_a_previous_version_queue_move_to_its_successor() {
-    let db = TestDatabase::create().await;
-    let prefix = unique_prefix();
-    let topology = Topology::new(prefix.clone());
-    let _broker = BrokerCleanup {
-        topology: topology.clone(),
-        queues: ALL_QUEUES.to_vec(),
-    };
+    let setup = Setup::new().await;
+    let topology = &setup.topology;
     let connection = plangrep_messaging::connect(&amqp_url()).await.unwrap();
     let channel = connection.create_channel().await.unwrap();
     topology.declare_exchanges(&channel).await.unwrap();
@@ -229,7 +236,7 @@ async fn events_waiting_in_a_previous_version_queue_move_to_its_successor() {
                 durable: true,
                 ..QueueDeclareOptions::default()
             },
-            previous_version_arguments(&topology),
+            previous_version_arguments(topology),
         )
         .await
         .unwrap();
@@ -245,7 +252,7 @@ async fn events_waiting_in_a_previous_version_queue_move_to_its_successor() {
         .unwrap();
     // The tag does not matter here: the upgrade moves messages as they are.
     let events_key = plangrep_messaging::EventsKey::derive(b"queue-upgrade-test-key-0123456789");
-    let publisher = Publisher::open(&connection, &topology, events_key)
+    let publisher = Publisher::open(&connection, topology, events_key)
         .await
         .unwrap();
     let statuses = ["provisioning", "awaiting_uploads", "uploading"];
@@ -262,12 +269,7 @@ async fn events_waiting_in_a_previous_version_queue_move_to_its_successor() {
             .unwrap();
     }
 
-    let storage =
-        std::env::temp_dir().join(format!("plangrep-upgrade-{}", prefix.trim_end_matches('.')));
-    let env = service_env(&db, &prefix, &storage);
-    let (code, stderr) = run(BINARY, &["migrate"], &env).await;
-    assert_eq!(code, 0, "{stderr}");
-    let mut orchestrator = ServiceProcess::start(BINARY, &env);
+    let mut orchestrator = setup.start_orchestrator().await;
     let line = orchestrator
         .wait_for_log("unversioned queues", PATIENCE)
         .await;
@@ -303,5 +305,4 @@ async fn events_waiting_in_a_previous_version_queue_move_to_its_successor() {
 
     assert_eq!(orchestrator.terminate(PATIENCE).await, Some(0));
     let _ = connection.close(200, "bye".into()).await;
-    let _ = std::fs::remove_dir_all(storage);
 }
