@@ -106,20 +106,24 @@ async fn relay_has_published(
     .await
     .unwrap();
     pool.close().await;
+    // Declared here too (idempotently, as the relay does), so that looking never asks
+    // for a queue that does not exist yet: the broker's 404 would close the channel, and
+    // the client can lose the whole connection in that exchange.
+    let channel = connection.create_channel().await.unwrap();
+    topology
+        .declare_work_queue(&channel, &DISPATCHER_EVENTS)
+        .await
+        .unwrap();
     let queue = topology.queue(&DISPATCHER_EVENTS);
     eventually("the relay published the event", PATIENCE, || async {
-        // A channel per look: asking before the relay declared the queue closes it (and
-        // closing it again from here would race the broker's close and cost the
-        // connection).
-        let channel = connection.create_channel().await.unwrap();
-        let got = channel
+        channel
             .basic_get(queue.clone().into(), BasicGetOptions { no_ack: true })
             .await
-            .ok()?;
-        let _ = channel.close(200, "looked".into()).await;
-        got.map(|_| ())
+            .unwrap()
+            .map(|_| ())
     })
     .await;
+    let _ = channel.close(200, "looked".into()).await;
 }
 
 /// The retired single pipeline queue of an earlier version is deleted; its dead-letter
@@ -162,13 +166,15 @@ async fn the_retired_pipeline_queue_goes_and_its_dead_letters_stay() {
         .unwrap()
         .await
         .unwrap();
-    let depth = |queue: String| {
-        let connection = &connection;
-        async move {
-            plangrep_messaging::redrive::depth(connection, &queue)
-                .await
-                .unwrap()
-        }
+    // A connection per count: asking for an absent queue gets a 404 that closes the
+    // channel, and the client can lose its connection in that exchange.
+    let depth = |queue: String| async move {
+        let connection = plangrep_messaging::connect(&amqp_url()).await.unwrap();
+        let depth = plangrep_messaging::redrive::depth(&connection, &queue)
+            .await
+            .unwrap();
+        let _ = connection.close(200, "counted".into()).await;
+        depth
     };
     eventually("the dead letter queued", PATIENCE, || async {
         (depth(dead.clone()).await == Some(1)).then_some(())
