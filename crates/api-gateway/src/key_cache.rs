@@ -55,6 +55,11 @@ impl<V: Clone> KeyCache<V> {
         }
     }
 
+    /// Whether nothing is ever stored (a zero `ttl`).
+    pub fn is_off(&self) -> bool {
+        self.ttl.is_zero()
+    }
+
     fn state(&self) -> MutexGuard<'_, State<V>> {
         // The state stays consistent across a panic (every change is one assignment).
         self.state
@@ -86,7 +91,7 @@ impl<V: Clone> KeyCache<V> {
 
     fn insert_at(&self, hash: Vec<u8>, value: V, seen: u64, now: Instant) {
         let mut state = self.state();
-        if !state.listening || state.generation != seen || self.ttl.is_zero() {
+        if !state.listening || state.generation != seen || self.is_off() {
             return;
         }
         if state.entries.len() >= MAX_ENTRIES {

@@ -314,11 +314,14 @@ impl App {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), StartupError> {
         let export = plangrep_telemetry::SpanExport::start(SERVICE, &self.export)?;
         tracing::info!(addr = %self.local_addr(), ops = %self.ops_addr(), "api-gateway serving");
-        let key_changes = tokio::spawn(key_cache::follow_changes(
-            self.key_changes.clone(),
-            self.key_cache,
-            shutdown.clone(),
-        ));
+        // With the cache off (`0s`) there is nothing to forget: no subscription.
+        let key_changes = (!self.key_cache.is_off()).then(|| {
+            tokio::spawn(key_cache::follow_changes(
+                self.key_changes.clone(),
+                self.key_cache,
+                shutdown.clone(),
+            ))
+        });
         let ops = tokio::spawn(plangrep_service::ops::serve(
             self.ops_listener,
             self.ops_router,
@@ -335,7 +338,9 @@ impl App {
         // The public listener may also end on an error: stop the ops listener with it.
         shutdown.cancel();
         let ops = ops.await.unwrap_or(Ok(()));
-        let _ = key_changes.await;
+        if let Some(key_changes) = key_changes {
+            let _ = key_changes.await;
+        }
         self.key_changes.close().await;
         self.pool.close().await;
         export.shutdown().await;
