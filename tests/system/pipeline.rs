@@ -129,6 +129,20 @@ async fn every_event_delivered_twice_has_one_effect_and_a_poison_message_is_dead
     let _ = connection.close(200, "done".into()).await;
 }
 
+/// Waits until the orchestrator's `/readyz` answers `expected`.
+async fn orchestrator_ready_is(app: &TestApp, expected: u16) {
+    let readyz = format!("http://{}/readyz", app.orchestrator_ops_addr);
+    plangrep_test_support::eventually(
+        &format!("/readyz to answer {expected}"),
+        crate::helpers::PATIENCE,
+        || async {
+            let status = app.http.get(&readyz).send().await.ok()?.status().as_u16();
+            (status == expected).then_some(())
+        },
+    )
+    .await
+}
+
 #[tokio::test]
 async fn the_orchestrator_is_not_ready_while_its_stage_consumers_have_lost_the_broker() {
     let app = TestApp::spawn_with(Options {
@@ -136,30 +150,29 @@ async fn the_orchestrator_is_not_ready_while_its_stage_consumers_have_lost_the_b
         ..Options::default()
     })
     .await;
-    let readyz = format!("http://{}/readyz", app.orchestrator_ops_addr);
-    let ready_is = |expected: u16| {
-        let readyz = readyz.clone();
-        let http = app.http.clone();
-        async move {
-            plangrep_test_support::eventually(
-                &format!("/readyz to answer {expected}"),
-                crate::helpers::PATIENCE,
-                || async {
-                    let status = http.get(&readyz).send().await.ok()?.status().as_u16();
-                    (status == expected).then_some(())
-                },
-            )
-            .await
-        }
-    };
-    ready_is(200).await;
+    orchestrator_ready_is(&app, 200).await;
     let broker = app.orchestrator_broker.as_ref().unwrap();
     broker.cut();
-    ready_is(503).await;
+    orchestrator_ready_is(&app, 503).await;
     broker.restore();
-    ready_is(200).await;
+    orchestrator_ready_is(&app, 200).await;
     // And the stages serve again: a project gets provisioned.
     let (_org, key) = app.create_customer().await;
     app.create_ready_project(&key, "After the outage").await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_orchestrator_stops_while_its_broker_has_stopped_answering() {
+    let app = TestApp::spawn_with(Options {
+        proxy_orchestrator_broker: true,
+        ..Options::default()
+    })
+    .await;
+    // Every stage consumes and the relay leads, each on a connection through the proxy.
+    orchestrator_ready_is(&app, 200).await;
+    app.orchestrator_broker.as_ref().unwrap().stall();
+    // Closing a channel or a connection the broker never answers for is abandoned after
+    // a bound (plangrep_messaging::EXCHANGE_TIMEOUT), not awaited for good: the stop returns.
     app.stop().await;
 }

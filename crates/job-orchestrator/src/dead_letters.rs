@@ -81,7 +81,7 @@ impl DeadLetters {
                 messages: u64::from(depth.unwrap_or(0)),
             });
         }
-        let _ = connection.close(200, "bye".into()).await;
+        let _ = plangrep_messaging::bounded(connection.close(200, "bye".into())).await;
         Ok(queues)
     }
 
@@ -110,7 +110,7 @@ impl DeadLetters {
                 }
             }
         }
-        let _ = connection.close(200, "bye".into()).await;
+        let _ = plangrep_messaging::bounded(connection.close(200, "bye".into())).await;
         tracing::info!(redriven, "dead letters re-driven");
         // What moved before a failure stays moved; the caller learns of the failure.
         outcome.map(|()| redriven)
@@ -132,15 +132,14 @@ impl DeadLetters {
             return Ok(0);
         }
         // The target exists before anything moves (declaring is idempotent).
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(|error| unavailable(error.into()))?;
-        self.topology
-            .declare_work_queue(&channel, queue)
-            .await
-            .map_err(|error| unavailable(error.into()))?;
-        let _ = channel.close(200, "declared".into()).await;
+        plangrep_messaging::bounded(async {
+            let channel = connection.create_channel().await?;
+            self.topology.declare_work_queue(&channel, queue).await?;
+            let _ = channel.close(200, "declared".into()).await;
+            Ok(())
+        })
+        .await
+        .map_err(|error| unavailable(error.into()))?;
         redrive::move_messages(connection, &dead, &self.topology.queue(queue), limit)
             .await
             .map_err(unavailable)

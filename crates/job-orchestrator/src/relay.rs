@@ -145,15 +145,19 @@ impl Relay {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen("plangrep_outbox").await?;
         let connection = plangrep_messaging::connect(&self.amqp_url).await?;
-        let publisher =
-            Publisher::open(&connection, &self.topology, self.events_key.clone()).await?;
-        // Declare every consumer's queue before publishing, so events published before a
-        // consumer's first start wait in its queue instead of being unroutable.
-        let channel = connection.create_channel().await?;
-        for queue in ALL_QUEUES {
-            self.topology.declare_work_queue(&channel, &queue).await?;
-        }
-        let _ = channel.close(200, "declared".into()).await;
+        let publisher = plangrep_messaging::bounded(async {
+            let publisher =
+                Publisher::open(&connection, &self.topology, self.events_key.clone()).await?;
+            // Declare every consumer's queue before publishing, so events published before
+            // a consumer's first start wait in its queue instead of being unroutable.
+            let channel = connection.create_channel().await?;
+            for queue in ALL_QUEUES {
+                self.topology.declare_work_queue(&channel, &queue).await?;
+            }
+            let _ = channel.close(200, "declared".into()).await;
+            Ok(publisher)
+        })
+        .await?;
         self.topology
             .delete_retired_queues(&connection, &self.amqp_url)
             .await?;
@@ -184,7 +188,7 @@ impl Relay {
                 _ = tokio::time::sleep(self.poll_interval) => {}
             }
         };
-        let _ = connection.close(200, "bye".into()).await;
+        let _ = plangrep_messaging::bounded(connection.close(200, "bye".into())).await;
         outcome
     }
 

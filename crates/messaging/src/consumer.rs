@@ -149,22 +149,26 @@ where
     Fut: Future<Output = Result<(), HandleError>> + Send + 'static,
 {
     let connection = crate::connect(&config.amqp_url).await?;
-    let channel = connection.create_channel().await?;
-    config
-        .topology
-        .declare_work_queue(&channel, &config.queue)
-        .await?;
-    channel
-        .basic_qos(config.concurrency, BasicQosOptions::default())
-        .await?;
-    let mut consumer = channel
-        .basic_consume(
-            config.topology.queue(&config.queue).into(),
-            config.consumer_tag.clone().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let (channel, mut consumer) = crate::bounded(async {
+        let channel = connection.create_channel().await?;
+        config
+            .topology
+            .declare_work_queue(&channel, &config.queue)
+            .await?;
+        channel
+            .basic_qos(config.concurrency, BasicQosOptions::default())
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                config.topology.queue(&config.queue).into(),
+                config.consumer_tag.clone().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok((channel, consumer))
+    })
+    .await?;
     health.set(true);
     tracing::info!(queue = %config.topology.queue(&config.queue), "consuming");
 
@@ -200,8 +204,11 @@ where
     // prefetched but unstarted messages return to the queue when the channel closes.
     tracker.close();
     tracker.wait().await;
-    let _ = channel.close(200, "bye".into()).await;
-    let _ = connection.close(200, "bye".into()).await;
+    let _ = crate::bounded(async {
+        let _ = channel.close(200, "bye".into()).await;
+        connection.close(200, "bye".into()).await
+    })
+    .await;
     outcome
 }
 
@@ -241,10 +248,7 @@ async fn dead_letter_forgery(delivery: &Delivery) {
         message_id = ?delivery.properties.message_id(),
         "dead-lettering a message without a valid events-key tag (forged or from a misconfigured publisher)"
     );
-    let _ = delivery
-        .acker
-        .reject(BasicRejectOptions { requeue: false })
-        .await;
+    let _ = crate::bounded(delivery.acker.reject(BasicRejectOptions { requeue: false })).await;
 }
 
 /// Turns a delivery into an [`Incoming`] and settles it inside the publisher's trace.
@@ -328,10 +332,9 @@ async fn settle<H, Fut>(
             }
             Err(HandleError::DeadLetter(error)) => {
                 tracing::error!(routing_key = %incoming.routing_key, %error, "dead-lettering an unprocessable message");
-                let _ = delivery
-                    .acker
-                    .reject(BasicRejectOptions { requeue: false })
-                    .await;
+                let _ =
+                    crate::bounded(delivery.acker.reject(BasicRejectOptions { requeue: false }))
+                        .await;
                 return;
             }
             Err(HandleError::Retry(error)) if attempt == IN_PLACE_ATTEMPTS => {
@@ -347,11 +350,11 @@ async fn settle<H, Fut>(
             }
         }
     }
-    let _ = delivery.acker.nack(requeue).await;
+    let _ = crate::bounded(delivery.acker.nack(requeue)).await;
 }
 
 async fn ack(delivery: &Delivery) {
-    if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
+    if let Err(error) = crate::bounded(delivery.acker.ack(BasicAckOptions::default())).await {
         // The message will be redelivered; handlers are idempotent.
         tracing::warn!(%error, "ack failed");
     }

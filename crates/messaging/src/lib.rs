@@ -33,15 +33,41 @@ pub const EVENT_TAG_HEADER: &str = "x-plangrep-event-tag";
 /// broker's default of 128 KiB would cost 8 MiB of memory per connection.
 pub const FRAME_MAX: u32 = 32 * 1024;
 
-/// Opens a connection to the broker at `url` on the current tokio runtime.
+/// How long one exchange with the broker may take: connecting, opening a channel,
+/// declaring, counting, acknowledging, closing. lapin can leave an operation pending for
+/// good when the connection breaks under it (a passive declare sent just before a cut
+/// never answered, and held the relay, and its shutdown, forever); past this the caller
+/// treats the broker as lost and starts over.
+pub const EXCHANGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `exchange`, or a `TimedOut` error once it has taken [`EXCHANGE_TIMEOUT`].
+pub async fn bounded<T>(
+    exchange: impl std::future::Future<Output = Result<T, lapin::Error>>,
+) -> Result<T, lapin::Error> {
+    tokio::time::timeout(EXCHANGE_TIMEOUT, exchange)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the broker did not answer in time",
+            )
+            .into())
+        })
+}
+
+/// Opens a connection to the broker at `url` on the current tokio runtime, within
+/// [`EXCHANGE_TIMEOUT`].
 pub async fn connect(url: &str) -> Result<lapin::Connection, lapin::Error> {
     let properties = lapin::ConnectionProperties::default();
-    match url.parse::<lapin::uri::AMQPUri>() {
-        Ok(mut uri) => {
-            uri.query.frame_max.get_or_insert(FRAME_MAX);
-            lapin::Connection::connect_uri(uri, properties).await
+    bounded(async {
+        match url.parse::<lapin::uri::AMQPUri>() {
+            Ok(mut uri) => {
+                uri.query.frame_max.get_or_insert(FRAME_MAX);
+                lapin::Connection::connect_uri(uri, properties).await
+            }
+            // lapin reports the unparseable URL in its own words.
+            Err(_) => lapin::Connection::connect(url, properties).await,
         }
-        // lapin reports the unparseable URL in its own words.
-        Err(_) => lapin::Connection::connect(url, properties).await,
-    }
+    })
+    .await
 }

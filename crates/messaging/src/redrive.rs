@@ -54,29 +54,32 @@ pub async fn occupancy(
     connection: &Connection,
     queue: &str,
 ) -> Result<Option<Occupancy>, lapin::Error> {
-    // Its own channel: a missing queue closes the channel it was asked on.
-    let channel = connection.create_channel().await?;
-    let declared = channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await;
-    match declared {
-        Ok(queue) => {
-            let _ = channel.close(200, "counted".into()).await;
-            Ok(Some(Occupancy {
-                messages: queue.message_count(),
-                consumers: queue.consumer_count(),
-            }))
+    crate::bounded(async {
+        // Its own channel: a missing queue closes the channel it was asked on.
+        let channel = connection.create_channel().await?;
+        let declared = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        match declared {
+            Ok(queue) => {
+                let _ = channel.close(200, "counted".into()).await;
+                Ok(Some(Occupancy {
+                    messages: queue.message_count(),
+                    consumers: queue.consumer_count(),
+                }))
+            }
+            Err(_) if connection.status().connected() => Ok(None),
+            Err(error) => Err(error),
         }
-        Err(_) if connection.status().connected() => Ok(None),
-        Err(error) => Err(error),
-    }
+    })
+    .await
 }
 
 /// Deletes `queue` if it does not exist or is a classic queue without messages and
@@ -114,41 +117,49 @@ pub async fn delete_if_idle(amqp_url: &str, queue: &str) -> Result<bool, lapin::
 const LOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Moves up to `limit` messages from `from` to `to`, oldest first; returns how many moved.
+/// Each exchange with the broker is [`bounded`](crate::bounded).
 pub async fn move_messages(
     connection: &Connection,
     from: &str,
     to: &str,
     limit: u32,
 ) -> Result<u32, MoveError> {
-    let channel = connection.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
+    let channel = crate::bounded(async {
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(channel)
+    })
+    .await?;
     let mut moved = 0;
     while moved < limit {
-        let Some(message) = channel
-            .basic_get(from.into(), BasicGetOptions { no_ack: false })
-            .await?
+        let Some(message) =
+            crate::bounded(channel.basic_get(from.into(), BasicGetOptions { no_ack: false }))
+                .await?
         else {
             break;
         };
         let delivery = message.delivery;
         let routing_key = original_routing_key(delivery.routing_key.as_str(), &delivery.properties);
         let properties = with_bcc(delivery.properties.clone(), to);
-        let confirmation = channel
-            .basic_publish(
-                "".into(),
-                routing_key.into(),
-                // Mandatory: a missing target returns the copy instead of dropping it.
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                &delivery.data,
-                properties,
-            )
-            .await?
-            .await?;
+        let confirmation = crate::bounded(async {
+            channel
+                .basic_publish(
+                    "".into(),
+                    routing_key.into(),
+                    // Mandatory: a missing target returns the copy instead of dropping it.
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    &delivery.data,
+                    properties,
+                )
+                .await?
+                .await
+        })
+        .await?;
         let refused = match confirmation {
             Confirmation::Ack(None) | Confirmation::NotRequested => None,
             Confirmation::Ack(Some(_)) => Some(MoveError::Unroutable(to.to_owned())),
@@ -156,20 +167,18 @@ pub async fn move_messages(
         };
         if let Some(error) = refused {
             // Back to the head of the source queue, untouched.
-            let _ = delivery
-                .acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                })
-                .await;
-            let _ = channel.close(200, "refused".into()).await;
+            let _ = crate::bounded(delivery.acker.nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            }))
+            .await;
+            let _ = crate::bounded(channel.close(200, "refused".into())).await;
             return Err(error);
         }
-        delivery.acker.ack(BasicAckOptions::default()).await?;
+        crate::bounded(delivery.acker.ack(BasicAckOptions::default())).await?;
         moved += 1;
     }
-    let _ = channel.close(200, "moved".into()).await;
+    let _ = crate::bounded(channel.close(200, "moved".into())).await;
     Ok(moved)
 }
 

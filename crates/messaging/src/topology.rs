@@ -220,9 +220,8 @@ impl Topology {
         amqp_url: &str,
     ) -> Result<(), lapin::Error> {
         let name = format!("{}{RETIRED_PIPELINE_QUEUE}", self.prefix);
-        let channel = connection.create_channel().await?;
-        channel
-            .queue_delete(name.clone().into(), QueueDeleteOptions::default())
+        let channel = crate::bounded(connection.create_channel()).await?;
+        crate::bounded(channel.queue_delete(name.clone().into(), QueueDeleteOptions::default()))
             .await?;
         let dead = format!("{name}.dead");
         // Usually gone long ago; otherwise a quorum queue, deleted once drained.
@@ -232,11 +231,10 @@ impl Topology {
                 .await?
                 .is_some_and(|now| now.messages == 0);
         if drained {
-            channel
-                .queue_delete(dead.into(), QueueDeleteOptions::default())
+            crate::bounded(channel.queue_delete(dead.into(), QueueDeleteOptions::default()))
                 .await?;
         }
-        let _ = channel.close(200, "deleted".into()).await;
+        let _ = crate::bounded(channel.close(200, "deleted".into())).await;
         Ok(())
     }
 
@@ -259,16 +257,15 @@ impl Topology {
             {
                 continue;
             }
-            let channel = connection.create_channel().await?;
+            let channel = crate::bounded(connection.create_channel()).await?;
             for binding in queue.bindings {
-                channel
-                    .queue_unbind(
-                        old.clone().into(),
-                        self.exchange().into(),
-                        binding.pattern().into(),
-                        FieldTable::default(),
-                    )
-                    .await?;
+                crate::bounded(channel.queue_unbind(
+                    old.clone().into(),
+                    self.exchange().into(),
+                    binding.pattern().into(),
+                    FieldTable::default(),
+                ))
+                .await?;
             }
             let count =
                 crate::redrive::move_messages(connection, &old, &self.queue(queue), u32::MAX)
@@ -282,11 +279,10 @@ impl Topology {
                 .await?
                 .is_some_and(|now| now.messages == 0 && now.consumers == 0);
             if idle {
-                channel
-                    .queue_delete(old.into(), QueueDeleteOptions::default())
+                crate::bounded(channel.queue_delete(old.into(), QueueDeleteOptions::default()))
                     .await?;
             }
-            let _ = channel.close(200, "migrated".into()).await;
+            let _ = crate::bounded(channel.close(200, "migrated".into())).await;
         }
         Ok(moved)
     }

@@ -192,7 +192,9 @@ where
 {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if let Some(value) = check().await {
+        // A check that never returns fails the wait too (one `timeout` past the deadline
+        // at most), instead of holding the test for good.
+        if let Ok(Some(value)) = tokio::time::timeout(timeout, check()).await {
             return value;
         }
         if tokio::time::Instant::now() >= deadline {

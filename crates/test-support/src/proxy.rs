@@ -10,9 +10,18 @@ use tokio_util::sync::CancellationToken;
 /// A running proxy to `target`.
 pub struct TcpProxy {
     addr: SocketAddr,
-    /// Cancelled on `cut`: every relayed connection of the current generation closes.
-    generation: Arc<Mutex<Option<CancellationToken>>>,
+    /// The connections relayed since the last `restore`; `None` while cut.
+    generation: Arc<Mutex<Option<Generation>>>,
     stop: CancellationToken,
+}
+
+/// Connections relayed between one `restore` and the next `cut`.
+#[derive(Clone, Default)]
+struct Generation {
+    /// Cancelled on `cut`: every connection of the generation closes.
+    cut: CancellationToken,
+    /// Cancelled on `stall`: its connections stay open and carry nothing.
+    stall: CancellationToken,
 }
 
 impl TcpProxy {
@@ -20,7 +29,7 @@ impl TcpProxy {
     pub async fn start(target: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("addr");
-        let generation = Arc::new(Mutex::new(Some(CancellationToken::new())));
+        let generation = Arc::new(Mutex::new(Some(Generation::default())));
         let stop = CancellationToken::new();
         let accept_generation = generation.clone();
         let accept_stop = stop.clone();
@@ -34,7 +43,7 @@ impl TcpProxy {
                     continue;
                 };
                 let current = accept_generation.lock().expect("not poisoned").clone();
-                let Some(token) = current else {
+                let Some(generation) = current else {
                     // Cut: refuse by closing at once.
                     drop(inbound);
                     continue;
@@ -44,7 +53,9 @@ impl TcpProxy {
                         return;
                     };
                     tokio::select! {
-                        _ = token.cancelled() => {}
+                        _ = generation.cut.cancelled() => {}
+                        // Both ends stay open, silent, until the cut.
+                        _ = generation.stall.cancelled() => generation.cut.cancelled().await,
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                     }
                 });
@@ -79,14 +90,30 @@ impl TcpProxy {
 
     /// Closes every relayed connection and refuses new ones until `restore`.
     pub fn cut(&self) {
-        if let Some(token) = self.generation.lock().expect("not poisoned").take() {
-            token.cancel();
+        if let Some(generation) = self.generation.lock().expect("not poisoned").take() {
+            generation.cut.cancel();
         }
     }
 
-    /// Relays new connections again.
+    /// Stops carrying bytes without closing anything, as a frozen server or a network
+    /// partition does: every connection, relayed or new, stays open and silent until
+    /// `cut` or `restore`.
+    pub fn stall(&self) {
+        if let Some(generation) = self.generation.lock().expect("not poisoned").as_ref() {
+            generation.stall.cancel();
+        }
+    }
+
+    /// Closes what a stall held open and relays new connections again.
     pub fn restore(&self) {
-        *self.generation.lock().expect("not poisoned") = Some(CancellationToken::new());
+        let previous = self
+            .generation
+            .lock()
+            .expect("not poisoned")
+            .replace(Generation::default());
+        if let Some(stalled) = previous.filter(|previous| previous.stall.is_cancelled()) {
+            stalled.cut.cancel();
+        }
     }
 }
 
