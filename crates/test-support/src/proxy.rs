@@ -1,5 +1,6 @@
-//! A TCP proxy on loopback that a test can cut and restore, to take a real dependency
-//! (PostgreSQL, RabbitMQ, a gRPC service) away from a service under test and give it back.
+//! A TCP proxy on loopback that a test can cut, stall and restore, to take a real
+//! dependency (PostgreSQL, RabbitMQ, a gRPC service) away from a service under test, or
+//! freeze it, and give it back.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
