@@ -12,8 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::time::Duration;
 
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
 use plangrep_messaging::topology::ALL_QUEUES;
 use plangrep_messaging::{HandleError, Topology};
 use plangrep_service::grpc_metrics::GrpcMetrics;
@@ -262,31 +260,16 @@ impl OrchestratorMetrics {
             let labels = QueueLabels {
                 queue: format!("{}.dead", queue.name),
             };
-            // A passive declare only reads the queue; one channel each, since a missing
-            // queue (not declared yet) closes the channel it was asked on.
-            let depth = async {
-                let channel = live.create_channel().await?;
-                let queue = channel
-                    .queue_declare(
-                        name.into(),
-                        QueueDeclareOptions {
-                            passive: true,
-                            ..QueueDeclareOptions::default()
-                        },
-                        FieldTable::default(),
-                    )
-                    .await;
-                if queue.is_ok() {
-                    let _ = channel.close(200, "scraped".into()).await;
-                }
-                queue.map(|queue| queue.message_count())
-            }
-            .await;
-            match depth {
-                Ok(depth) => {
+            // A passive declare, on a channel of its own: it only reads the queue.
+            match plangrep_messaging::redrive::depth(live, &name).await {
+                Ok(Some(depth)) => {
                     self.dead_letters
                         .get_or_create(&labels)
                         .set(i64::from(depth));
+                }
+                // Not declared yet: nothing to report.
+                Ok(None) => {
+                    self.dead_letters.remove(&labels);
                 }
                 Err(error) => {
                     tracing::debug!(%error, queue = %labels.queue, "metrics: dead-letter queue not readable");
