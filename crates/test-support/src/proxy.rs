@@ -1,10 +1,11 @@
-//! A TCP proxy on loopback that a test can cut, stall and restore, to take a real
-//! dependency (PostgreSQL, RabbitMQ, a gRPC service) away from a service under test, or
-//! freeze it, and give it back.
+//! A TCP proxy on loopback that a test can cut, stall, hold the answers of and restore,
+//! to take a real dependency (PostgreSQL, RabbitMQ, a gRPC service) away from a service
+//! under test, or freeze it, and give it back.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +24,15 @@ struct Generation {
     cut: CancellationToken,
     /// Cancelled on `stall`: its connections stay open and carry nothing.
     stall: CancellationToken,
+    /// Cancelled on `hold_answers`: its connections carry requests but no answers.
+    hold: CancellationToken,
+}
+
+impl Generation {
+    /// Whether `stall` or `hold_answers` froze this generation's connections.
+    fn frozen(&self) -> bool {
+        self.stall.is_cancelled() || self.hold.is_cancelled()
+    }
 }
 
 impl TcpProxy {
@@ -40,7 +50,7 @@ impl TcpProxy {
                     _ = accept_stop.cancelled() => return,
                     accepted = listener.accept() => accepted,
                 };
-                let Ok((mut inbound, _)) = accepted else {
+                let Ok((inbound, _)) = accepted else {
                     continue;
                 };
                 let current = accept_generation.lock().expect("not poisoned").clone();
@@ -50,14 +60,8 @@ impl TcpProxy {
                     continue;
                 };
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = generation.cut.cancelled() => {}
-                        // Both ends stay open, silent, until the cut.
-                        _ = generation.stall.cancelled() => generation.cut.cancelled().await,
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    if let Ok(outbound) = TcpStream::connect(target).await {
+                        relay(inbound, outbound, generation).await;
                     }
                 });
             }
@@ -105,16 +109,58 @@ impl TcpProxy {
         }
     }
 
-    /// Closes what a stall held open and relays new connections again.
+    /// Keeps carrying what clients send but none of the server's answers, as a server
+    /// that takes requests and never replies does: every connection, relayed or new,
+    /// stays open until `cut` or `restore`.
+    pub fn hold_answers(&self) {
+        if let Some(generation) = self.generation.lock().expect("not poisoned").as_ref() {
+            generation.hold.cancel();
+        }
+    }
+
+    /// Closes what a stall or a hold kept open and relays new connections again.
     pub fn restore(&self) {
         let previous = self
             .generation
             .lock()
             .expect("not poisoned")
             .replace(Generation::default());
-        if let Some(stalled) = previous.filter(|previous| previous.stall.is_cancelled()) {
-            stalled.cut.cancel();
+        if let Some(frozen) = previous.filter(Generation::frozen) {
+            frozen.cut.cancel();
         }
+    }
+}
+
+/// Carries bytes both ways until both sides are done or `generation` is cut. A stall
+/// stops both directions and a hold the server's answers; what stops keeps its socket
+/// open until the cut.
+async fn relay(inbound: TcpStream, outbound: TcpStream, generation: Generation) {
+    let (mut client_read, mut client_write) = inbound.into_split();
+    let (mut server_read, mut server_write) = outbound.into_split();
+    let requests = async {
+        let copy = async {
+            let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+            let _ = server_write.shutdown().await;
+        };
+        tokio::select! {
+            _ = generation.stall.cancelled() => std::future::pending::<()>().await,
+            _ = copy => {}
+        }
+    };
+    let answers = async {
+        let copy = async {
+            let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+            let _ = client_write.shutdown().await;
+        };
+        tokio::select! {
+            _ = generation.stall.cancelled() => std::future::pending::<()>().await,
+            _ = generation.hold.cancelled() => std::future::pending::<()>().await,
+            _ = copy => {}
+        }
+    };
+    tokio::select! {
+        _ = generation.cut.cancelled() => {}
+        _ = async { tokio::join!(requests, answers) } => {}
     }
 }
 
