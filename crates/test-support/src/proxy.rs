@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -135,32 +136,31 @@ impl TcpProxy {
 /// stops both directions and a hold the server's answers; what stops keeps its socket
 /// open until the cut.
 async fn relay(inbound: TcpStream, outbound: TcpStream, generation: Generation) {
-    let (mut client_read, mut client_write) = inbound.into_split();
-    let (mut server_read, mut server_write) = outbound.into_split();
-    let requests = async {
-        let copy = async {
-            let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
-            let _ = server_write.shutdown().await;
-        };
+    let (client_read, client_write) = inbound.into_split();
+    let (server_read, server_write) = outbound.into_split();
+    let requests = pipe(client_read, server_write, generation.stall.cancelled());
+    let answers = pipe(server_read, client_write, async {
         tokio::select! {
-            _ = generation.stall.cancelled() => std::future::pending::<()>().await,
-            _ = copy => {}
+            _ = generation.stall.cancelled() => {}
+            _ = generation.hold.cancelled() => {}
         }
-    };
-    let answers = async {
-        let copy = async {
-            let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
-            let _ = client_write.shutdown().await;
-        };
-        tokio::select! {
-            _ = generation.stall.cancelled() => std::future::pending::<()>().await,
-            _ = generation.hold.cancelled() => std::future::pending::<()>().await,
-            _ = copy => {}
-        }
-    };
+    });
     tokio::select! {
         _ = generation.cut.cancelled() => {}
         _ = async { tokio::join!(requests, answers) } => {}
+    }
+}
+
+/// Copies `from` into `to` until `from` ends, then shuts `to` down; once `frozen`
+/// completes it carries nothing more and keeps both open.
+async fn pipe(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, frozen: impl Future<Output = ()>) {
+    let copy = async {
+        let _ = tokio::io::copy(&mut from, &mut to).await;
+        let _ = to.shutdown().await;
+    };
+    tokio::select! {
+        _ = frozen => std::future::pending::<()>().await,
+        _ = copy => {}
     }
 }
 
