@@ -7,7 +7,9 @@
 //! ([`HandleError`]): `Retry` is retried in place with backoff a bounded number of times,
 //! then handed back to the broker, whose delivery limit dead-letters it eventually;
 //! `DeadLetter` goes to the dead-letter queue at once; `Ignore` is acked and logged. No
-//! message is retried forever, and a poison message never stops the others.
+//! message is retried forever, and a poison message never stops the others. The
+//! settlements go out through the channel's acknowledgement window ([`crate::acks`]),
+//! which acknowledges a run of finished messages with one frame.
 //!
 //! Messages are authenticated first (ADR 0010): one without a valid events-key tag (a
 //! forgery by whoever could publish to the exchange) never reaches the handler; it is
@@ -20,9 +22,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
-};
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use plangrep_core::event_auth::EventsKey;
 use plangrep_telemetry::trace::{TRACEPARENT, TraceContext};
@@ -30,6 +30,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::acks::{Acks, Settlement};
 use crate::{Topology, WorkQueue};
 
 /// A received message, reduced to what handlers need.
@@ -174,6 +175,11 @@ where
 
     let in_flight = Arc::new(Semaphore::new(usize::from(config.concurrency.max(1))));
     let tracker = TaskTracker::new();
+    let acks = Arc::new(Acks::default());
+    let closing = CancellationToken::new();
+    let settling = tokio::spawn(acks.clone().run(closing.clone()));
+    // Should this future be dropped mid-way, the settling task still ends.
+    let _closing_on_drop = closing.clone().drop_guard();
     let outcome = loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
@@ -187,23 +193,30 @@ where
                 None => break Ok(()),
             },
         };
+        // Known to the window before anything may be acknowledged past it.
+        acks.receive(delivery.delivery_tag);
         let handler = handler.clone();
         let shutdown = shutdown.clone();
         let service = config.service;
         let events_key = config.events_key.clone();
+        let acks = acks.clone();
         tracker.spawn(async move {
-            if is_authentic(&delivery, &events_key) {
-                handle_delivery(delivery, service, handler, shutdown).await;
+            let (tag, acker) = (delivery.delivery_tag, delivery.acker.clone());
+            let settlement = if is_authentic(&delivery, &events_key) {
+                handle_delivery(delivery, service, handler, shutdown).await
             } else {
-                dead_letter_forgery(&delivery).await;
-            }
+                forgery(&delivery)
+            };
+            acks.finish(tag, settlement, acker);
             drop(permit);
         });
     };
-    // Let in-flight messages finish (each acks or hands its message back), then close;
+    // Let in-flight messages finish and their settlements go out, then close;
     // prefetched but unstarted messages return to the queue when the channel closes.
     tracker.close();
     tracker.wait().await;
+    closing.cancel();
+    let _ = settling.await;
     let _ = crate::bounded(async {
         let _ = channel.close(200, "bye".into()).await;
         connection.close(200, "bye".into()).await
@@ -240,24 +253,25 @@ fn is_authentic(delivery: &Delivery, events_key: &EventsKey) -> bool {
     })
 }
 
-/// Rejects an unauthenticated message into the dead-letter queue: it is never handled,
-/// and an operator can still see what was injected.
-async fn dead_letter_forgery(delivery: &Delivery) {
+/// An unauthenticated message goes to the dead-letter queue: it is never handled, and an
+/// operator can still see what was injected.
+fn forgery(delivery: &Delivery) -> Settlement {
     tracing::error!(
         routing_key = %delivery.routing_key,
         message_id = ?delivery.properties.message_id(),
         "dead-lettering a message without a valid events-key tag (forged or from a misconfigured publisher)"
     );
-    let _ = crate::bounded(delivery.acker.reject(BasicRejectOptions { requeue: false })).await;
+    Settlement::Reject
 }
 
-/// Turns a delivery into an [`Incoming`] and settles it inside the publisher's trace.
+/// Turns a delivery into an [`Incoming`] and handles it inside the publisher's trace.
 async fn handle_delivery<H, Fut>(
     delivery: Delivery,
     service: &'static str,
     handler: H,
     shutdown: CancellationToken,
-) where
+) -> Settlement
+where
     H: Fn(Incoming) -> Fut,
     Fut: Future<Output = Result<(), HandleError>>,
 {
@@ -301,41 +315,30 @@ async fn handle_delivery<H, Fut>(
     span.record("trace_id", tracing::field::display(context.trace_id()));
     plangrep_telemetry::trace::scope(
         context,
-        tracing::Instrument::instrument(settle(delivery, incoming, handler, shutdown), span),
+        tracing::Instrument::instrument(settle(incoming, handler, shutdown), span),
     )
-    .await;
+    .await
 }
 
 /// Runs the handler until it succeeds (ack), is ignored (ack), fails for good (reject
 /// into the dead-letter queue) or has used its in-place retries (requeue); shutdown
 /// interrupts a retry with a requeue.
-async fn settle<H, Fut>(
-    delivery: Delivery,
-    incoming: Incoming,
-    handler: H,
-    shutdown: CancellationToken,
-) where
+async fn settle<H, Fut>(incoming: Incoming, handler: H, shutdown: CancellationToken) -> Settlement
+where
     H: Fn(Incoming) -> Fut,
     Fut: Future<Output = Result<(), HandleError>>,
 {
-    let requeue = BasicNackOptions {
-        requeue: true,
-        ..BasicNackOptions::default()
-    };
     let mut delay = RECONNECT_MIN;
     for attempt in 1..=IN_PLACE_ATTEMPTS {
         match handler(incoming.clone()).await {
-            Ok(()) => return ack(&delivery).await,
+            Ok(()) => return Settlement::Ack,
             Err(HandleError::Ignore(reason)) => {
                 tracing::info!(routing_key = %incoming.routing_key, %reason, "message ignored");
-                return ack(&delivery).await;
+                return Settlement::Ack;
             }
             Err(HandleError::DeadLetter(error)) => {
                 tracing::error!(routing_key = %incoming.routing_key, %error, "dead-lettering an unprocessable message");
-                let _ =
-                    crate::bounded(delivery.acker.reject(BasicRejectOptions { requeue: false }))
-                        .await;
-                return;
+                return Settlement::Reject;
             }
             Err(HandleError::Retry(error)) if attempt == IN_PLACE_ATTEMPTS => {
                 tracing::warn!(routing_key = %incoming.routing_key, %error, "handler keeps failing; handing the message back to the broker");
@@ -350,12 +353,5 @@ async fn settle<H, Fut>(
             }
         }
     }
-    let _ = crate::bounded(delivery.acker.nack(requeue)).await;
-}
-
-async fn ack(delivery: &Delivery) {
-    if let Err(error) = crate::bounded(delivery.acker.ack(BasicAckOptions::default())).await {
-        // The message will be redelivered; handlers are idempotent.
-        tracing::warn!(%error, "ack failed");
-    }
+    Settlement::Requeue
 }

@@ -12,6 +12,7 @@
 //!   reconnect with backoff and a graceful drain on shutdown; it dead-letters every
 //!   message whose tag does not verify before a handler sees it (ADR 0010).
 
+mod acks;
 pub mod consumer;
 pub mod publisher;
 pub mod redrive;
