@@ -34,6 +34,13 @@ pub const EVENT_TAG_HEADER: &str = "x-plangrep-event-tag";
 /// broker's default of 128 KiB would cost 8 MiB of memory per connection.
 pub const FRAME_MAX: u32 = 32 * 1024;
 
+/// The heartbeat interval (seconds) we ask for unless the URL sets `heartbeat`. A broker
+/// that stops answering without closing the connection (a frozen node, a partition) is
+/// noticed after two silent intervals: 30 s, where RabbitMQ's default of 60 s would take
+/// two minutes, all that time consuming nothing and reporting ready. RabbitMQ recommends
+/// 5 to 20 s; the broker and we settle on the lower of the two proposals.
+pub const HEARTBEAT: u16 = 15;
+
 /// How long one exchange with the broker may take: connecting, opening a channel,
 /// declaring, counting, acknowledging, closing. lapin can leave an operation pending for
 /// good when the connection breaks under it (a passive declare sent just before a cut
@@ -62,13 +69,40 @@ pub async fn connect(url: &str) -> Result<lapin::Connection, lapin::Error> {
     let properties = lapin::ConnectionProperties::default();
     bounded(async {
         match url.parse::<lapin::uri::AMQPUri>() {
-            Ok(mut uri) => {
-                uri.query.frame_max.get_or_insert(FRAME_MAX);
-                lapin::Connection::connect_uri(uri, properties).await
-            }
+            Ok(uri) => lapin::Connection::connect_uri(with_defaults(uri), properties).await,
             // lapin reports the unparseable URL in its own words.
             Err(_) => lapin::Connection::connect(url, properties).await,
         }
     })
     .await
+}
+
+/// `uri` with our [`FRAME_MAX`] and [`HEARTBEAT`] wherever it sets none of its own.
+fn with_defaults(mut uri: lapin::uri::AMQPUri) -> lapin::uri::AMQPUri {
+    uri.query.frame_max.get_or_insert(FRAME_MAX);
+    uri.query.heartbeat.get_or_insert(HEARTBEAT);
+    uri
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri(url: &str) -> lapin::uri::AMQPUri {
+        with_defaults(url.parse().expect("a valid AMQP URL"))
+    }
+
+    #[test]
+    fn a_url_without_tuning_gets_our_frame_size_and_heartbeat() {
+        let query = uri("amqp://guest:guest@broker:5672/%2f").query;
+        assert_eq!(query.frame_max, Some(FRAME_MAX));
+        assert_eq!(query.heartbeat, Some(HEARTBEAT));
+    }
+
+    #[test]
+    fn what_the_url_sets_is_kept() {
+        let query = uri("amqp://broker/%2f?heartbeat=0&frame_max=131072").query;
+        assert_eq!(query.frame_max, Some(131_072));
+        assert_eq!(query.heartbeat, Some(0), "0: the broker's interval applies");
+    }
 }
