@@ -45,6 +45,26 @@ pub(crate) enum Frame<A> {
     Reject(A),
 }
 
+impl Frame<Acker> {
+    async fn send(self) -> Result<bool, lapin::Error> {
+        match self {
+            Frame::Ack { acker, multiple } => {
+                crate::bounded(acker.ack(BasicAckOptions { multiple })).await
+            }
+            Frame::Requeue(acker) => {
+                crate::bounded(acker.nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                }))
+                .await
+            }
+            Frame::Reject(acker) => {
+                crate::bounded(acker.reject(BasicRejectOptions { requeue: false })).await
+            }
+        }
+    }
+}
+
 /// A channel's deliveries from receipt until their frames are taken, by delivery tag.
 #[derive(Debug)]
 pub(crate) struct Window<A> {
@@ -141,28 +161,20 @@ impl Acks {
 
     async fn send(&self) {
         let frames = self.lock().take_frames();
+        let (mut failed, mut last_error) = (0, None);
         for frame in frames {
-            let sent = match frame {
-                Frame::Ack { acker, multiple } => {
-                    crate::bounded(acker.ack(BasicAckOptions { multiple })).await
-                }
-                Frame::Requeue(acker) => {
-                    crate::bounded(acker.nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    }))
-                    .await
-                }
-                Frame::Reject(acker) => {
-                    crate::bounded(acker.reject(BasicRejectOptions { requeue: false })).await
-                }
-            };
-            if let Err(error) = sent {
-                // The channel is gone: the broker redelivers whatever it did not settle,
-                // and handlers are idempotent.
-                tracing::warn!(%error, "settling deliveries failed");
-                return;
+            // Every frame is issued, in order, even after one failed: a frame that timed
+            // out may still reach a channel that lives on, and a requeue or rejection
+            // left out would be covered by the next multiple ack.
+            if let Err(error) = frame.send().await {
+                failed += 1;
+                last_error = Some(error);
             }
+        }
+        if let Some(error) = last_error {
+            // Most likely the channel is gone: the broker redelivers whatever it did not
+            // settle, and handlers are idempotent.
+            tracing::warn!(%error, failed, "settling deliveries failed");
         }
     }
 
